@@ -1,0 +1,1 @@
+"""The HTTP face, the chat page and the command line."""

@@ -1,0 +1,292 @@
+"""The HTTP API: create_app() builds it; the index loads once, in the background, at start-up."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from index.errors import DocumentConflict, DocumentNotFound, GroundQAError, InvalidDocument, InvalidQuery
+from index.index import Index
+from index.store import Document
+from service.articles import add_article
+from service.metrics import Metrics
+from service.schemas import (
+    DocumentIn,
+    DocumentList,
+    DocumentOut,
+    DocumentText,
+    DocumentUpdate,
+    QueryRequest,
+    QueryResponse,
+)
+from service.settings import Settings, get_settings, open_index
+
+STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("groundqa")
+
+_STATUS = {
+    InvalidDocument: 422,
+    InvalidQuery: 422,
+    DocumentNotFound: 404,
+    DocumentConflict: 409,
+}
+
+
+def create_app(settings: Settings | None = None, seed: list[tuple[Path, str]] | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loader = threading.Thread(target=_load, args=(app, settings, seed or []), daemon=True)
+        loader.start()
+        yield
+
+    app = FastAPI(
+        title="groundqa",
+        version="0.1.0",
+        summary="Grounded answers over articles, with exact character offsets.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.index = None
+    app.state.load_error = None
+    app.state.metrics = Metrics(lambda: app.state.index)
+    app.dependency_overrides[get_settings] = lambda: settings
+    if settings.cors_list():
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_list(),
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.middleware("http")(_observe)
+    _add_error_handlers(app)
+    _add_routes(app)
+    _add_pages(app)
+    return app
+
+
+def _load(app: FastAPI, settings: Settings, seed: list[tuple[Path, str]]) -> None:
+    try:
+        index = open_index(settings)
+        if seed and not index.documents():
+            for path, text in seed:
+                add_article(index, path, text)
+                log.info("seeded the empty index with %s", path)
+        app.state.index = index
+    except Exception as exc:  # reported by /readyz and every query, and in the log
+        log.exception("the index could not be loaded")
+        app.state.load_error = str(exc)
+
+
+def get_index(request: Request) -> Index:
+    index: Index | None = request.app.state.index
+    if index is None:
+        error = request.app.state.load_error
+        raise HTTPException(503, f"the index failed to load: {error}" if error else "the index is loading")
+    return index
+
+
+def require_key(
+    settings: Annotated[Settings, Depends(get_settings)],
+    authorization: Annotated[str | None, Header()] = None,
+) -> None:
+    if settings.api_key is None:
+        raise HTTPException(403, "HTTP writes are disabled; set GROUNDQA_API_KEY on the server to enable them")
+    scheme, _, key = (authorization or "").partition(" ")
+    want = settings.api_key.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), want):
+        raise HTTPException(
+            401,
+            "missing or wrong API key; send 'Authorization: Bearer <GROUNDQA_API_KEY>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+IndexDep = Annotated[Index, Depends(get_index)]
+WriteKey = Depends(require_key)
+
+
+def _add_routes(app: FastAPI) -> None:
+    @app.post("/v1/query", response_model=QueryResponse, tags=["query"])
+    def query(body: QueryRequest, index: IndexDep, request: Request) -> dict[str, Any]:
+        return _search(index, request, body.question, body.k, body.mode, body.doc_ids)
+
+    @app.get("/v1/query", response_model=QueryResponse, tags=["query"])
+    def query_get(
+        index: IndexDep,
+        request: Request,
+        q: Annotated[str, Query(description="the question")],
+        k: Annotated[int, Query(ge=1, le=50)] = 5,
+        mode: Annotated[str, Query(pattern="^(hybrid|dense|lexical)$")] = "hybrid",
+        doc_ids: Annotated[list[str] | None, Query(description="repeat to search several")] = None,
+    ) -> dict[str, Any]:
+        body = QueryRequest(question=q, k=k, mode=mode, doc_ids=doc_ids)  # type: ignore[arg-type]
+        return _search(index, request, body.question, body.k, body.mode, body.doc_ids)
+
+    @app.post("/v1/documents", status_code=201, response_model=DocumentOut, tags=["documents"],
+              dependencies=[WriteKey])
+    def add_document(body: DocumentIn, index: IndexDep, response: Response) -> Document:
+        added = index.add(body.text, title=body.title, doc_id=body.doc_id, source=body.source)
+        if not added.created:
+            response.status_code = 200
+        return added.document
+
+    @app.put("/v1/documents/{doc_id}", response_model=DocumentOut, tags=["documents"],
+             dependencies=[WriteKey])
+    def put_document(doc_id: str, body: DocumentUpdate, index: IndexDep, response: Response) -> Document:
+        added = index.add(body.text, title=body.title, doc_id=doc_id, source=body.source, replace=True)
+        response.status_code = 201 if added.created else 200
+        return added.document
+
+    @app.get("/v1/documents", response_model=DocumentList, tags=["documents"])
+    def list_documents(index: IndexDep) -> dict[str, Any]:
+        docs = index.documents()
+        return {"documents": docs, "count": len(docs)}
+
+    @app.get("/v1/documents/{doc_id}", response_model=DocumentText, tags=["documents"])
+    def get_document(doc_id: str, index: IndexDep) -> dict[str, Any]:
+        doc, text = index.document(doc_id)
+        return {**doc.__dict__, "text": text}
+
+    @app.delete("/v1/documents/{doc_id}", status_code=204, tags=["documents"], dependencies=[WriteKey])
+    def delete_document(doc_id: str, index: IndexDep) -> Response:
+        index.delete(doc_id)
+        return Response(status_code=204)
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"])
+    def readyz(index: IndexDep) -> dict[str, Any]:
+        docs = index.documents()
+        return {"status": "ready", "documents": len(docs), "passages": sum(d.passages for d in docs)}
+
+    @app.get("/metrics", tags=["operations"])
+    def metrics(request: Request) -> Response:
+        body, content_type = request.app.state.metrics.render()
+        return Response(body, media_type=content_type)
+
+
+def _search(
+    index: Index, request: Request, question: str, k: int, mode: Any, doc_ids: list[str] | None
+) -> dict[str, Any]:
+    result = index.search(question, k, mode, doc_ids)
+    request.app.state.metrics.query_seconds.labels(mode).observe(result.took_ms / 1000)
+    return result.as_json()
+
+
+def _add_pages(app: FastAPI) -> None:
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/static/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def chat_page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/docs", include_in_schema=False)
+    def api_reference() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="groundqa API",
+            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger/swagger-ui.css",
+            swagger_favicon_url="/static/swagger/favicon-32x32.png",
+        )
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GroundQAError)
+    async def domain_error(request: Request, exc: GroundQAError) -> JSONResponse:
+        status = next((s for t, s in _STATUS.items() if isinstance(exc, t)), 500)
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _describe(exc.errors())}, status_code=422)
+
+
+def _describe(errors: Any) -> str:
+    """One readable line naming each bad field, e.g. "body.k: Input should be less than or equal to 50"."""
+    parts = []
+    for e in errors:
+        where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+        message = e.get("msg", "invalid")
+        if e.get("type") == "json_invalid":
+            message = f"malformed JSON ({e.get('ctx', {}).get('error', 'cannot parse')})"
+            where = "body"
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)
+
+
+async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    began = time.perf_counter()
+    response = await call_next(request)
+    route = request.scope.get("route")
+    path = getattr(route, "path", "unmatched")
+    request.app.state.metrics.observe(request.method, path, response.status_code, time.perf_counter() - began)
+    return response
+
+
+class BodyLimit:
+    """413 for a body over the limit, by its Content-Length or by counting a streamed body."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._too_large(send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._too_large(send)
+
+    async def _too_large(self, send: Send) -> None:
+        response = JSONResponse(
+            {"detail": f"the request body is larger than {self.max_bytes} bytes"}, status_code=413
+        )
+        await response({"type": "http"}, _no_body, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b""}
