@@ -150,7 +150,8 @@ class Index:
         return self._snapshot
 
     def documents(self) -> list[Document]:
-        return list(self._current().rows.documents.values())
+        docs = self._current().rows.documents.values()
+        return sorted(docs, key=lambda d: (d.created_at, d.doc_id))
 
     def document(self, doc_id: str) -> tuple[Document, str]:
         rows = self._current().rows

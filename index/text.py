@@ -132,13 +132,14 @@ class Chunking:
         check_text(text)
         starts = token_starts(text)
         ends = _sentence_token_ends(text, starts)
-        ranges = self._windows(len(starts) - 1, ends)
+        ranges = self._windows(text, starts, ends)
         passages: list[Passage] = []
         for first, last in ranges:
             passages.extend(_passages(doc_id, text, starts, first, last, fits))
         return _unique(passages)
 
-    def _windows(self, n_tokens: int, sentence_ends: Sequence[int]) -> list[tuple[int, int]]:
+    def _windows(self, text: str, starts: Sequence[int], sentence_ends: Sequence[int]) -> list[tuple[int, int]]:
+        n_tokens = len(starts) - 1
         windows = []
         first = 0
         while first < n_tokens:
@@ -147,6 +148,9 @@ class Chunking:
                 i = bisect.bisect_right(sentence_ends, last) - 1
                 if i >= 0 and sentence_ends[i] >= last - self.sentence_slack and sentence_ends[i] > first:
                     last = sentence_ends[i]
+            # Cut out of its context, a passage can encode to a few more tokens: shrink it till it fits.
+            while last - first > 1 and count_tokens(text[slice(*strip_span(text, starts[first], starts[last]))]) > self.max_tokens:
+                last -= 1
             windows.append((first, last))
             if last == n_tokens:
                 break

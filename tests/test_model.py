@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index.errors import ModelError
+from index.model import DEFAULT_MODEL, PINNED_SHA256, Embedder, bundled_model_dir, sha256_file
+
+
+def test_bundled_model_matches_the_pinned_hashes() -> None:
+    for name, want in PINNED_SHA256.items():
+        assert sha256_file(bundled_model_dir() / name) == want
+
+
+def test_embeddings_are_normalized_and_meaningful(embedder: Embedder) -> None:
+    v = embedder.embed(["A pipeline carries gas to China.", "Gas flows through a pipe to China.", "I like cake."])
+    assert v.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    assert v[0] @ v[1] > v[0] @ v[2] + 0.2
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "model.safetensors"])
+def test_a_tampered_copy_is_refused_before_loading(tmp_path: Path, name: str) -> None:
+    copy = tmp_path / "model"
+    shutil.copytree(bundled_model_dir(), copy)
+    with (copy / name).open("r+b") as f:
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(ModelError, match=f"{name} has sha256 .* expected {PINNED_SHA256[name]}"):
+        Embedder(DEFAULT_MODEL, model_dir=copy)
+
+
+def test_a_missing_model_file_is_named(tmp_path: Path) -> None:
+    copy = tmp_path / "model"
+    shutil.copytree(bundled_model_dir(), copy)
+    (copy / "tokenizer.json").unlink()
+    with pytest.raises(ModelError, match="tokenizer.json is missing"):
+        Embedder(DEFAULT_MODEL, model_dir=copy)
+
+
+def test_an_unknown_model_name_fails_without_network() -> None:
+    with pytest.raises(ModelError, match="with no network"):
+        Embedder("no-such-org/no-such-model")
