@@ -262,30 +262,35 @@ class BodyLimit:
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             await self._too_large(send)
             return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
+        if length is not None or scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        # A streamed body: read it here, up to the limit, then hand it on whole.
+        chunks, seen, more = [], 0, True
+        while more:
             message = await receive()
-            seen += len(message.get("body", b""))
+            if message["type"] != "http.request":
+                return
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
+            more = message.get("more_body", False)
             if seen > self.max_bytes:
-                raise _TooLarge
+                await self._too_large(send)
+                return
+        body = b"".join(chunks)
+
+        async def replay() -> Message:
+            nonlocal body
+            message, body = {"type": "http.request", "body": body, "more_body": False}, b""
             return message
 
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await self._too_large(send)
+        await self.app(scope, replay, send)
 
     async def _too_large(self, send: Send) -> None:
         response = JSONResponse(
             {"detail": f"the request body is larger than {self.max_bytes} bytes"}, status_code=413
         )
         await response({"type": "http"}, _no_body, send)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 async def _no_body() -> Message:

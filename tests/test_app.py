@@ -1,0 +1,268 @@
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+from tests.conftest import ARTICLE
+
+KEY = "test-key-123"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+QUESTION = "How long is the Power of Siberia 2 pipeline?"
+MIXED = "Intro 😀😀 emoji 🇨🇳 first.\r\n\r\n中文句子在这里。第二句话！\r\nCafe\u0301 au lait is served.\r\n\r\nThe answer is 42 kilometres."
+
+
+def _client(tmp_path: Path, seed: bool = True, **settings: object) -> TestClient:
+    config = Settings(index_dir=tmp_path / "index", **settings)  # type: ignore[arg-type]
+    seeds = [(ARTICLE, ARTICLE.read_text(encoding="utf-8"))] if seed else []
+    return TestClient(create_app(config, seed=seeds))
+
+
+def _wait_ready(client: TestClient) -> None:
+    for _ in range(600):
+        if client.get("/readyz").status_code == 200:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the index never became ready")
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    with _client(tmp_path, api_key=KEY) as c:
+        _wait_ready(c)
+        yield c
+
+
+def _assert_exact(client: TestClient, body: dict) -> None:
+    texts: dict[str, str] = {}
+    for item in body["passages"] + ([body["answer"]] if body["answer"] else []):
+        doc_id = item["doc_id"]
+        if doc_id not in texts:
+            texts[doc_id] = client.get(f"/v1/documents/{doc_id}").json()["text"]
+        assert texts[doc_id][item["start"] : item["end"]] == item["text"]
+
+
+def test_query_returns_the_answer_with_exact_offsets(client: TestClient) -> None:
+    reply = client.post("/v1/query", json={"question": QUESTION})
+    assert reply.status_code == 200
+    body = reply.json()
+    assert set(body) == {"question", "mode", "k", "answer", "passages", "took_ms"}
+    assert body["mode"] == "hybrid" and body["k"] == 5
+    assert "2,500 km" in body["answer"]["text"]
+    assert len(body["answer"]["text"]) <= 400
+    assert [p["rank"] for p in body["passages"]] == list(range(1, len(body["passages"]) + 1))
+    assert set(body["passages"][0]) == {"rank", "doc_id", "title", "passage_id", "start", "end", "text", "score"}
+    _assert_exact(client, body)
+
+
+def test_get_query_is_the_same(client: TestClient) -> None:
+    post = client.post("/v1/query", json={"question": QUESTION, "k": 3, "mode": "dense"}).json()
+    get = client.get("/v1/query", params={"q": QUESTION, "k": 3, "mode": "dense"}).json()
+    assert post["passages"] == get["passages"] and post["answer"] == get["answer"]
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "lexical"])
+def test_every_mode_answers(client: TestClient, mode: str) -> None:
+    body = client.post("/v1/query", json={"question": QUESTION, "mode": mode, "k": 3}).json()
+    assert body["mode"] == mode and "2,500 km" in body["passages"][0]["text"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"question": "   "}, "question"),
+        ({"question": "x" * 1001}, "question"),
+        ({"question": "ok", "k": 0}, "k"),
+        ({"question": "ok", "k": 51}, "k"),
+        ({"question": "ok", "mode": "fuzzy"}, "mode"),
+        ({"question": 5}, "question"),
+        ({}, "question"),
+    ],
+)
+def test_bad_queries_get_422_naming_the_field(client: TestClient, body: dict, field: str) -> None:
+    reply = client.post("/v1/query", json=body)
+    assert reply.status_code == 422
+    assert field in reply.json()["detail"]
+
+
+def test_malformed_json_gets_422(client: TestClient) -> None:
+    reply = client.post("/v1/query", content=b'{"question": ', headers={"Content-Type": "application/json"})
+    assert reply.status_code == 422 and "JSON" in reply.json()["detail"]
+
+
+def test_unknown_doc_ids_get_404(client: TestClient) -> None:
+    reply = client.post("/v1/query", json={"question": QUESTION, "doc_ids": ["missing"]})
+    assert reply.status_code == 404 and "missing" in reply.json()["detail"]
+
+
+def test_document_lifecycle(client: TestClient) -> None:
+    created = client.post("/v1/documents", json={"text": MIXED, "title": "Mixed", "doc_id": "mixed"}, headers=AUTH)
+    assert created.status_code == 201
+    assert created.json()["doc_id"] == "mixed" and created.json()["chars"] == len(MIXED)
+    again = client.post("/v1/documents", json={"text": MIXED, "title": "Mixed", "doc_id": "mixed"}, headers=AUTH)
+    assert again.status_code == 200 and again.json()["sha256"] == created.json()["sha256"]
+    conflict = client.post("/v1/documents", json={"text": "Other text.", "doc_id": "mixed"}, headers=AUTH)
+    assert conflict.status_code == 409
+
+    stored = client.get("/v1/documents/mixed").json()
+    assert stored["text"] == MIXED and stored["title"] == "Mixed"
+    body = client.post("/v1/query", json={"question": "What is the answer in kilometres?", "doc_ids": ["mixed"]}).json()
+    assert body["passages"] and all(p["doc_id"] == "mixed" for p in body["passages"])
+    assert "42 kilometres" in body["answer"]["text"]
+    _assert_exact(client, body)
+    emoji = client.post("/v1/query", json={"question": "中文句子", "doc_ids": ["mixed"], "mode": "lexical"}).json()
+    _assert_exact(client, emoji)
+
+    listing = client.get("/v1/documents").json()
+    assert listing["count"] == 2 and {d["doc_id"] for d in listing["documents"]} == {"putin-china-visit", "mixed"}
+
+    replaced = client.put("/v1/documents/mixed", json={"text": "Entirely new text about penguins."}, headers=AUTH)
+    assert replaced.status_code == 200
+    hits = client.post("/v1/query", json={"question": "answer kilometres", "k": 20, "mode": "lexical"}).json()
+    assert all("42 kilometres" not in p["text"] for p in hits["passages"])
+
+    assert client.delete("/v1/documents/mixed", headers=AUTH).status_code == 204
+    assert client.get("/v1/documents/mixed").status_code == 404
+    assert client.delete("/v1/documents/mixed", headers=AUTH).status_code == 404
+    for mode in ("hybrid", "dense", "lexical"):
+        found = client.post("/v1/query", json={"question": "penguins", "k": 50, "mode": mode}).json()
+        assert all(p["doc_id"] != "mixed" for p in found["passages"])
+
+
+def test_put_creates_a_missing_document(client: TestClient) -> None:
+    reply = client.put("/v1/documents/new-doc", json={"text": "A new document."}, headers=AUTH)
+    assert reply.status_code == 201 and reply.json()["doc_id"] == "new-doc"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"text": "  \r\n "}, "text"),
+        ({"text": "ok", "doc_id": "bad id"}, "doc_id"),
+        ({"text": "ok", "doc_id": "x" * 129}, "doc_id"),
+        ({"text": 12}, "text"),
+    ],
+)
+def test_bad_documents_get_422(client: TestClient, body: dict, field: str) -> None:
+    reply = client.post("/v1/documents", json=body, headers=AUTH)
+    assert reply.status_code == 422 and field in reply.json()["detail"]
+    assert client.get("/v1/documents").json()["count"] == 1
+
+
+def test_bodies_over_the_limit_get_413(tmp_path: Path) -> None:
+    with _client(tmp_path, seed=False, api_key=KEY, max_body_bytes=1000) as c:
+        _wait_ready(c)
+        reply = c.post("/v1/documents", json={"text": "word " * 500}, headers=AUTH)
+        assert reply.status_code == 413 and "1000 bytes" in reply.json()["detail"]
+        streamed = c.post("/v1/documents", content=(b"x" * 600 for _ in range(3)), headers=AUTH)
+        assert streamed.status_code == 413
+
+
+def test_writes_need_the_right_key(client: TestClient) -> None:
+    doc = {"text": "Some text."}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"}):
+        reply = client.post("/v1/documents", json=doc, headers=headers)
+        assert reply.status_code == 401 and "Bearer" in reply.json()["detail"]
+        assert client.delete("/v1/documents/putin-china-visit", headers=headers).status_code == 401
+        assert client.put("/v1/documents/x", json=doc, headers=headers).status_code == 401
+    assert client.get("/v1/documents").json()["count"] == 1
+
+
+def test_writes_are_refused_when_no_key_is_set(tmp_path: Path) -> None:
+    with _client(tmp_path, seed=False) as c:
+        _wait_ready(c)
+        reply = c.post("/v1/documents", json={"text": "Some text."}, headers=AUTH)
+        assert reply.status_code == 403 and "GROUNDQA_API_KEY" in reply.json()["detail"]
+        assert c.delete("/v1/documents/x", headers=AUTH).status_code == 403
+
+
+def test_empty_index_is_ready_and_answers_nothing(tmp_path: Path) -> None:
+    with _client(tmp_path, seed=False) as c:
+        _wait_ready(c)
+        body = c.post("/v1/query", json={"question": QUESTION}).json()
+        assert body["passages"] == [] and body["answer"] is None
+
+
+def test_readyz_is_503_until_the_index_loads(tmp_path: Path) -> None:
+    with _client(tmp_path) as c:
+        first = c.get("/readyz")
+        assert c.get("/healthz").status_code == 200
+        _wait_ready(c)
+    # The model is cached in this process, so loading can be quick; 503 only if it was seen.
+    assert first.status_code in (200, 503)
+    if first.status_code == 503:
+        assert "loading" in first.json()["detail"]
+
+
+def test_a_broken_index_reports_503_with_the_reason(tmp_path: Path) -> None:
+    (tmp_path / "index").mkdir()
+    (tmp_path / "index" / "meta.json").write_text('{"format": 1, "model": "other-model"}')
+    with _client(tmp_path, seed=False) as c:
+        for _ in range(300):
+            reply = c.get("/readyz")
+            if "failed" in reply.json()["detail"]:
+                break
+            time.sleep(0.1)
+        assert reply.status_code == 503 and "other-model" in reply.json()["detail"]
+        assert c.post("/v1/query", json={"question": "x"}).status_code == 503
+
+
+def test_metrics_count_requests_and_documents(client: TestClient) -> None:
+    client.post("/v1/query", json={"question": QUESTION})
+    client.post("/v1/query", json={"question": ""})
+    text = client.get("/metrics").text
+    assert 'groundqa_http_requests_total{method="POST",route="/v1/query",status="200"} 1.0' in text
+    assert 'groundqa_http_requests_total{method="POST",route="/v1/query",status="422"} 1.0' in text
+    assert "groundqa_query_seconds_count" in text
+    assert "groundqa_documents 1.0" in text and "groundqa_passages 16.0" in text
+
+
+def test_docs_page_works_offline(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200 and "/static/swagger/swagger-ui-bundle.js" in page.text
+    assert "cdn" not in page.text.lower()
+    assert client.get("/static/swagger/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/static/swagger/swagger-ui.css").status_code == 200
+    assert "/v1/query" in client.get("/openapi.json").json()["paths"]
+
+
+def test_cors_is_closed_unless_configured(tmp_path: Path, client: TestClient) -> None:
+    origin = {"Origin": "https://example.org"}
+    assert "access-control-allow-origin" not in client.get("/healthz", headers=origin).headers
+    with _client(tmp_path / "other", seed=False, cors_origins="https://example.org") as c:
+        assert c.get("/healthz", headers=origin).headers["access-control-allow-origin"] == "https://example.org"
+
+
+def test_queries_stay_whole_during_ingest_and_delete(client: TestClient) -> None:
+    versions = [ARTICLE.read_text(encoding="utf-8")] + [MIXED + f" Copy {i}." for i in range(12)]
+
+    def ask(i: int) -> int:
+        reply = client.post("/v1/query", json={"question": QUESTION if i % 2 else "中文句子 kilometres", "k": 10})
+        body = reply.json()
+        for item in body["passages"] + ([body["answer"]] if body["answer"] else []):
+            # The document may be gone by now: the passage must slice one version of it exactly.
+            assert any(v[item["start"] : item["end"]] == item["text"] for v in versions)
+        return reply.status_code
+
+    def write(i: int) -> int:
+        doc_id = f"doc-{i % 3}"
+        if i % 2:
+            return client.delete(f"/v1/documents/{doc_id}", headers=AUTH).status_code
+        return client.put(f"/v1/documents/{doc_id}", json={"text": MIXED + f" Copy {i}."}, headers=AUTH).status_code
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        writes = [pool.submit(write, i) for i in range(12)]
+        asks = [pool.submit(ask, i) for i in range(60)]
+        assert {f.result() for f in asks} == {200}
+        assert {f.result() for f in writes} <= {200, 201, 204, 404}
+
+
+def test_chat_page_is_served(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
