@@ -67,7 +67,7 @@ def run_squad(args: argparse.Namespace, settings: Any) -> int:
         for article in progress(dataset.articles, "index"):
             index.add(article.text, title=article.title, doc_id=article.doc_id)
         results = evaluate(questions, modes, _local(index))
-        summaries = {mode: summarize(outcomes) for mode, outcomes in results.items()}
+        summaries: dict[str, dict[str, float | None]] = {m: dict(summarize(o)) for m, o in results.items()}
         if args.peer:
             from eval.peer import PEER_MODES, TxtaiPeer
 
@@ -112,8 +112,10 @@ def _remote(url: str) -> tuple[Ask, dict[str, str]]:
     client = httpx.Client(base_url=url.rstrip("/"), timeout=60)
     try:
         listing = client.get("/v1/documents").raise_for_status().json()
-        texts = {d["doc_id"]: client.get(f"/v1/documents/{d['doc_id']}").json()["text"]
-                 for d in listing["documents"]}
+        texts = {
+            d["doc_id"]: client.get(f"/v1/documents/{d['doc_id']}").json()["text"]
+            for d in listing["documents"]
+        }
     except httpx.HTTPError as exc:
         raise DataError(f"cannot read the documents of {url}: {exc}") from exc
 
@@ -147,8 +149,11 @@ def _finish(
     if index is not None:
         passages = index.snapshot.rows.passages
         tokens = round(sum(count_tokens(p.text) for p in passages) / max(len(passages), 1), 1)
-        settings.update(model=index.embedder.info.name, chunking=dataclasses.asdict(index.chunking),
-                        ranking=dataclasses.asdict(index.ranking))
+        settings.update(
+            model=index.embedder.info.name,
+            chunking=dataclasses.asdict(index.chunking),
+            ranking=dataclasses.asdict(index.ranking),
+        )
     settings.update({k: v for k, v in extra.items() if v is not None})
     result = {
         "dataset": dataset.name,

@@ -51,15 +51,19 @@ def load_squad(path: Path) -> Dataset:
             for paragraph in entry["paragraphs"]:
                 context = paragraph["context"]
                 for qa in paragraph["qas"]:
-                    spans = sorted({
-                        (offset + a["answer_start"], offset + a["answer_start"] + len(a["text"]))
-                        for a in qa["answers"]
-                    })
+                    spans = sorted(
+                        {
+                            (offset + a["answer_start"], offset + a["answer_start"] + len(a["text"]))
+                            for a in qa["answers"]
+                        }
+                    )
                     answer = qa["answers"][0]["text"] if qa["answers"] else None
                     questions.append(Question(qa["id"], qa["question"], doc_id, spans, answer))
                 parts.append(context)
                 offset += len(context) + len(PARAGRAPH_SEPARATOR)
-            articles.append(Article(doc_id, entry["title"].replace("_", " "), PARAGRAPH_SEPARATOR.join(parts)))
+            articles.append(
+                Article(doc_id, entry["title"].replace("_", " "), PARAGRAPH_SEPARATOR.join(parts))
+            )
     except (KeyError, TypeError) as exc:
         raise DataError(f"{path} is not in SQuAD format: missing or wrong field {exc}") from exc
     dataset = Dataset(path.stem, questions, articles)
@@ -80,11 +84,17 @@ def load_questions(path: Path) -> Dataset:
         try:
             item = json.loads(line)
             spans = [(int(s), int(e)) for s, e in item["spans"]]
-            question = Question(str(item["id"]), str(item["question"]), item.get("doc_id"), spans, item.get("answer"))
+            question = Question(
+                str(item["id"]), str(item["question"]), item.get("doc_id"), spans, item.get("answer")
+            )
         except (ValueError, KeyError, TypeError) as exc:
-            raise DataError(f"{path}:{number}: malformed question line ({exc}); see the README's format") from exc
+            raise DataError(
+                f"{path}:{number}: malformed question line ({exc}); see the README's format"
+            ) from exc
         if not question.spans or any(not 0 <= s < e for s, e in question.spans):
-            raise DataError(f"{path}:{number}: spans must be a non-empty list of [start, end] with start < end")
+            raise DataError(
+                f"{path}:{number}: spans must be a non-empty list of [start, end] with start < end"
+            )
         questions.append(question)
     if not questions:
         raise DataError(f"{path} holds no questions")
@@ -100,7 +110,8 @@ def check_spans(dataset: Dataset, texts: dict[str, str]) -> None:
         for s, e in q.spans:
             if e > length:
                 raise DataError(
-                    f"question {q.id}: span [{s}, {e}] lies outside {q.doc_id!r}, which has {length} characters"
+                    f"question {q.id}: span [{s}, {e}] lies outside {q.doc_id!r}, "
+                    f"which has {length} characters"
                 )
 
 

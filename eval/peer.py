@@ -31,6 +31,14 @@ class TxtaiPeer:
         passages = []
         for rank, (row, score) in enumerate(found, start=1):
             p = self.passages[int(row)]
-            passages.append({"rank": rank, "doc_id": p.doc_id, "start": p.start, "end": p.end,
-                             "text": p.text, "score": float(score)})
+            passages.append(
+                {
+                    "rank": rank,
+                    "doc_id": p.doc_id,
+                    "start": p.start,
+                    "end": p.end,
+                    "text": p.text,
+                    "score": float(score),
+                }
+            )
         return {"question": question, "mode": mode, "k": k, "answer": None, "passages": passages}

@@ -8,8 +8,17 @@ from typing import Any
 
 from eval.metrics import KS
 
-COLUMNS = ["hit@1", "hit@5", "hit@10", "hit@20", "mrr@10", "answer_hit", "answer_chars_mean",
-           "latency_ms_p50", "latency_ms_p95"]
+COLUMNS = [
+    "hit@1",
+    "hit@5",
+    "hit@10",
+    "hit@20",
+    "mrr@10",
+    "answer_hit",
+    "answer_chars_mean",
+    "latency_ms_p50",
+    "latency_ms_p95",
+]
 
 
 def write(out: Path, report: dict[str, Any]) -> list[Path]:
@@ -26,7 +35,8 @@ def markdown(report: dict[str, Any]) -> str:
     if report.get("command"):
         lines += ["Made by:", "", f"    {report['command']}", ""]
     lines += [
-        f"{report['questions']} questions, passages of {report['passage_tokens_mean']} cl100k tokens on average.",
+        f"{report['questions']} questions; passages of {report['passage_tokens_mean']} cl100k tokens"
+        " on average.",
         "",
         "| mode | " + " | ".join(COLUMNS) + " |",
         "|---|" + "---:|" * len(COLUMNS),
@@ -34,8 +44,12 @@ def markdown(report: dict[str, Any]) -> str:
     for mode, m in report["modes"].items():
         cells = ["n/a" if m.get(c) is None else f"{m[c]}" for c in COLUMNS]
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
-    lines += ["", "hit@k: a passage in the top k from the gold document contains a whole gold span. "
-              "answer_hit: the answer sentence contains one. Peers give no answer sentence (n/a).", ""]
+    lines += [
+        "",
+        "hit@k: a passage in the top k from the gold document contains a whole gold span. "
+        "answer_hit: the answer sentence contains one. Peers give no answer sentence (n/a).",
+        "",
+    ]
     if report.get("settings"):
         lines += ["Settings:", ""]
         lines += [f"- {key}: {value}" for key, value in report["settings"].items()]

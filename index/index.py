@@ -49,15 +49,35 @@ class SearchResult:
         answer = None
         if self.answer is not None:
             a = self.answer
-            answer = {"doc_id": a.passage.doc_id, "title": a.title, "start": a.span.start,
-                      "end": a.span.end, "text": a.text, "score": a.score}
+            answer = {
+                "doc_id": a.passage.doc_id,
+                "title": a.title,
+                "start": a.span.start,
+                "end": a.span.end,
+                "text": a.text,
+                "score": a.score,
+            }
         passages = [
-            {"rank": rank, "doc_id": h.passage.doc_id, "title": h.title, "passage_id": passage_id(h.passage),
-             "start": h.passage.start, "end": h.passage.end, "text": h.passage.text, "score": h.score}
+            {
+                "rank": rank,
+                "doc_id": h.passage.doc_id,
+                "title": h.title,
+                "passage_id": passage_id(h.passage),
+                "start": h.passage.start,
+                "end": h.passage.end,
+                "text": h.passage.text,
+                "score": h.score,
+            }
             for rank, h in enumerate(self.hits, start=1)
         ]
-        return {"question": self.question, "mode": self.mode, "k": self.k, "answer": answer,
-                "passages": passages, "took_ms": self.took_ms}
+        return {
+            "question": self.question,
+            "mode": self.mode,
+            "k": self.k,
+            "answer": answer,
+            "passages": passages,
+            "took_ms": self.took_ms,
+        }
 
 
 def passage_id(p: Passage) -> str:
@@ -248,7 +268,13 @@ class Index:
         with self.store.transaction() as db:
             store.delete_document(db, doc_id)
             if doc is not None:
-                store.insert_document(db, doc, text, list(zip(new_p, passages)), list(zip(new_s, spans)))
+                store.insert_document(
+                    db,
+                    doc,
+                    text,
+                    list(zip(new_p, passages, strict=True)),
+                    list(zip(new_s, spans, strict=True)),
+                )
             store.bump_revision(db, revision)
         self._snapshot = snap
         self._remove_stale(revision)

@@ -75,14 +75,14 @@ class BM25:
             return np.zeros(self.weights.shape[0], dtype=np.float32)
         return np.asarray(self.weights[:, columns].sum(axis=1), dtype=np.float32).ravel()
 
-    def save(self, folder: Path) -> None:
-        sparse.save_npz(folder / "bm25.npz", self.weights)
-        (folder / "bm25-vocabulary.json").write_text(json.dumps(self.vocabulary))
+    def save(self, folder: Path, name: str) -> None:
+        sparse.save_npz(folder / f"{name}.npz", self.weights)
+        (folder / f"{name}-vocabulary.json").write_text(json.dumps(self.vocabulary))
 
     @classmethod
-    def load(cls, folder: Path) -> BM25:
-        weights = sparse.load_npz(folder / "bm25.npz").tocsc()
-        vocabulary = json.loads((folder / "bm25-vocabulary.json").read_text())
+    def load(cls, folder: Path, name: str) -> BM25:
+        weights = sparse.load_npz(folder / f"{name}.npz").tocsc()
+        vocabulary = json.loads((folder / f"{name}-vocabulary.json").read_text())
         return cls(weights, vocabulary)
 
 

@@ -92,7 +92,7 @@ class Embedder:
                 f"cannot load model {name!r} with no network ({exc}); give a local path in GROUNDQA_MODEL"
             ) from exc
         self.tokenizer = self.model.tokenizer
-        max_len = int(self.model.max_seq_length)
+        max_len = int(self.model.max_seq_length or 512)
         dimension = self.model.get_embedding_dimension()
         self.info = ModelInfo(name, sha, int(dimension or 0), max_len)
 

@@ -8,7 +8,6 @@ from typing import Literal
 import faiss
 import numpy as np
 
-from index.lexical import terms
 from index.snapshot import Snapshot
 from index.text import Passage, Span, strip_span
 
@@ -24,6 +23,8 @@ class Ranking:
     dense_weight: float = 0.5
     # A passage's dense score mixes its own vector and its best sentence's.
     sentence_weight: float = 0.5
+    # Its lexical score likewise mixes its BM25 and its best sentence's BM25.
+    lexical_sentence_weight: float = 0.5
     # The answer sentence is picked from this many of the best passages.
     answer_passages: int = 3
     # Answer sentence score = similarity + overlap_weight * query-term overlap + rank_weight * passage score.
@@ -65,24 +66,34 @@ def rank(
     rows = _candidates(snap, qvec, lexical, mode, allowed, ranking.candidates)
     if len(rows) == 0:
         return [], None
+    sentence_sim = snap.sentence_vectors @ qvec
+    sentence_lex = snap.sentence_lexical.scores(question)
+    members = [snap.passage_sentences[r] for r in rows]
     passage_sim = snap.passage_vectors[rows] @ qvec
-    all_sentence_sim = snap.sentence_vectors @ qvec
-    sentence_sim = [_best(all_sentence_sim[snap.passage_sentences[r]]) for r in rows]
-    dense = (1 - ranking.sentence_weight) * passage_sim + ranking.sentence_weight * np.array(
-        sentence_sim, dtype=np.float32
+    dense = _mix(passage_sim, _best_of(sentence_sim, members), ranking.sentence_weight)
+    lex = _mix(
+        _minmax(lexical[rows]), _minmax(_best_of(sentence_lex, members)), ranking.lexical_sentence_weight
     )
-    lex = lexical[rows]
     if mode == "dense":
         scores = dense
     elif mode == "lexical":
         scores = lex
     else:
-        scores = ranking.dense_weight * _minmax(dense) + (1 - ranking.dense_weight) * _minmax(lex)
-    relevant = (passage_sim >= ranking.min_similarity) | (lex > 0)
+        scores = _mix(_minmax(dense), lex, 1 - ranking.dense_weight)
+    relevant = (passage_sim >= ranking.min_similarity) | (lexical[rows] > 0)
     order = [i for i in np.argsort(-scores, kind="stable") if relevant[i]][:k]
     hits = [_hit(snap, int(rows[i]), float(scores[i])) for i in order]
-    answer = _answer(snap, question, qvec, [int(rows[i]) for i in order], _minmax(scores[order]), ranking)
+    top = [int(rows[i]) for i in order[: ranking.answer_passages]]
+    answer = _answer(snap, top, _minmax(scores[order])[: len(top)], sentence_sim, sentence_lex, ranking)
     return hits, answer
+
+
+def _mix(a: np.ndarray, b: np.ndarray, weight_b: float) -> np.ndarray:
+    return (1 - weight_b) * a + weight_b * b
+
+
+def _best_of(values: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+    return np.array([float(values[g].max()) if len(g) else 0.0 for g in groups], dtype=np.float32)
 
 
 def _allowed_rows(snap: Snapshot, doc_ids: list[str] | None) -> np.ndarray | None:
@@ -97,7 +108,11 @@ def _candidates(
 ) -> np.ndarray:
     found: list[np.ndarray] = []
     if mode != "lexical":
-        params = None if allowed is None else faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+        params = None
+        if allowed is not None:
+            selector = faiss.IDSelectorBatch(allowed)  # kept alive until the search is done
+            params = faiss.SearchParameters()
+            params.sel = selector
         _, rows = snap.dense.search(qvec[None, :], min(n, snap.dense.ntotal), params=params)
         found.append(rows[0][rows[0] >= 0])
     if mode != "dense":
@@ -111,10 +126,6 @@ def _masked(scores: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     out = np.zeros_like(scores)
     out[allowed] = scores[allowed]
     return out
-
-
-def _best(values: np.ndarray) -> float:
-    return float(values.max()) if len(values) else 0.0
 
 
 def _minmax(values: np.ndarray) -> np.ndarray:
@@ -132,34 +143,39 @@ def _hit(snap: Snapshot, row: int, score: float) -> Hit:
 
 def _answer(
     snap: Snapshot,
-    question: str,
-    qvec: np.ndarray,
     rows: list[int],
     passage_scores: np.ndarray,
+    sentence_sim: np.ndarray,
+    sentence_lex: np.ndarray,
     ranking: Ranking,
 ) -> Answer | None:
-    words = set(terms(question))
-    best: Answer | None = None
-    for row, passage_score in zip(rows[: ranking.answer_passages], passage_scores, strict=False):
-        passage = snap.rows.passages[row]
-        text = snap.rows.texts[passage.doc_id]
-        for s in snap.passage_sentences[row]:
-            span = _clip(text, snap.rows.sentences[s][1], passage)
-            if span is None:
-                continue
-            sentence = text[span.start : span.end]
-            overlap = len(words & set(terms(sentence))) / len(words) if words else 0.0
-            score = (
-                float(snap.sentence_vectors[s] @ qvec)
-                + ranking.overlap_weight * overlap
-                + ranking.rank_weight * float(passage_score)
-            )
-            if best is None or score > best.score:
-                title = snap.rows.documents[passage.doc_id].title
-                best = Answer(passage, title, span, sentence, score)
-    if best is None:
+    """The sentence of the best passages that is most like the question, in meaning and in words."""
+    candidates = [
+        (row, s, float(ps))
+        for row, ps in zip(rows, passage_scores, strict=True)
+        for s in snap.passage_sentences[row]
+    ]
+    if not candidates:
         return None
-    return Answer(best.passage, best.title, best.span, best.text, round(best.score, 4))
+    top_lex = max(float(sentence_lex[s]) for _, s, _ in candidates) or 1.0
+    best: tuple[float, int, int] | None = None
+    for row, s, passage_score in candidates:
+        score = (
+            float(sentence_sim[s])
+            + ranking.overlap_weight * float(sentence_lex[s]) / top_lex
+            + ranking.rank_weight * passage_score
+        )
+        if best is None or score > best[0]:
+            best = (score, row, s)
+    assert best is not None
+    score, row, s = best
+    passage = snap.rows.passages[row]
+    text = snap.rows.texts[passage.doc_id]
+    span = _clip(text, snap.rows.sentences[s][1], passage)
+    if span is None:
+        return None
+    title = snap.rows.documents[passage.doc_id].title
+    return Answer(passage, title, span, text[span.start : span.end], round(score, 4))
 
 
 def _clip(text: str, sentence: Span, passage: Passage) -> Span | None:

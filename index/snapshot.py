@@ -10,6 +10,7 @@ import bisect
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -26,6 +27,7 @@ class Snapshot:
     sentence_vectors: np.ndarray
     dense: faiss.Index
     lexical: BM25
+    sentence_lexical: BM25
     # Sentence rows overlapping each passage row.
     passage_sentences: list[np.ndarray]
     doc_passages: dict[str, np.ndarray]
@@ -38,6 +40,7 @@ class Snapshot:
         passage_vectors: np.ndarray,
         sentence_vectors: np.ndarray,
         lexical: BM25 | None = None,
+        sentence_lexical: BM25 | None = None,
     ) -> Snapshot:
         assert len(rows.passages) == len(passage_vectors), "passage vectors out of step with rows"
         assert len(rows.sentences) == len(sentence_vectors), "sentence vectors out of step with rows"
@@ -45,6 +48,8 @@ class Snapshot:
         dense.add(passage_vectors)
         if lexical is None:
             lexical = BM25.build([lexical_text(rows, i) for i in range(len(rows.passages))])
+        if sentence_lexical is None:
+            sentence_lexical = BM25.build([rows.texts[d][s.start : s.end] for d, s in rows.sentences])
         doc_passages: dict[str, list[int]] = {}
         for row, p in enumerate(rows.passages):
             doc_passages.setdefault(p.doc_id, []).append(row)
@@ -55,6 +60,7 @@ class Snapshot:
             sentence_vectors=sentence_vectors,
             dense=dense,
             lexical=lexical,
+            sentence_lexical=sentence_lexical,
             passage_sentences=_passage_sentences(rows),
             doc_passages={d: np.array(r, dtype=np.int64) for d, r in doc_passages.items()},
         )
@@ -66,14 +72,22 @@ class Snapshot:
         tmp.mkdir(parents=True)
         _write_vectors(tmp / "passages.faiss", self.rows.passage_ids, self.passage_vectors)
         _write_vectors(tmp / "sentences.faiss", self.rows.sentence_ids, self.sentence_vectors)
-        self.lexical.save(tmp)
+        self.lexical.save(tmp, "bm25-passages")
+        self.sentence_lexical.save(tmp, "bm25-sentences")
         tmp.rename(folder)
 
     @classmethod
     def load(cls, folder: Path, revision: int, rows: Rows) -> Snapshot:
         passages = _read_vectors(folder / "passages.faiss", rows.passage_ids)
         sentences = _read_vectors(folder / "sentences.faiss", rows.sentence_ids)
-        return cls.build(revision, rows, passages, sentences, BM25.load(folder))
+        return cls.build(
+            revision,
+            rows,
+            passages,
+            sentences,
+            BM25.load(folder, "bm25-passages"),
+            BM25.load(folder, "bm25-sentences"),
+        )
 
 
 def lexical_text(rows: Rows, row: int) -> str:
@@ -106,10 +120,12 @@ def _write_vectors(path: Path, ids: list[int], vectors: np.ndarray) -> None:
 
 
 def _read_vectors(path: Path, ids: list[int]) -> np.ndarray:
-    index = faiss.read_index(str(path))  # an IndexIDMap2, as written
+    index: Any = faiss.read_index(str(path))  # an IndexIDMap2, as written
     stored = faiss.vector_to_array(index.id_map)
     if stored.tolist() != ids:
         raise ValueError(f"{path} holds other vectors than the documents table")
-    return index.index.reconstruct_n(0, index.ntotal) if index.ntotal else np.zeros(
-        (0, index.d), dtype=np.float32
+    return (
+        index.index.reconstruct_n(0, index.ntotal)
+        if index.ntotal
+        else np.zeros((0, index.d), dtype=np.float32)
     )

@@ -107,14 +107,17 @@ class Store:
             counts = dict(db.execute("SELECT doc_id, COUNT(*) FROM passages GROUP BY doc_id"))
             documents, texts = {}, {}
             for doc_id, title, source, sha, text, created in db.execute(
-                "SELECT doc_id, title, source, sha256, text, created_at FROM documents ORDER BY created_at, doc_id"
+                "SELECT doc_id, title, source, sha256, text, created_at FROM documents"
+                " ORDER BY created_at, doc_id"
             ):
                 documents[doc_id] = Document(
                     doc_id, title, source, sha, len(text), counts.get(doc_id, 0), created
                 )
                 texts[doc_id] = text
             passage_rows = db.execute('SELECT id, doc_id, start, "end" FROM passages ORDER BY id').fetchall()
-            sentence_rows = db.execute('SELECT id, doc_id, start, "end" FROM sentences ORDER BY id').fetchall()
+            sentence_rows = db.execute(
+                'SELECT id, doc_id, start, "end" FROM sentences ORDER BY id'
+            ).fetchall()
         return Rows(
             documents=documents,
             texts=texts,

@@ -22,7 +22,30 @@ MAX_SENTENCE_CHARS = 400
 _SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s)|[。！？]+|\n")
 
 _LAST_WORD = re.compile(r"\w+$")
-_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "no", "gen", "col", "lt", "sen", "rep", "gov", "inc", "co", "ltd", "etc", "e.g", "i.e"}
+_ABBREVIATIONS = {
+    "mr",
+    "mrs",
+    "ms",
+    "dr",
+    "prof",
+    "st",
+    "jr",
+    "sr",
+    "vs",
+    "no",
+    "gen",
+    "col",
+    "lt",
+    "sen",
+    "rep",
+    "gov",
+    "inc",
+    "co",
+    "ltd",
+    "etc",
+    "e.g",
+    "i.e",
+}
 
 
 @dataclass(frozen=True)
@@ -125,9 +148,7 @@ class Chunking:
     # A window may end up to this many tokens early to stop at a sentence end.
     sentence_slack: int = 48
 
-    def split(
-        self, doc_id: str, text: str, fits: Callable[[str], bool] | None = None
-    ) -> list[Passage]:
+    def split(self, doc_id: str, text: str, fits: Callable[[str], bool] | None = None) -> list[Passage]:
         """Cut text into passages of at most max_tokens tokens; fits() vets each one."""
         check_text(text)
         starts = token_starts(text)
@@ -138,7 +159,9 @@ class Chunking:
             passages.extend(_passages(doc_id, text, starts, first, last, fits))
         return _unique(passages)
 
-    def _windows(self, text: str, starts: Sequence[int], sentence_ends: Sequence[int]) -> list[tuple[int, int]]:
+    def _windows(
+        self, text: str, starts: Sequence[int], sentence_ends: Sequence[int]
+    ) -> list[tuple[int, int]]:
         n_tokens = len(starts) - 1
         windows = []
         first = 0
@@ -149,7 +172,11 @@ class Chunking:
                 if i >= 0 and sentence_ends[i] >= last - self.sentence_slack and sentence_ends[i] > first:
                     last = sentence_ends[i]
             # Cut out of its context, a passage can encode to a few more tokens: shrink it till it fits.
-            while last - first > 1 and count_tokens(text[slice(*strip_span(text, starts[first], starts[last]))]) > self.max_tokens:
+            while (
+                last - first > 1
+                and count_tokens(text[slice(*strip_span(text, starts[first], starts[last]))])
+                > self.max_tokens
+            ):
                 last -= 1
             windows.append((first, last))
             if last == n_tokens:

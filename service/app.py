@@ -108,7 +108,9 @@ def require_key(
     authorization: Annotated[str | None, Header()] = None,
 ) -> None:
     if settings.api_key is None:
-        raise HTTPException(403, "HTTP writes are disabled; set GROUNDQA_API_KEY on the server to enable them")
+        raise HTTPException(
+            403, "HTTP writes are disabled; set GROUNDQA_API_KEY on the server to enable them"
+        )
     scheme, _, key = (authorization or "").partition(" ")
     want = settings.api_key.get_secret_value().encode()
     if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), want):
@@ -140,16 +142,22 @@ def _add_routes(app: FastAPI) -> None:
         body = QueryRequest(question=q, k=k, mode=mode, doc_ids=doc_ids)  # type: ignore[arg-type]
         return _search(index, request, body.question, body.k, body.mode, body.doc_ids)
 
-    @app.post("/v1/documents", status_code=201, response_model=DocumentOut, tags=["documents"],
-              dependencies=[WriteKey])
+    @app.post(
+        "/v1/documents",
+        status_code=201,
+        response_model=DocumentOut,
+        tags=["documents"],
+        dependencies=[WriteKey],
+    )
     def add_document(body: DocumentIn, index: IndexDep, response: Response) -> Document:
         added = index.add(body.text, title=body.title, doc_id=body.doc_id, source=body.source)
         if not added.created:
             response.status_code = 200
         return added.document
 
-    @app.put("/v1/documents/{doc_id}", response_model=DocumentOut, tags=["documents"],
-             dependencies=[WriteKey])
+    @app.put(
+        "/v1/documents/{doc_id}", response_model=DocumentOut, tags=["documents"], dependencies=[WriteKey]
+    )
     def put_document(doc_id: str, body: DocumentUpdate, index: IndexDep, response: Response) -> Document:
         added = index.add(body.text, title=body.title, doc_id=doc_id, source=body.source, replace=True)
         response.status_code = 201 if added.created else 200

@@ -192,7 +192,9 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     settings.port = args.port or settings.port
     seed = article_files([args.seed]) if args.seed else []
     app = create_app(settings, seed=[(p, read_article(p)) for p in seed])
-    print(f"groundqa: serving {settings.index_dir} on http://{settings.host}:{settings.port}", file=sys.stderr)
+    print(
+        f"groundqa: serving {settings.index_dir} on http://{settings.host}:{settings.port}", file=sys.stderr
+    )
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=os.environ.get("GROUNDQA_LOG", "info"))
     return 0
 

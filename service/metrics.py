@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 
 class Metrics:
@@ -15,7 +22,10 @@ class Metrics:
             "groundqa_http_requests", "HTTP requests", ["method", "route", "status"], registry=self.registry
         )
         self.latency = Histogram(
-            "groundqa_http_request_seconds", "HTTP request latency", ["method", "route"], registry=self.registry
+            "groundqa_http_request_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            registry=self.registry,
         )
         self.query_seconds = Histogram(
             "groundqa_query_seconds", "Search latency inside the service", ["mode"], registry=self.registry

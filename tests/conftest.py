@@ -1,12 +1,19 @@
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
+import uvicorn
 
 from index.index import Index
 from index.model import Embedder
+from service.app import create_app
+from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTICLE = ROOT / "corpus" / "putin-china-visit.txt"
@@ -28,3 +35,39 @@ def make_index(tmp_path: Path, embedder: Embedder) -> Callable[..., Index]:
         return Index(tmp_path / name, embedder, **kwargs)  # type: ignore[arg-type]
 
     return make
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LiveServer:
+    """The real app under uvicorn on a free loopback port, seeded with the bundled article."""
+
+    def __init__(self, folder: Path, **settings: object) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = Settings(index_dir=folder, **settings)  # type: ignore[arg-type]
+        app = create_app(config, seed=[(ARTICLE, ARTICLE.read_text(encoding="utf-8"))])
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.url + "/readyz").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("the server did not become ready")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

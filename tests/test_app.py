@@ -57,7 +57,16 @@ def test_query_returns_the_answer_with_exact_offsets(client: TestClient) -> None
     assert "2,500 km" in body["answer"]["text"]
     assert len(body["answer"]["text"]) <= 400
     assert [p["rank"] for p in body["passages"]] == list(range(1, len(body["passages"]) + 1))
-    assert set(body["passages"][0]) == {"rank", "doc_id", "title", "passage_id", "start", "end", "text", "score"}
+    assert set(body["passages"][0]) == {
+        "rank",
+        "doc_id",
+        "title",
+        "passage_id",
+        "start",
+        "end",
+        "text",
+        "score",
+    }
     _assert_exact(client, body)
 
 
@@ -102,27 +111,40 @@ def test_unknown_doc_ids_get_404(client: TestClient) -> None:
 
 
 def test_document_lifecycle(client: TestClient) -> None:
-    created = client.post("/v1/documents", json={"text": MIXED, "title": "Mixed", "doc_id": "mixed"}, headers=AUTH)
+    created = client.post(
+        "/v1/documents", json={"text": MIXED, "title": "Mixed", "doc_id": "mixed"}, headers=AUTH
+    )
     assert created.status_code == 201
     assert created.json()["doc_id"] == "mixed" and created.json()["chars"] == len(MIXED)
-    again = client.post("/v1/documents", json={"text": MIXED, "title": "Mixed", "doc_id": "mixed"}, headers=AUTH)
+    again = client.post(
+        "/v1/documents", json={"text": MIXED, "title": "Mixed", "doc_id": "mixed"}, headers=AUTH
+    )
     assert again.status_code == 200 and again.json()["sha256"] == created.json()["sha256"]
     conflict = client.post("/v1/documents", json={"text": "Other text.", "doc_id": "mixed"}, headers=AUTH)
     assert conflict.status_code == 409
 
     stored = client.get("/v1/documents/mixed").json()
     assert stored["text"] == MIXED and stored["title"] == "Mixed"
-    body = client.post("/v1/query", json={"question": "What is the answer in kilometres?", "doc_ids": ["mixed"]}).json()
+    body = client.post(
+        "/v1/query", json={"question": "What is the answer in kilometres?", "doc_ids": ["mixed"]}
+    ).json()
     assert body["passages"] and all(p["doc_id"] == "mixed" for p in body["passages"])
     assert "42 kilometres" in body["answer"]["text"]
     _assert_exact(client, body)
-    emoji = client.post("/v1/query", json={"question": "中文句子", "doc_ids": ["mixed"], "mode": "lexical"}).json()
+    emoji = client.post(
+        "/v1/query", json={"question": "中文句子", "doc_ids": ["mixed"], "mode": "lexical"}
+    ).json()
     _assert_exact(client, emoji)
 
     listing = client.get("/v1/documents").json()
-    assert listing["count"] == 2 and {d["doc_id"] for d in listing["documents"]} == {"putin-china-visit", "mixed"}
+    assert listing["count"] == 2 and {d["doc_id"] for d in listing["documents"]} == {
+        "putin-china-visit",
+        "mixed",
+    }
 
-    replaced = client.put("/v1/documents/mixed", json={"text": "Entirely new text about penguins."}, headers=AUTH)
+    replaced = client.put(
+        "/v1/documents/mixed", json={"text": "Entirely new text about penguins."}, headers=AUTH
+    )
     assert replaced.status_code == 200
     hits = client.post("/v1/query", json={"question": "answer kilometres", "k": 20, "mode": "lexical"}).json()
     assert all("42 kilometres" not in p["text"] for p in hits["passages"])
@@ -236,14 +258,18 @@ def test_cors_is_closed_unless_configured(tmp_path: Path, client: TestClient) ->
     origin = {"Origin": "https://example.org"}
     assert "access-control-allow-origin" not in client.get("/healthz", headers=origin).headers
     with _client(tmp_path / "other", seed=False, cors_origins="https://example.org") as c:
-        assert c.get("/healthz", headers=origin).headers["access-control-allow-origin"] == "https://example.org"
+        assert (
+            c.get("/healthz", headers=origin).headers["access-control-allow-origin"] == "https://example.org"
+        )
 
 
 def test_queries_stay_whole_during_ingest_and_delete(client: TestClient) -> None:
     versions = [ARTICLE.read_text(encoding="utf-8")] + [MIXED + f" Copy {i}." for i in range(12)]
 
     def ask(i: int) -> int:
-        reply = client.post("/v1/query", json={"question": QUESTION if i % 2 else "中文句子 kilometres", "k": 10})
+        reply = client.post(
+            "/v1/query", json={"question": QUESTION if i % 2 else "中文句子 kilometres", "k": 10}
+        )
         body = reply.json()
         for item in body["passages"] + ([body["answer"]] if body["answer"] else []):
             # The document may be gone by now: the passage must slice one version of it exactly.
@@ -254,7 +280,9 @@ def test_queries_stay_whole_during_ingest_and_delete(client: TestClient) -> None
         doc_id = f"doc-{i % 3}"
         if i % 2:
             return client.delete(f"/v1/documents/{doc_id}", headers=AUTH).status_code
-        return client.put(f"/v1/documents/{doc_id}", json={"text": MIXED + f" Copy {i}."}, headers=AUTH).status_code
+        return client.put(
+            f"/v1/documents/{doc_id}", json={"text": MIXED + f" Copy {i}."}, headers=AUTH
+        ).status_code
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         writes = [pool.submit(write, i) for i in range(12)]

@@ -33,8 +33,11 @@ def headlines(make_index) -> Index:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("mode", ["hybrid", "dense", "lexical"])
 def test_the_sensible_headline_comes_first(headlines: Index, mode: str) -> None:
-    queries = {"How far does the fuel pipe go?": "pipeline", "Who won the final match?": "football",
-               "how many satellites did the rocket launch": "rocket"}
+    queries = {
+        "How far does the fuel pipe go?": "pipeline",
+        "Who won the final match?": "football",
+        "how many satellites did the rocket launch": "rocket",
+    }
     for question, doc_id in queries.items():
         if mode == "lexical" and doc_id == "pipeline":
             continue  # no word in common: lexical search cannot find it, by design
@@ -43,7 +46,9 @@ def test_the_sensible_headline_comes_first(headlines: Index, mode: str) -> None:
 
 
 def test_dense_finds_paraphrases_lexical_does_not(headlines: Index) -> None:
-    assert headlines.search("How far does the fuel pipe go?", mode="dense").hits[0].passage.doc_id == "pipeline"
+    assert (
+        headlines.search("How far does the fuel pipe go?", mode="dense").hits[0].passage.doc_id == "pipeline"
+    )
     lexical = headlines.search("How far does the fuel pipe go?", mode="lexical").hits
     assert "pipeline" not in [h.passage.doc_id for h in lexical]
 
@@ -155,8 +160,12 @@ def test_a_killed_ingest_leaves_a_readable_index(tmp_path: Path, embedder, artic
     folder, source = tmp_path / "index", tmp_path / "article.txt"
     source.write_text(article, encoding="utf-8")
     for delay in (0.5, 1.3, 2.1):
-        writer = subprocess.Popen([sys.executable, "-c", CRASH_WRITER, str(folder), str(source)],
-                                  stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+        writer = subprocess.Popen(
+            [sys.executable, "-c", CRASH_WRITER, str(folder), str(source)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": os.getcwd()},
+        )
         assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
         time.sleep(delay)
         writer.send_signal(signal.SIGKILL)

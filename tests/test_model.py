@@ -16,7 +16,9 @@ def test_bundled_model_matches_the_pinned_hashes() -> None:
 
 
 def test_embeddings_are_normalized_and_meaningful(embedder: Embedder) -> None:
-    v = embedder.embed(["A pipeline carries gas to China.", "Gas flows through a pipe to China.", "I like cake."])
+    v = embedder.embed(
+        ["A pipeline carries gas to China.", "Gas flows through a pipe to China.", "I like cake."]
+    )
     assert v.shape == (3, 384)
     assert np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
     assert v[0] @ v[1] > v[0] @ v[2] + 0.2

@@ -9,12 +9,29 @@ from index.text import MAX_SENTENCE_CHARS, Chunking, count_tokens, sentences, to
 
 # Pieces that break naive offset code: astral emoji, CJK, combining marks, CRLF, runs of spaces.
 PIECES = [
-    "The pipeline is 2,500 km long.", "Mr. Putin met Mr. Xi.", "😀", "👩‍👩‍👧", "🇨🇳", "中文句子。", "日本語のテキスト！",
-    "e\u0301", "Z\u0351\u0352", "\r\n", "\n\n", "   ", "\t", "Ünïcödé wörds", "«quoted»", "$1.5 billion", "?!",
+    "The pipeline is 2,500 km long.",
+    "Mr. Putin met Mr. Xi.",
+    "😀",
+    "👩‍👩‍👧",
+    "🇨🇳",
+    "中文句子。",
+    "日本語のテキスト！",
+    "e\u0301",
+    "Z\u0351\u0352",
+    "\r\n",
+    "\n\n",
+    "   ",
+    "\t",
+    "Ünïcödé wörds",
+    "«quoted»",
+    "$1.5 billion",
+    "?!",
 ]
-texts = st.lists(st.one_of(st.sampled_from(PIECES), st.text(min_size=1, max_size=30)), min_size=1, max_size=60).map(
-    " ".join
-).filter(lambda t: t.strip())
+texts = (
+    st.lists(st.one_of(st.sampled_from(PIECES), st.text(min_size=1, max_size=30)), min_size=1, max_size=60)
+    .map(" ".join)
+    .filter(lambda t: t.strip())
+)
 small = Chunking(max_tokens=16, overlap=4, sentence_slack=6)
 
 
@@ -31,7 +48,9 @@ def _check_passages(text: str, chunking: Chunking) -> None:
     covered = set()
     for p in passages:
         covered.update(range(p.start, p.end))
-    assert all(i in covered for i, ch in enumerate(text) if not ch.isspace()), "text left out of every passage"
+    assert all(i in covered for i, ch in enumerate(text) if not ch.isspace()), (
+        "text left out of every passage"
+    )
 
 
 @settings(max_examples=300, deadline=None)
@@ -80,7 +99,7 @@ def test_text_shorter_than_a_window_is_one_passage() -> None:
 
 def test_passages_end_at_sentence_ends(article: str) -> None:
     passages = Chunking().split("d", article)
-    ends_at_sentence = sum(p.text[-1] in ".!?”’\"" or p.end == len(article.rstrip()) for p in passages)
+    ends_at_sentence = sum(p.text[-1] in '.!?”’"' or p.end == len(article.rstrip()) for p in passages)
     assert ends_at_sentence >= 0.7 * len(passages)
 
 
@@ -92,7 +111,10 @@ def test_empty_documents_are_refused(text: str) -> None:
 
 def test_abbreviations_do_not_end_sentences() -> None:
     text = "Mr. Putin met Mr. Xi in Beijing. They talked."
-    assert [text[s.start : s.end] for s in sentences(text)] == ["Mr. Putin met Mr. Xi in Beijing.", "They talked."]
+    assert [text[s.start : s.end] for s in sentences(text)] == [
+        "Mr. Putin met Mr. Xi in Beijing.",
+        "They talked.",
+    ]
 
 
 def test_long_sentences_are_cut_into_parts() -> None:
@@ -102,7 +124,11 @@ def test_long_sentences_are_cut_into_parts() -> None:
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.sampled_from(["中文句子很长", "😀", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "ﷺ", "a\u0301"]), min_size=50, max_size=400).map("".join))
+@given(
+    st.lists(
+        st.sampled_from(["中文句子很长", "😀", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "ﷺ", "a\u0301"]), min_size=50, max_size=400
+    ).map("".join)
+)
 def test_no_passage_exceeds_what_the_model_embeds(embedder, text: str) -> None:  # type: ignore[no-untyped-def]
     for p in Chunking().split("d", text, embedder.fits):
         assert text[p.start : p.end] == p.text

@@ -1,0 +1,236 @@
+// groundqa chat page: plain JavaScript, no build step, nothing from a CDN.
+// Offsets from the API count Unicode code points; JavaScript strings count UTF-16 units,
+// so every slice and highlight goes through codePoints() below.
+"use strict";
+
+const MAX_QUESTION = 1000;
+const CITATIONS = 3;
+const $ = (id) => document.getElementById(id);
+const articles = new Map(); // doc_id -> {title, points}
+
+function codePoints(text) {
+  return Array.from(text); // one element per code point: index i is offset i
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+// Text with ranges highlighted: ranges are {start, end, cls} in code points.
+function highlighted(points, ranges, from = 0, to = points.length) {
+  const cuts = new Set([from, to]);
+  for (const r of ranges) {
+    cuts.add(Math.min(Math.max(r.start, from), to));
+    cuts.add(Math.min(Math.max(r.end, from), to));
+  }
+  const bounds = [...cuts].sort((a, b) => a - b);
+  const fragment = document.createDocumentFragment();
+  for (let i = 0; i + 1 < bounds.length; i++) {
+    const [a, b] = [bounds[i], bounds[i + 1]];
+    if (a === b) continue;
+    const text = points.slice(a, b).join("");
+    const classes = ranges.filter((r) => r.start <= a && b <= r.end).map((r) => r.cls);
+    if (classes.length === 0) {
+      fragment.append(text);
+    } else {
+      const mark = el("mark", { class: classes.map((c) => "hl-" + c).join(" "), "data-hl": classes.join(" ") }, text);
+      fragment.append(mark);
+    }
+  }
+  return fragment;
+}
+
+function say(message, isError = false) {
+  const status = $("status");
+  status.textContent = message;
+  status.classList.toggle("error", isError);
+}
+
+function selectedDocs() {
+  const boxes = [...document.querySelectorAll("#docs-list input[type=checkbox]")];
+  const chosen = boxes.filter((b) => b.checked).map((b) => b.value);
+  return chosen.length === 0 || chosen.length === boxes.length ? null : chosen;
+}
+
+function updateDocsSummary() {
+  const chosen = selectedDocs();
+  $("docs-summary").textContent = chosen === null ? "Documents: all" : `Documents: ${chosen.length} chosen`;
+}
+
+async function loadDocuments() {
+  try {
+    const reply = await fetch("/v1/documents");
+    if (!reply.ok) throw new Error(await errorText(reply));
+    const { documents } = await reply.json();
+    const list = $("docs-list");
+    list.replaceChildren();
+    for (const doc of documents) {
+      const box = el("input", { type: "checkbox", value: doc.doc_id, onchange: updateDocsSummary });
+      list.append(el("label", { class: "doc-choice" }, box, " " + doc.title));
+    }
+    if (documents.length === 0) list.append(el("p", {}, "The index holds no documents yet."));
+  } catch (err) {
+    say("Could not list the documents: " + err.message, true);
+  }
+}
+
+async function errorText(reply) {
+  try {
+    const body = await reply.json();
+    return typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+  } catch {
+    return `the server answered ${reply.status}`;
+  }
+}
+
+function addTurn(question) {
+  const turn = el("li", { class: "turn" });
+  turn.append(el("div", { class: "bubble question" }, question));
+  const reply = el("div", { class: "bubble reply pending" }, "Searching…");
+  turn.append(reply);
+  $("log").append(turn);
+  $("hint").hidden = true;
+  reply.scrollIntoView({ block: "end" });
+  return reply;
+}
+
+function excerpt(passage, answer) {
+  const points = codePoints(passage.text);
+  const ranges = [];
+  let from = 0;
+  let to = Math.min(points.length, 240);
+  if (answer && answer.doc_id === passage.doc_id && passage.start <= answer.start && answer.end <= passage.end) {
+    const a = answer.start - passage.start;
+    const b = answer.end - passage.start;
+    ranges.push({ start: a, end: b, cls: "answer" });
+    from = Math.max(0, a - 80);
+    to = Math.min(points.length, Math.max(b + 80, from + 240));
+  }
+  const fragment = document.createDocumentFragment();
+  if (from > 0) fragment.append("…");
+  fragment.append(highlighted(points, ranges, from, to));
+  if (to < points.length) fragment.append("…");
+  return fragment;
+}
+
+function showAnswer(reply, body) {
+  reply.classList.remove("pending");
+  reply.replaceChildren();
+  if (!body.answer || body.passages.length === 0) {
+    reply.classList.add("empty");
+    reply.append(el("p", { class: "answer-text" }, "Nothing in the documents answers this. Try other words, or search all documents."));
+    return;
+  }
+  reply.append(el("p", { class: "answer-text" }, body.answer.text));
+  const list = el("ol", { class: "citations", "aria-label": "Sources" });
+  for (const p of body.passages.slice(0, CITATIONS)) {
+    const button = el(
+      "button",
+      { type: "button", class: "citation", "data-doc": p.doc_id, "data-start": p.start, "data-end": p.end,
+        "aria-label": `Open source ${p.rank}: ${p.title}, characters ${p.start} to ${p.end}`,
+        onclick: () => openArticle(p, body.answer) },
+      el("span", { class: "cite-head" }, el("span", { class: "cite-title" }, `${p.rank}. ${p.title}`),
+        el("span", { class: "score", title: "relevance score" }, p.score.toFixed(2))),
+      el("span", { class: "cite-text" }, excerpt(p, body.answer)),
+    );
+    list.append(el("li", {}, button));
+  }
+  reply.append(list);
+}
+
+function showError(reply, message) {
+  reply.classList.remove("pending");
+  reply.classList.add("failed");
+  reply.replaceChildren(el("p", { class: "answer-text", role: "alert" }, message));
+}
+
+async function ask(event) {
+  event.preventDefault();
+  const box = $("question");
+  const question = box.value.trim();
+  if (!question) {
+    say("Type a question first.", true);
+    box.focus();
+    return;
+  }
+  if (codePoints(question).length > MAX_QUESTION) {
+    say(`The question is too long: ${codePoints(question).length} characters, at most ${MAX_QUESTION}.`, true);
+    return;
+  }
+  say("");
+  const reply = addTurn(question);
+  box.value = "";
+  setBusy(true);
+  try {
+    const response = await fetch("/v1/query", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ question, k: 5, mode: $("mode").value, doc_ids: selectedDocs() }),
+    });
+    if (!response.ok) {
+      showError(reply, `The server could not answer: ${await errorText(response)}`);
+    } else {
+      showAnswer(reply, await response.json());
+    }
+  } catch {
+    showError(reply, "The server cannot be reached. Check that groundqa is running, then ask again.");
+  } finally {
+    setBusy(false);
+    reply.scrollIntoView({ block: "end" });
+    box.focus();
+  }
+}
+
+function setBusy(busy) {
+  $("question").disabled = busy;
+  $("send").disabled = busy;
+  $("ask").setAttribute("aria-busy", String(busy));
+}
+
+async function openArticle(passage, answer) {
+  const viewer = $("viewer");
+  try {
+    if (!articles.has(passage.doc_id)) {
+      const reply = await fetch(`/v1/documents/${encodeURIComponent(passage.doc_id)}`);
+      if (!reply.ok) throw new Error(await errorText(reply));
+      const doc = await reply.json();
+      articles.set(passage.doc_id, { title: doc.title, points: codePoints(doc.text) });
+    }
+  } catch (err) {
+    say("Could not open the article: " + (err.message || "the server cannot be reached"), true);
+    return;
+  }
+  const { title, points } = articles.get(passage.doc_id);
+  const ranges = [{ start: passage.start, end: passage.end, cls: "passage" }];
+  if (answer && answer.doc_id === passage.doc_id) ranges.push({ start: answer.start, end: answer.end, cls: "answer" });
+  $("viewer-title").textContent = title;
+  $("viewer-offsets").textContent = `characters ${passage.start}–${passage.end}`;
+  const body = $("viewer-text");
+  body.replaceChildren(highlighted(points, ranges));
+  body.dataset.doc = passage.doc_id;
+  if (!viewer.open) viewer.showModal();
+  const target = body.querySelector("mark.hl-answer") || body.querySelector("mark.hl-passage");
+  if (target) target.scrollIntoView({ block: "center" });
+}
+
+function init() {
+  $("ask").addEventListener("submit", ask);
+  $("question").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      $("ask").requestSubmit();
+    }
+  });
+  $("viewer-close").addEventListener("click", () => $("viewer").close());
+  loadDocuments();
+  $("question").focus();
+}
+
+document.addEventListener("DOMContentLoaded", init);

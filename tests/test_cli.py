@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.cli import build_parser
+from tests.conftest import ARTICLE, ROOT
+
+
+def groundqa(*args: str, index: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GROUNDQA_INDEX_DIR": str(index or "/nonexistent/never-used")}
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
+
+
+def test_ingest_ask_docs_rm(tmp_path: Path) -> None:
+    index = tmp_path / "index"
+    first = groundqa("ingest", str(ARTICLE), index=index)
+    assert first.returncode == 0, first.stderr
+    assert re.search(r"^putin-china-visit\t\d+ passages\tadded$", first.stdout, re.M)
+    again = groundqa("ingest", str(ARTICLE.parent), index=index)
+    assert "unchanged" in again.stdout and "the index holds 1 documents" in again.stdout
+
+    asked = groundqa("ask", "How long is the Power of Siberia 2 pipeline?", "--json", index=index)
+    assert asked.returncode == 0, asked.stderr
+    body = json.loads(asked.stdout)
+    text = ARTICLE.read_text(encoding="utf-8")
+    assert "2,500 km" in body["answer"]["text"]
+    for item in body["passages"] + [body["answer"]]:
+        assert text[item["start"] : item["end"]] == item["text"]
+
+    plain = groundqa("ask", "Who directs Russia's China Institute?", "-k", "2", index=index)
+    assert plain.stdout.startswith("Answer: ") and "Kaukenov" in plain.stdout
+
+    listed = groundqa("docs", index=index)
+    assert listed.stdout.startswith("putin-china-visit\t") and "1 documents" in listed.stdout
+    assert groundqa("rm", "putin-china-visit", index=index).stdout.strip() == "deleted putin-china-visit"
+    assert groundqa("docs", index=index).stdout.strip() == "0 documents"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ingest", "no/such/file.txt"], "no/such/file.txt does not exist"),
+        (["ask", "   "], "the question is empty"),
+        (["ask", "why?", "-k", "99"], "k is 99"),
+        (["ingest", str(ARTICLE), str(ARTICLE), "--doc-id", "x"], "give one file"),
+        (["eval", "questions", "missing.jsonl"], "cannot read missing.jsonl"),
+        (["eval", "squad", "missing.json"], "cannot read missing.json"),
+    ],
+)
+def test_user_mistakes_are_one_line_on_stderr(args: list[str], message: str) -> None:
+    result = groundqa(*args)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_binary_file_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"caf\xe9 au lait")
+    result = groundqa("ingest", str(bad), index=tmp_path / "index")
+    assert result.returncode == 1 and "is not UTF-8 text (byte 3)" in result.stderr
+    assert not (tmp_path / "index").exists(), "nothing is written when an input is bad"
+
+
+def test_bom_is_removed_and_crlf_kept(tmp_path: Path) -> None:
+    doc = tmp_path / "crlf.md"
+    doc.write_bytes("\ufeffTitle line\r\n\r\nBody 😀 text.\r\n".encode())
+    index = tmp_path / "index"
+    assert groundqa("ingest", str(doc), index=index).returncode == 0
+    from index.store import Store
+
+    assert Store(index / "store.sqlite").document_text("crlf") == "Title line\r\n\r\nBody 😀 text.\r\n"
+
+
+def test_every_command_is_documented_with_an_example() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    for name, sub in commands.items():
+        assert f"groundqa {name}" in readme, f"README does not show 'groundqa {name}'"
+        assert sub.epilog and sub.epilog.startswith("example: groundqa"), name

@@ -1,0 +1,190 @@
+"""The chat page in a real Chromium, against a live server on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import LiveServer
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+KEY = "page-key"
+EMOJI_DOC = "😀🎉👩‍👩‍👧 Emoji first. 🇨🇳中文。\n\nThe secret ingredient of the soup is saffron from Iran. It costs a lot."
+
+
+def _require_browser() -> None:
+    if os.path.exists(CHROMIUM) and shutil.which("chromium"):
+        return
+    message = f"Chromium is missing at {CHROMIUM}: apt-get install -y chromium"
+    if os.environ.get("GROUNDQA_REQUIRE_BROWSER"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    live = LiveServer(tmp_path_factory.mktemp("page") / "index", api_key=KEY)
+    live.start()
+    reply = httpx.put(
+        f"{live.url}/v1/documents/emoji-doc",
+        json={"text": EMOJI_DOC, "title": "Soup"},
+        headers={"Authorization": f"Bearer {KEY}"},
+    )
+    assert reply.status_code == 201
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server: LiveServer):  # type: ignore[no-untyped-def]
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    page = context.new_page()
+    page.goto(server.url + "/")
+    page.wait_for_selector("#docs-list input", state="attached")
+    yield page
+    context.close()
+
+
+def _ask(page, question: str) -> object:  # type: ignore[no-untyped-def]
+    page.fill("#question", question)
+    page.press("#question", "Enter")
+    reply = page.locator(".turn").last.locator(".reply")
+    reply.locator(".answer-text").wait_for()
+    return reply
+
+
+def _highlight(page, name: str) -> str:  # type: ignore[no-untyped-def]
+    return "".join(page.locator(f"#viewer-text mark.hl-{name}").all_text_contents())
+
+
+def test_ask_see_answer_and_open_the_citation(page, server: LiveServer) -> None:  # type: ignore[no-untyped-def]
+    reply = _ask(page, "How long is the Power of Siberia 2 pipeline?")
+    assert "2,500 km" in reply.locator(".answer-text").inner_text()
+    citations = reply.locator(".citation")
+    assert citations.count() == 3
+    assert "2,500 km" in reply.locator(".citation mark.hl-answer").first.inner_text()
+
+    citations.first.click()
+    page.wait_for_selector("#viewer[open]")
+    doc_id = citations.first.get_attribute("data-doc")
+    start, end = (
+        int(citations.first.get_attribute("data-start")),
+        int(citations.first.get_attribute("data-end")),
+    )
+    text = httpx.get(f"{server.url}/v1/documents/{doc_id}").json()["text"]
+    assert _highlight(page, "passage") == text[start:end]
+    answer = httpx.post(
+        f"{server.url}/v1/query", json={"question": "How long is the Power of Siberia 2 pipeline?"}
+    ).json()["answer"]
+    assert _highlight(page, "answer") == text[answer["start"] : answer["end"]]
+    assert page.locator("#viewer-text mark.hl-answer").first.is_visible()
+    page.click("#viewer-close")
+    assert not page.locator("#viewer").is_visible()
+
+
+def test_emoji_before_the_answer_highlight_exactly(page, server: LiveServer) -> None:  # type: ignore[no-untyped-def]
+    reply = _ask(page, "What is the secret ingredient of the soup?")
+    assert "saffron" in reply.locator(".answer-text").inner_text()
+    citation = reply.locator(".citation[data-doc='emoji-doc']").first
+    citation.click()
+    page.wait_for_selector("#viewer[open]")
+    start, end = int(citation.get_attribute("data-start")), int(citation.get_attribute("data-end"))
+    assert _highlight(page, "passage") == EMOJI_DOC[start:end]
+    body = httpx.post(
+        f"{server.url}/v1/query", json={"question": "What is the secret ingredient of the soup?"}
+    ).json()
+    a = body["answer"]
+    assert (
+        _highlight(page, "answer")
+        == EMOJI_DOC[a["start"] : a["end"]]
+        == "The secret ingredient of the soup is saffron from Iran."
+    )
+
+
+def test_empty_and_too_long_questions_are_refused_plainly(page) -> None:  # type: ignore[no-untyped-def]
+    page.press("#question", "Enter")
+    assert page.locator("#status").inner_text() == "Type a question first."
+    page.fill("#question", "why " * 300)
+    page.press("#question", "Enter")
+    assert "too long" in page.locator("#status").inner_text()
+    assert page.locator(".turn").count() == 0
+    reply = _ask(page, "How much gas will the pipeline carry to China?")
+    assert "50 billion cubic meters" in reply.inner_text()
+
+
+def test_nothing_found_says_so(page) -> None:  # type: ignore[no-untyped-def]
+    reply = _ask(page, "xyzzy plugh qwertz")
+    assert "Nothing in the documents answers this" in reply.inner_text()
+
+
+def test_document_and_mode_selectors_narrow_the_search(page) -> None:  # type: ignore[no-untyped-def]
+    page.click("#docs-summary")
+    page.check("#docs-list input[value='emoji-doc']")
+    assert page.locator("#docs-summary").inner_text() == "Documents: 1 chosen"
+    page.select_option("#mode", "lexical")
+    reply = _ask(page, "saffron pipeline Putin")
+    docs = {c.get_attribute("data-doc") for c in reply.locator(".citation").all()}
+    assert docs == {"emoji-doc"}
+
+
+def test_a_server_that_is_down_is_reported(page, server: LiveServer) -> None:  # type: ignore[no-untyped-def]
+    page.route("**/v1/query", lambda route: route.abort("connectionrefused"))
+    reply = _ask(page, "Is anyone there?")
+    assert "cannot be reached" in reply.inner_text()
+    assert page.locator("#question").is_enabled()
+    page.unroute("**/v1/query")
+    assert "2,500 km" in _ask(page, "How long is the Power of Siberia 2 pipeline?").inner_text()
+
+
+def test_server_errors_show_their_message(page) -> None:  # type: ignore[no-untyped-def]
+    page.route(
+        "**/v1/query", lambda route: route.fulfill(status=503, json={"detail": "the index is loading"})
+    )
+    reply = _ask(page, "Anything?")
+    assert "the index is loading" in reply.inner_text()
+
+
+def test_phone_screen_and_screenshot(browser, server: LiveServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
+    page = context.new_page()
+    page.goto(server.url + "/")
+    reply = _ask(page, "How much gas will the pipeline carry to China?")
+    assert reply.locator(".citation").count() >= 1
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, "the page scrolls sideways on a phone"
+    shot = os.environ.get("GROUNDQA_SCREENSHOT")
+    if shot:
+        desktop = browser.new_context(viewport={"width": 1000, "height": 760})
+        big = desktop.new_page()
+        big.goto(server.url + "/")
+        _ask(big, "How long is the Power of Siberia 2 pipeline?")
+        big.screenshot(path=shot)
+        desktop.close()
+    context.close()
