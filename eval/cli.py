@@ -13,7 +13,7 @@ from typing import Any
 from eval import report
 from eval.data import DataError, Dataset, check_spans, load_questions, load_squad, sample
 from eval.metrics import summarize
-from eval.runner import Ask, evaluate, progress
+from eval.runner import Ask, ask_index, evaluate, progress
 from index.index import Index
 from index.ranking import MODES
 from index.text import count_tokens
@@ -66,7 +66,7 @@ def run_squad(args: argparse.Namespace, settings: Any) -> int:
         index = Index(folder, embedder)
         for article in progress(dataset.articles, "index"):
             index.add(article.text, title=article.title, doc_id=article.doc_id)
-        results = evaluate(questions, modes, _local(index))
+        results = evaluate(questions, modes, ask_index(index))
         summaries: dict[str, dict[str, float | None]] = {m: dict(summarize(o)) for m, o in results.items()}
         if args.peer:
             from eval.peer import PEER_MODES, TxtaiPeer
@@ -90,7 +90,7 @@ def run_questions(args: argparse.Namespace, settings: Any) -> int:
         if not Path(settings.index_dir).exists():
             raise DataError(f"no index at {settings.index_dir}; ingest documents first or give --index")
         index = open_index(settings)
-        ask = _local(index)
+        ask = ask_index(index)
         texts = dict(index.snapshot.rows.texts)
     default_doc = next(iter(texts)) if len(texts) == 1 else None
     if default_doc is None and any(q.doc_id is None for q in dataset.questions):
@@ -100,10 +100,6 @@ def run_questions(args: argparse.Namespace, settings: Any) -> int:
     results = evaluate(resolved, modes, ask)
     summaries = {mode: summarize(outcomes) for mode, outcomes in results.items()}
     return _finish(args, dataset, len(resolved), index, summaries, {"url": args.url})
-
-
-def _local(index: Index) -> Ask:
-    return lambda question, k, mode: index.search(question, k, mode).as_json()  # type: ignore[arg-type]
 
 
 def _remote(url: str) -> tuple[Ask, dict[str, str]]:

@@ -9,11 +9,16 @@ from typing import Any
 
 from eval.data import Question
 from eval.metrics import Located, Outcome, covers, first_rank
+from index.index import Index
 
 # The contract asks every question with k = 20: enough for hit@20.
 ASK_K = 20
 
 Ask = Callable[[str, int, str], dict[str, Any]]
+
+
+def ask_index(index: Index) -> Ask:
+    return lambda question, k, mode: index.search(question, k, mode).as_json()  # type: ignore[arg-type]
 
 
 def score(question: Question, doc_id: str, response: dict[str, Any], latency_ms: float) -> Outcome:

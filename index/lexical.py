@@ -34,8 +34,10 @@ def terms(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class BM25Params:
-    k1: float = 1.2
-    b: float = 0.75
+    # Lower b than the usual 0.75: passages are all about the same length, and b = 0.4 with
+    # k1 = 0.9 gave +0.5 point of hit@1 on SQuAD.
+    k1: float = 0.9
+    b: float = 0.4
 
 
 class BM25:

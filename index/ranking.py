@@ -17,21 +17,28 @@ MODES: tuple[Mode, ...] = ("hybrid", "dense", "lexical")
 
 @dataclass(frozen=True)
 class Ranking:
-    # Passages each retriever proposes before fusion.
+    """Defaults tuned on the shared SQuAD half (1500 questions, seed 0); the README has the figures."""
+
+    # Passages each retriever proposes before fusion (30 to 200 made no difference).
     candidates: int = 100
-    # Hybrid score = dense_weight * dense + (1 - dense_weight) * BM25, both min-max scaled.
-    dense_weight: float = 0.5
-    # A passage's dense score mixes its own vector and its best sentence's.
-    sentence_weight: float = 0.5
-    # Its lexical score likewise mixes its BM25 and its best sentence's BM25.
+    # Hybrid = dense_weight * dense + (1 - dense_weight) * lexical, both min-max scaled over the
+    # candidates: 0.6 beat RRF and 0.5 by about 1 point of hit@1.
+    dense_weight: float = 0.6
+    # A passage's dense score mixes its own vector and its best sentence's: +1.5 points of hit@1
+    # over the passage vector alone.
+    sentence_weight: float = 0.7
+    # Its lexical score likewise mixes its BM25 and its best sentence's BM25: +1 point of hit@1.
     lexical_sentence_weight: float = 0.5
-    # The answer sentence is picked from this many of the best passages.
+    # The answer sentence is picked from this many of the best passages (1 to 3: within 0.5 point).
     answer_passages: int = 3
-    # Answer sentence score = similarity + overlap_weight * query-term overlap + rank_weight * passage score.
-    overlap_weight: float = 0.5
-    rank_weight: float = 0.5
-    # Below this cosine, with no query word in common, a passage is not relevant at all.
-    min_similarity: float = 0.2
+    # Answer sentence score = cosine + overlap_weight * its BM25 (scaled to the best candidate's)
+    # + rank_weight * its passage's score: weights fitted on SQuAD, 3 points of answer_hit over
+    # cosine alone.
+    overlap_weight: float = 1.25
+    rank_weight: float = 0.9
+    # With no query word in common and a cosine below this, a passage is not relevant at all:
+    # nonsense questions score up to 0.22 against emoji-heavy text.
+    min_similarity: float = 0.3
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ MAX_SENTENCE_CHARS = 400
 # after CJK full stops, or at a line break.
 _SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s)|[。！？]+|\n")
 
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t\r]*\n")
 _LAST_WORD = re.compile(r"\w+$")
 _ABBREVIATIONS = {
     "mr",
@@ -145,22 +146,25 @@ def token_starts(text: str) -> list[int]:
 class Chunking:
     max_tokens: int = 128
     overlap: int = 32
-    # A window may end up to this many tokens early to stop at a sentence end.
+    # A window may end up to this many tokens early to stop at a sentence end,
     sentence_slack: int = 48
+    # or this many to stop at the end of a paragraph.
+    paragraph_slack: int = 64
 
     def split(self, doc_id: str, text: str, fits: Callable[[str], bool] | None = None) -> list[Passage]:
         """Cut text into passages of at most max_tokens tokens; fits() vets each one."""
         check_text(text)
         starts = token_starts(text)
-        ends = _sentence_token_ends(text, starts)
-        ranges = self._windows(text, starts, ends)
+        ranges = self._windows(
+            text, starts, _sentence_token_ends(text, starts), _paragraph_token_ends(text, starts)
+        )
         passages: list[Passage] = []
         for first, last in ranges:
             passages.extend(_passages(doc_id, text, starts, first, last, fits))
         return _unique(passages)
 
     def _windows(
-        self, text: str, starts: Sequence[int], sentence_ends: Sequence[int]
+        self, text: str, starts: Sequence[int], sentence_ends: Sequence[int], paragraph_ends: Sequence[int]
     ) -> list[tuple[int, int]]:
         n_tokens = len(starts) - 1
         windows = []
@@ -168,9 +172,11 @@ class Chunking:
         while first < n_tokens:
             last = min(first + self.max_tokens, n_tokens)
             if last < n_tokens:
-                i = bisect.bisect_right(sentence_ends, last) - 1
-                if i >= 0 and sentence_ends[i] >= last - self.sentence_slack and sentence_ends[i] > first:
-                    last = sentence_ends[i]
+                last = (
+                    _latest(paragraph_ends, first, last, self.paragraph_slack)
+                    or _latest(sentence_ends, first, last, self.sentence_slack)
+                    or last
+                )
             # Cut out of its context, a passage can encode to a few more tokens: shrink it till it fits.
             while (
                 last - first > 1
@@ -181,18 +187,37 @@ class Chunking:
             windows.append((first, last))
             if last == n_tokens:
                 break
-            first = self._next_start(first, last, sentence_ends)
+            first = self._next_start(first, last, sentence_ends, paragraph_ends)
         return windows
 
-    def _next_start(self, first: int, last: int, sentence_ends: Sequence[int]) -> int:
-        """Overlap by whole sentences where they fit in the overlap; a window cut mid-sentence
-        overlaps by `overlap` tokens, so a span across the cut is whole in one of the two."""
+    def _next_start(
+        self, first: int, last: int, sentence_ends: Sequence[int], paragraph_ends: Sequence[int]
+    ) -> int:
+        """No overlap after a paragraph; whole sentences of overlap where they fit; a window cut
+        mid-sentence overlaps by `overlap` tokens, so a span across the cut is whole in one of the two."""
+        if _contains(paragraph_ends, last):
+            return last
         i = bisect.bisect_left(sentence_ends, last - self.overlap)
         if i < len(sentence_ends) and first < sentence_ends[i] < last:
             return sentence_ends[i]
-        if i < len(sentence_ends) and sentence_ends[i] == last:
+        if _contains(sentence_ends, last):
             return last
         return max(first + 1, last - self.overlap)
+
+
+def _latest(ends: Sequence[int], first: int, last: int, slack: int) -> int | None:
+    """The last boundary in (first, last] no more than slack tokens before last."""
+    i = bisect.bisect_right(ends, last) - 1
+    return ends[i] if i >= 0 and ends[i] > first and ends[i] >= last - slack else None
+
+
+def _contains(ends: Sequence[int], value: int) -> bool:
+    i = bisect.bisect_left(ends, value)
+    return i < len(ends) and ends[i] == value
+
+
+def _paragraph_token_ends(text: str, starts: Sequence[int]) -> list[int]:
+    return sorted({bisect.bisect_left(starts, m.start()) for m in _PARAGRAPH_BREAK.finditer(text)})
 
 
 def _sentence_token_ends(text: str, starts: Sequence[int]) -> list[int]:
