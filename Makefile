@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 CORPUS := corpus/putin-china-visit.txt
 
-.PHONY: install dev serve test lint bench clean
+.PHONY: install dev serve test lint clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -32,9 +32,6 @@ test: dev lint
 lint: dev
 	$(BIN)/ruff check index service eval tests
 	$(BIN)/mypy index service eval
-
-bench: install
-	$(BIN)/python -m eval.bench
 
 clean:
 	rm -rf $(VENV) var

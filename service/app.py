@@ -36,7 +36,7 @@ from service.schemas import (
 from service.settings import Settings, get_settings, open_index
 
 STATIC = Path(__file__).parent / "static"
-log = logging.getLogger("groundqa")
+log = logging.getLogger("uvicorn.error")  # shown with the server's own lines
 
 _STATUS = {
     InvalidDocument: 422,

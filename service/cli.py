@@ -19,7 +19,7 @@ from service.settings import Settings, get_settings, open_index
 EXAMPLES = {
     "ingest": "example: groundqa ingest corpus/putin-china-visit.txt",
     "ask": 'example: groundqa ask "How long is the Power of Siberia 2 pipeline?" --json',
-    "serve": "example: GROUNDQA_API_KEY=secret groundqa serve --port 8000",
+    "serve": "example: groundqa serve --port 8000  (HTTP writes need GROUNDQA_API_KEY set)",
     "docs": "example: groundqa docs",
     "rm": "example: groundqa rm putin-china-visit",
     "eval": "example: groundqa eval squad data.json --limit 200 --modes hybrid,dense",

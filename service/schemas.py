@@ -37,9 +37,15 @@ class AnswerOut(BaseModel):
     score: float
 
 
-class PassageOut(AnswerOut):
+class PassageOut(BaseModel):
     rank: int
+    doc_id: str
+    title: str
     passage_id: str
+    start: int
+    end: int
+    text: str
+    score: float
 
 
 class QueryResponse(BaseModel):

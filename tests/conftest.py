@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +38,19 @@ def make_index(tmp_path: Path, embedder: Embedder) -> Callable[..., Index]:
         return Index(tmp_path / name, embedder, **kwargs)  # type: ignore[arg-type]
 
     return make
+
+
+def groundqa(*args: str, index: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user runs it: a fresh process, its own index folder."""
+    env = {**os.environ, "GROUNDQA_INDEX_DIR": str(index or "/nonexistent/never-used")}
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=900,
+    )
 
 
 def _free_port() -> int:

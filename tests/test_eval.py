@@ -1,9 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +8,7 @@ import pytest
 
 from eval.data import DataError, load_questions, load_squad
 from eval.metrics import Located, Outcome, covers, first_rank, hit_at, mrr, percentile, summarize
-from tests.conftest import ROOT, LiveServer
+from tests.conftest import ROOT, LiveServer, groundqa
 
 SQUAD = ROOT.parent / "shared" / "data" / "squad" / "dev-v1.1-even-articles.json"
 QUESTIONS = ROOT / "eval" / "questions" / "putin-china-visit.jsonl"
@@ -115,18 +112,6 @@ def test_malformed_question_files_name_the_line(tmp_path: Path, content: str, me
         load_questions(path)
 
 
-def _groundqa(*args: str, index: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GROUNDQA_INDEX_DIR": str(index or "/nonexistent")}
-    return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=900,
-    )
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live = LiveServer(tmp_path_factory.mktemp("eval") / "index")
@@ -138,18 +123,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 def test_eval_questions_over_http_with_a_bad_span(server: LiveServer, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "question": "q", "spans": [[1, 99999]]}\n')
-    result = _groundqa("eval", "questions", str(bad), "--url", server.url)
+    result = groundqa("eval", "questions", str(bad), "--url", server.url)
     assert result.returncode == 1 and "span [1, 99999] lies outside 'putin-china-visit'" in result.stderr
     wrong_doc = tmp_path / "doc.jsonl"
     wrong_doc.write_text('{"id": "x", "question": "q", "doc_id": "nope", "spans": [[1, 9]]}\n')
-    result = _groundqa("eval", "questions", str(wrong_doc), "--url", server.url)
+    result = groundqa("eval", "questions", str(wrong_doc), "--url", server.url)
     assert result.returncode == 1 and "doc_id 'nope' is not in the index" in result.stderr
 
 
 @pytest.mark.slow
 def test_eval_questions_over_http_writes_the_reports(server: LiveServer, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = _groundqa(
+    result = groundqa(
         "eval",
         "questions",
         str(QUESTIONS),
@@ -181,7 +166,7 @@ def test_eval_squad_with_the_txtai_peer(tmp_path: Path) -> None:
         )
     )
     out = tmp_path / "report"
-    result = _groundqa(
+    result = groundqa(
         "eval",
         "squad",
         str(small),
