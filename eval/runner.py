@@ -48,11 +48,11 @@ def evaluate(
     return results
 
 
-def progress(items: Iterable[Any], what: str) -> Iterator[Any]:
+def progress(items: Iterable[Any], what: str, unit: str = "q") -> Iterator[Any]:
     """A progress bar with an ETA on a terminal; silent in CI and pipes."""
     if not sys.stderr.isatty():
         yield from items
         return
     from tqdm import tqdm
 
-    yield from tqdm(items, desc=what, file=sys.stderr, unit="q", leave=False)
+    yield from tqdm(items, desc=what, file=sys.stderr, unit=unit, leave=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -55,7 +56,7 @@ class BM25:
         for row, text in enumerate(texts):
             tokens = terms(text)
             lengths[row] = len(tokens)
-            for term, count in _counts(tokens).items():
+            for term, count in Counter(tokens).items():
                 rows.append(row)
                 cols.append(vocabulary.setdefault(term, len(vocabulary)))
                 counts.append(count)
@@ -86,10 +87,3 @@ class BM25:
         weights = sparse.load_npz(folder / f"{name}.npz").tocsc()
         vocabulary = json.loads((folder / f"{name}-vocabulary.json").read_text())
         return cls(weights, vocabulary)
-
-
-def _counts(tokens: list[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for t in tokens:
-        counts[t] = counts.get(t, 0) + 1
-    return counts

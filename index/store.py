@@ -64,14 +64,23 @@ class Rows:
 class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
-        with self._connect() as db:
+        with self._read() as db:
+            db.execute("PRAGMA journal_mode = WAL")  # kept in the file: readers never wait for a writer
             db.executescript(_SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         db.execute("PRAGMA foreign_keys = ON")
-        db.execute("PRAGMA journal_mode = WAL")
         return db
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A connection that is closed afterwards (sqlite3's own context manager leaves it open)."""
+        db = self._connect()
+        try:
+            yield db
+        finally:
+            db.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -87,23 +96,23 @@ class Store:
             db.close()
 
     def revision(self) -> int:
-        with self._connect() as db:
+        with self._read() as db:
             return int(db.execute("SELECT value FROM state WHERE key = 'revision'").fetchone()[0])
 
     def next_ids(self) -> tuple[int, int]:
         """The first free passage and sentence ids."""
-        with self._connect() as db:
+        with self._read() as db:
             p = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM passages").fetchone()[0]
             s = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM sentences").fetchone()[0]
         return int(p), int(s)
 
     def document_text(self, doc_id: str) -> str | None:
-        with self._connect() as db:
+        with self._read() as db:
             row = db.execute("SELECT text FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
         return None if row is None else str(row[0])
 
     def rows(self) -> Rows:
-        with self._connect() as db:
+        with self._read() as db:
             counts = dict(db.execute("SELECT doc_id, COUNT(*) FROM passages GROUP BY doc_id"))
             documents, texts = {}, {}
             for doc_id, title, source, sha, text, created in db.execute(

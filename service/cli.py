@@ -6,10 +6,10 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from eval.runner import progress
 from index.errors import GroundQAError
 from index.index import check_query
 from index.ranking import MODES
@@ -95,7 +95,7 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
     texts = [(path, read_article(path)) for path in files]  # read all before writing any
     index = open_index(settings)
     counts = {"added": 0, "replaced": 0, "unchanged": 0}
-    for path, text in _progress(texts, "ingest"):
+    for path, text in progress(texts, "ingest", unit="doc"):
         added = add_article(index, path, text, args.title, args.doc_id)
         counts[added.state] += 1
         print(f"{added.document.doc_id}\t{added.document.passages} passages\t{added.state}")
@@ -106,15 +106,6 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
         f"{sum(d.passages for d in docs)} passages"
     )
     return 0
-
-
-def _progress(items: list[Any], what: str) -> Iterator[Any]:
-    if not sys.stderr.isatty():
-        yield from items
-        return
-    from tqdm import tqdm
-
-    yield from tqdm(items, desc=what, unit="doc", file=sys.stderr)
 
 
 def run_ask(args: argparse.Namespace, settings: Settings) -> int:

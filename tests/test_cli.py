@@ -26,7 +26,9 @@ def test_ingest_ask_docs_rm(tmp_path: Path) -> None:
     for item in body["passages"] + [body["answer"]]:
         assert text[item["start"] : item["end"]] == item["text"]
 
-    plain = groundqa("ask", "Which Russian energy company posted its first loss in decades?", "-k", "2", index=index)
+    plain = groundqa(
+        "ask", "Which Russian energy company posted its first loss in decades?", "-k", "2", index=index
+    )
     assert plain.stdout.startswith("Answer: ") and "Gazprom" in plain.stdout
     assert plain.stdout.count("score") == 2
 
