@@ -23,13 +23,13 @@ import numpy as np
 
 from index import __version__, store
 from index.errors import DocumentConflict, DocumentNotFound, IndexMismatch, InvalidDocument, InvalidQuery
-from index.model import Embedder
+from index.model import Embedder, TokenVectors
 from index.ranking import MODES, Answer, Hit, Mode, Ranking, rank
-from index.snapshot import Snapshot
+from index.snapshot import DocTokens, Snapshot
 from index.store import Document, Rows, Store
 from index.text import ENCODING, Chunking, Passage, check_text, sentences
 
-FORMAT = 1
+FORMAT = 2  # 2: word-piece vectors of every passage
 DOC_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 MAX_QUESTION_CHARS = 1000
 MAX_K = 50
@@ -207,8 +207,8 @@ class Index:
             unknown = [d for d in doc_ids if d not in snap.rows.documents]
             if unknown:
                 raise DocumentNotFound(f"doc_ids not in the index: {', '.join(unknown)}")
-        qvec = self.embedder.embed([question])[0]
-        hits, answer = rank(snap, question, qvec, k, mode, doc_ids, self.ranking)
+        qvecs, qtokens = self.embedder.embed_with_tokens([question])
+        hits, answer = rank(snap, question, qvecs[0], qtokens[0], k, mode, doc_ids, self.ranking)
         took = round((time.perf_counter() - began) * 1000, 2)
         return SearchResult(question, mode, k, hits, answer, took)
 
@@ -261,12 +261,14 @@ class Index:
         new_p = list(range(first_p, first_p + len(passages)))
         new_s = list(range(first_s, first_s + len(spans)))
         title = doc.title if doc is not None else ""
-        p_vectors = self.embedder.embed([vector_input(title, p.text) for p in passages])
+        p_vectors, p_tokens = self.embedder.embed_with_tokens([vector_input(title, p.text) for p in passages])
         s_vectors = self.embedder.embed([vector_input(title, text[s.start : s.end]) for s in spans])
         documents = {d: v for d, v in old.rows.documents.items() if d != doc_id}
         texts = {d: v for d, v in old.rows.texts.items() if d != doc_id}
+        tokens = {d: v for d, v in old.tokens.items() if d != doc_id}
         if doc is not None:
             documents[doc_id], texts[doc_id] = doc, text
+            tokens[doc_id] = self._doc_tokens(title, passages, p_tokens)
         rows = Rows(
             documents=documents,
             texts=texts,
@@ -281,8 +283,9 @@ class Index:
             rows,
             np.concatenate([old.passage_vectors[keep_p], p_vectors]),
             np.concatenate([old.sentence_vectors[keep_s], s_vectors]),
+            tokens,
         )
-        snap.save(self._derived(revision))
+        snap = snap.save(self._derived(revision))
         with self.store.transaction() as db:
             store.delete_document(db, doc_id)
             if doc is not None:
@@ -296,6 +299,15 @@ class Index:
             store.bump_revision(db, revision)
         self._snapshot = snap
         self._remove_stale(revision)
+
+    def _doc_tokens(self, title: str, passages: list[Passage], tokens: list[TokenVectors]) -> DocTokens:
+        """Each passage's word pieces with spans in the document; the title's are left out."""
+        skip = len(vector_input(title, ""))
+        blocks = []
+        for p, t in zip(passages, tokens, strict=True):
+            own = t.spans[:, 0] >= skip
+            blocks.append((p, t.vectors[own], t.spans[own] - skip + p.start, t.pieces[own]))
+        return DocTokens.build(blocks, self.embedder.info.dimension)
 
     def _current(self) -> Snapshot:
         """The snapshot, reloaded when another process (a CLI ingest, say) committed since."""
@@ -318,8 +330,7 @@ class Index:
         folder = self._derived(revision)
         if revision == 0 and not folder.exists():
             empty = np.zeros((0, self.embedder.info.dimension), dtype=np.float32)
-            snap = Snapshot.build(0, rows, empty, empty)
-            snap.save(folder)
+            snap = Snapshot.build(0, rows, empty, empty, {}).save(folder)
         else:
             snap = Snapshot.load(folder, revision, rows)
         self._remove_stale(revision)

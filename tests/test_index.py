@@ -11,6 +11,7 @@ import pytest
 
 from index.errors import DocumentConflict, DocumentNotFound, IndexMismatch, InvalidDocument
 from index.index import Index
+from index.ranking import WordMatch
 from index.text import Chunking
 
 HEADLINES = {
@@ -98,6 +99,33 @@ def test_saved_index_gives_identical_results(make_index, embedder, article: str,
     assert reopened.documents() == index.documents()
 
 
+def test_word_match_follows_the_question_words(make_index, embedder) -> None:  # type: ignore[no-untyped-def]
+    index = make_index()
+    index.add("A winter storm closed the schools. The home team won the final in the last minute.", doc_id="d")
+    index.add(HEADLINES["rocket"], doc_id="rocket")
+    question = "Which team won the final?"
+    _, tokens = embedder.embed_with_tokens([question])
+    match = WordMatch(index.snapshot, question, tokens[0])
+    assert len(match.weights) == len(embedder.tokenizer.tokenize(question)) - 1  # "?" left out
+    d, rocket = (index.snapshot.doc_passages[doc_id][0] for doc_id in ("d", "rocket"))
+    assert match.score(d) > match.score(rocket) + 0.2
+    storm, final = index.snapshot.rows.sentences[:2]
+    assert storm[1].end < final[1].start
+    assert match.score(d, final[1]) > match.score(d, storm[1]) + 0.2
+    # "won" and "final" are in one passage of the two, "the" in both: rarer pieces weigh more
+    weights = dict(zip(embedder.tokenizer.tokenize(question), match.weights, strict=False))
+    assert weights["final"] > weights["the"]
+
+
+def test_unchanged_documents_keep_their_word_piece_files(make_index, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    index = make_index()
+    index.add(HEADLINES["storm"], doc_id="storm")
+    before = (tmp_path / "index" / f"derived-{index.snapshot.revision}" / "tokens" / "storm.npy").stat()
+    index.add(HEADLINES["rocket"], doc_id="rocket")
+    after = (tmp_path / "index" / f"derived-{index.snapshot.revision}" / "tokens" / "storm.npy").stat()
+    assert after.st_ino == before.st_ino  # linked into the new revision, not written again
+
+
 def test_identical_content_is_a_no_op(headlines: Index) -> None:
     revision = headlines.snapshot.revision
     again = headlines.add(HEADLINES["storm"], doc_id="storm")
@@ -145,6 +173,7 @@ def test_opening_with_other_settings_says_what_differs(make_index) -> None:  # t
 CRASH_WRITER = """
 import sys
 from index.index import Index
+from index.ranking import WordMatch
 from index.model import Embedder
 index = Index(sys.argv[1], Embedder())
 text = open(sys.argv[2], encoding="utf-8").read()

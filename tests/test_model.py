@@ -48,3 +48,19 @@ def test_a_missing_model_file_is_named(tmp_path: Path) -> None:
 def test_an_unknown_model_name_fails_without_network() -> None:
     with pytest.raises(ModelError, match="with no network"):
         Embedder("no-such-org/no-such-model")
+
+
+def test_word_piece_vectors_come_with_exact_spans(embedder: Embedder) -> None:
+    texts = ["Xi met Putin in 北京 🚀 on Tuesday; café prices rose.", "Gas"]
+    vectors, tokens = embedder.embed_with_tokens(texts)
+    assert np.allclose(vectors, embedder.embed(texts), atol=1e-5)
+    t = tokens[0]
+    assert len(t.vectors) == len(t.spans) == len(t.pieces) > 10
+    assert np.allclose(np.linalg.norm(t.vectors, axis=1), 1, atol=1e-5)
+    text, covered, last = texts[0], "", 0
+    for start, end in t.spans:
+        assert last <= start < end <= len(text)
+        covered += text[start:end]
+        last = end
+    assert covered == text.replace(" ", "")  # every character but the spaces, once, in order
+    assert [texts[1][a:b] for a, b in tokens[1].spans] == ["Gas"]
