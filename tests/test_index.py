@@ -101,7 +101,9 @@ def test_saved_index_gives_identical_results(make_index, embedder, article: str,
 
 def test_word_match_follows_the_question_words(make_index, embedder) -> None:  # type: ignore[no-untyped-def]
     index = make_index()
-    index.add("A winter storm closed the schools. The home team won the final in the last minute.", doc_id="d")
+    index.add(
+        "A winter storm closed the schools. The home team won the final in the last minute.", doc_id="d"
+    )
     index.add(HEADLINES["rocket"], doc_id="rocket")
     question = "Which team won the final?"
     _, tokens = embedder.embed_with_tokens([question])
