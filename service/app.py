@@ -19,6 +19,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from index import __version__
 from index.errors import DocumentConflict, DocumentNotFound, GroundQAError, InvalidDocument, InvalidQuery
 from index.index import Index
 from index.store import Document
@@ -57,7 +58,7 @@ def create_app(settings: Settings | None = None, seed: list[tuple[Path, str]] | 
 
     app = FastAPI(
         title="groundqa",
-        version="0.1.0",
+        version=__version__,
         summary="Grounded answers over articles, with exact character offsets.",
         lifespan=lifespan,
         docs_url=None,
