@@ -24,7 +24,7 @@ def test_bundled_article_questions(make_index) -> None:  # type: ignore[no-untyp
     questions = load_questions(QUESTIONS).questions
     summary = summarize(evaluate(questions, ["hybrid"], ask_index(index), "putin-china-visit")["hybrid"])
     assert summary["hit@5"] == 1.0, summary
-    assert summary["answer_hit"] >= 0.8, summary
+    assert summary["answer_hit"] >= 0.9, summary  # measured 0.95
 
 
 def test_squad_sample(make_index, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
