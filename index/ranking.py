@@ -118,11 +118,8 @@ class WordMatch:
     def __init__(self, snap: Snapshot, question: str, qtokens: TokenVectors) -> None:
         self.snap = snap
         words = np.array([any(c.isalnum() for c in question[a:b]) for a, b in qtokens.spans], dtype=bool)
-        self.vectors = qtokens.vectors[words] if len(words) else qtokens.vectors
-        idf = snap.piece_idf
-        unseen = float(np.log(len(snap.rows.passages) + 1) + 1)
-        pieces = qtokens.pieces[words] if len(words) else qtokens.pieces
-        self.weights = np.array([idf[p] if p < len(idf) else unseen for p in pieces], dtype=np.float32)
+        self.vectors = qtokens.vectors[words]  # punctuation left out
+        self.weights = snap.piece_idf(qtokens.pieces[words])
         self._cosines: dict[int, np.ndarray] = {}
 
     def score(self, row: int, span: Span | None = None) -> float:

@@ -11,6 +11,7 @@ query running during an ingest or a delete always sees one whole state.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import os
 import shutil
 from dataclasses import dataclass
@@ -82,8 +83,8 @@ class Snapshot:
     doc_passages: dict[str, np.ndarray]
     # Each passage row's word pieces: its document's DocTokens and the range of rows in it.
     passage_tokens: list[tuple[DocTokens, int, int]]
-    # Inverse document frequency of each word-piece id over the passages.
-    piece_idf: np.ndarray
+    # In how many passages each word-piece id occurs.
+    piece_df: np.ndarray
 
     @classmethod
     def build(
@@ -120,8 +121,15 @@ class Snapshot:
             passage_sentences=_passage_sentences(rows),
             doc_passages={d: np.array(r, dtype=np.int64) for d, r in doc_passages.items()},
             passage_tokens=passage_tokens,
-            piece_idf=_piece_idf(passage_tokens),
+            piece_df=_piece_df(passage_tokens),
         )
+
+    def piece_idf(self, pieces: np.ndarray) -> np.ndarray:
+        """log((N + 1) / (df + 1)) + 1 over the N passages: rare word pieces weigh more."""
+        known = pieces < len(self.piece_df)
+        df = np.zeros(len(pieces), dtype=np.float64)
+        df[known] = self.piece_df[pieces[known]]
+        return (np.log((len(self.rows.passages) + 1) / (df + 1)) + 1).astype(np.float32)
 
     def save(self, folder: Path) -> Snapshot:
         """Write the derived files into a fresh folder, then move it into place. Returns this
@@ -137,15 +145,8 @@ class Snapshot:
         for doc_id, doc_tokens in self.tokens.items():
             doc_tokens.save(tmp / "tokens", doc_id)
         tmp.rename(folder)
-        return Snapshot.build(
-            self.revision,
-            self.rows,
-            self.passage_vectors,
-            self.sentence_vectors,
-            _load_tokens(folder, self.rows),
-            self.lexical,
-            self.sentence_lexical,
-        )
+        tokens = _load_tokens(folder, self.rows)
+        return dataclasses.replace(self, tokens=tokens, passage_tokens=_passage_tokens(self.rows, tokens))
 
     @classmethod
     def load(cls, folder: Path, revision: int, rows: Rows) -> Snapshot:
@@ -201,11 +202,9 @@ def _passage_tokens(rows: Rows, tokens: dict[str, DocTokens]) -> list[tuple[DocT
     return [blocks[(p.doc_id, p.start, p.end)] for p in rows.passages]
 
 
-def _piece_idf(passage_tokens: list[tuple[DocTokens, int, int]]) -> np.ndarray:
-    """log((N + 1) / (df + 1)) + 1, indexed by word-piece id; ids never seen get the highest."""
+def _piece_df(passage_tokens: list[tuple[DocTokens, int, int]]) -> np.ndarray:
     seen = [np.unique(doc_tokens.pieces[lo:hi]) for doc_tokens, lo, hi in passage_tokens]
-    df = np.bincount(np.concatenate(seen or [np.zeros(0, dtype=np.int64)]))
-    return (np.log((len(seen) + 1) / (df + 1)) + 1).astype(np.float32)
+    return np.bincount(np.concatenate(seen or [np.zeros(0, dtype=np.int64)]))
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
