@@ -307,7 +307,7 @@ class Index:
         for p, t in zip(passages, tokens, strict=True):
             own = t.spans[:, 0] >= skip
             blocks.append((p, t.vectors[own], t.spans[own] - skip + p.start, t.pieces[own]))
-        return DocTokens.build(blocks, self.embedder.info.dimension)
+        return DocTokens.build(blocks)
 
     def _current(self) -> Snapshot:
         """The snapshot, reloaded when another process (a CLI ingest, say) committed since."""

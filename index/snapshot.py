@@ -37,13 +37,14 @@ class DocTokens:
     blocks: np.ndarray  # [passages, 4] int64
 
     @classmethod
-    def build(cls, blocks: list[tuple[Passage, np.ndarray, np.ndarray, np.ndarray]], dim: int) -> DocTokens:
-        """From (passage, vectors, spans in the document, piece ids) for each passage."""
+    def build(cls, blocks: list[tuple[Passage, np.ndarray, np.ndarray, np.ndarray]]) -> DocTokens:
+        """From (passage, vectors, spans in the document, piece ids) for each passage; a document
+        has at least one passage."""
         bounds = np.cumsum([0] + [len(v) for _, v, _, _ in blocks])
         return cls(
-            vectors=np.concatenate([v for _, v, _, _ in blocks] or [np.zeros((0, dim))]).astype(np.float16),
-            spans=np.concatenate([s for _, _, s, _ in blocks] or [np.zeros((0, 2))]).astype(np.int64),
-            pieces=np.concatenate([i for _, _, _, i in blocks] or [np.zeros(0)]).astype(np.int64),
+            vectors=np.concatenate([v for _, v, _, _ in blocks]).astype(np.float16),
+            spans=np.concatenate([s for _, _, s, _ in blocks]).astype(np.int64),
+            pieces=np.concatenate([i for _, _, _, i in blocks]).astype(np.int64),
             blocks=np.array(
                 [(p.start, p.end, bounds[i], bounds[i + 1]) for i, (p, _, _, _) in enumerate(blocks)],
                 dtype=np.int64,

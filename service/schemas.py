@@ -38,6 +38,7 @@ class AnswerOut(BaseModel):
 
 
 class PassageOut(BaseModel):
+    # Its own fields rather than a subclass of AnswerOut: responses keep the contract's key order.
     rank: int
     doc_id: str
     title: str
