@@ -13,13 +13,24 @@ from typing import Any
 from eval import report
 from eval.data import DataError, Dataset, check_spans, load_questions, load_squad, sample
 from eval.metrics import summarize
-from eval.runner import Ask, ask_index, evaluate, progress
-from index.index import Index
+from eval.runner import Ask, ask_index, evaluate, reply_of_json
+from index.client import Client
+from index.config import Settings, load_embedder, open_index
+from index.index import DocumentInput, Index
+from index.model import DEFAULT_MODEL, Embedder, bundled_model_dir
+from index.progress import progress
 from index.ranking import MODES
 from index.text import count_tokens
 
+EXAMPLE = "example: groundqa eval squad data.json --limit 200 --modes hybrid,dense"
+# Articles per commit when building an evaluation index.
+BATCH = 32
 
-def add_eval_parser(parser: argparse.ArgumentParser) -> None:
+
+def add_parser(commands: Any) -> None:
+    """The `eval` command and its question sets."""
+    help = "measure retrieval and answers on questions with gold spans"
+    parser = commands.add_parser("eval", help=help, description=help, epilog=EXAMPLE)
     kinds = parser.add_subparsers(required=True, metavar="SET")
     squad = kinds.add_parser(
         "squad",
@@ -53,9 +64,7 @@ def parse_modes(text: str | None, default: str) -> list[str]:
     return modes
 
 
-def run_squad(args: argparse.Namespace, settings: Any) -> int:
-    from service.settings import load_embedder
-
+def run_squad(args: argparse.Namespace, settings: Settings) -> int:
     modes = parse_modes(args.modes, ",".join(MODES))
     if args.limit is not None and args.limit < 1:
         raise DataError(f"--limit is {args.limit}; give a positive number")
@@ -64,34 +73,35 @@ def run_squad(args: argparse.Namespace, settings: Any) -> int:
     embedder = load_embedder(settings.model)
     with tempfile.TemporaryDirectory(prefix="groundqa-eval-") as folder:
         index = Index(folder, embedder)
-        for article in progress(dataset.articles, "index"):
-            index.add(article.text, title=article.title, doc_id=article.doc_id)
+        articles = dataset.articles
+        for start in progress(range(0, len(articles), BATCH), "index", unit="batch"):
+            index.add_many(
+                [DocumentInput(a.text, a.title, a.doc_id) for a in articles[start : start + BATCH]]
+            )
         results = evaluate(questions, modes, ask_index(index))
         summaries: dict[str, dict[str, float | None]] = {m: dict(summarize(o)) for m, o in results.items()}
         if args.peer:
             from eval.peer import PEER_MODES, TxtaiPeer
 
-            peer = TxtaiPeer(_model_dir(embedder), index.snapshot.rows.passages)
+            peer = TxtaiPeer(_model_dir(embedder), list(index.passages()))
             for mode, outcomes in evaluate(questions, list(PEER_MODES), peer.ask).items():
                 summaries[mode] = {**summarize(outcomes), "answer_hit": None, "answer_chars_mean": None}
         extra = {"seed": args.seed, "limit": args.limit, "peer": args.peer}
         return _finish(args, dataset, len(questions), index, summaries, extra)
 
 
-def run_questions(args: argparse.Namespace, settings: Any) -> int:
+def run_questions(args: argparse.Namespace, settings: Settings) -> int:
     modes = parse_modes(args.modes, "hybrid")
     dataset = load_questions(args.file)
     index: Index | None = None
     if args.url:
         ask, texts = _remote(args.url)
     else:
-        from service.settings import open_index
-
         if not Path(settings.index_dir).exists():
             raise DataError(f"no index at {settings.index_dir}; ingest documents first or give --index")
         index = open_index(settings)
         ask = ask_index(index)
-        texts = dict(index.snapshot.rows.texts)
+        texts = {d.doc_id: index.document(d.doc_id)[1] for d in index.documents()}
     default_doc = next(iter(texts)) if len(texts) == 1 else None
     if default_doc is None and any(q.doc_id is None for q in dataset.questions):
         raise DataError("questions without doc_id need an index that holds exactly one document")
@@ -103,31 +113,12 @@ def run_questions(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _remote(url: str) -> tuple[Ask, dict[str, str]]:
-    import httpx
-
-    client = httpx.Client(base_url=url.rstrip("/"), timeout=60)
-    try:
-        listing = client.get("/v1/documents").raise_for_status().json()
-        texts = {
-            d["doc_id"]: client.get(f"/v1/documents/{d['doc_id']}").json()["text"]
-            for d in listing["documents"]
-        }
-    except httpx.HTTPError as exc:
-        raise DataError(f"cannot read the documents of {url}: {exc}") from exc
-
-    def ask(question: str, k: int, mode: str) -> dict[str, Any]:
-        reply = client.post("/v1/query", json={"question": question, "k": k, "mode": mode})
-        if reply.status_code != 200:
-            raise DataError(f"{url} answered {reply.status_code} to {question!r}: {reply.text[:200]}")
-        result: dict[str, Any] = reply.json()
-        return result
-
-    return ask, texts
+    client = Client(url)
+    texts = {d["doc_id"]: client.text(d["doc_id"]) for d in client.documents()}
+    return (lambda question, k, mode: reply_of_json(client.query(question, k, mode))), texts
 
 
-def _model_dir(embedder: Any) -> Path:
-    from index.model import DEFAULT_MODEL, bundled_model_dir
-
+def _model_dir(embedder: Embedder) -> Path:
     name = embedder.info.name
     return bundled_model_dir() if name == DEFAULT_MODEL else Path(name)
 
@@ -143,7 +134,7 @@ def _finish(
     settings: dict[str, Any] = {"k": 20}
     tokens = None
     if index is not None:
-        passages = index.snapshot.rows.passages
+        passages = list(index.passages())
         tokens = round(sum(count_tokens(p.text) for p in passages) / max(len(passages), 1), 1)
         settings.update(
             model=index.embedder.info.name,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 Span = tuple[int, int]
 KS = (1, 5, 10, 20)
@@ -51,8 +52,7 @@ def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile: the smallest value with at least q% of values at or below it."""
     if not values:
         return 0.0
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+    return float(np.percentile(values, q, method="inverted_cdf"))
 
 
 def summarize(outcomes: Sequence[Outcome]) -> dict[str, float]:

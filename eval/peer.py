@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+from eval.data import DataError
+from eval.metrics import Located
+from eval.runner import Reply
 from index.text import Passage
 
 PEER_MODES = {"txtai-dense": {}, "txtai-hybrid": {"hybrid": True}}
@@ -15,8 +17,6 @@ class TxtaiPeer:
         try:
             from txtai import Embeddings
         except ImportError as exc:
-            from eval.data import DataError
-
             raise DataError("--peer txtai needs txtai: pip install 'groundqa[peer]'") from exc
         self.passages = passages
         self.engines = {}
@@ -26,19 +26,8 @@ class TxtaiPeer:
             engine.index(rows)
             self.engines[mode] = engine
 
-    def ask(self, question: str, k: int, mode: str) -> dict[str, Any]:
+    def ask(self, question: str, k: int, mode: str) -> Reply:
+        """txtai gives passages only: no answer sentence."""
         found = self.engines[mode].search(question, limit=k)
-        passages = []
-        for rank, (row, score) in enumerate(found, start=1):
-            p = self.passages[int(row)]
-            passages.append(
-                {
-                    "rank": rank,
-                    "doc_id": p.doc_id,
-                    "start": p.start,
-                    "end": p.end,
-                    "text": p.text,
-                    "score": float(score),
-                }
-            )
-        return {"question": question, "mode": mode, "k": k, "answer": None, "passages": passages}
+        located = [self.passages[int(row)] for row, _ in found]
+        return Reply([Located(p.doc_id, p.start, p.end) for p in located], None, None)

@@ -5,11 +5,12 @@ class GroundQAError(Exception):
     """Base of the errors the CLI and HTTP layers turn into one clear message."""
 
 
-class InvalidDocument(GroundQAError):
+# Bad input is also a ValueError, so that request models can run the same checks.
+class InvalidDocument(GroundQAError, ValueError):
     pass
 
 
-class InvalidQuery(GroundQAError):
+class InvalidQuery(GroundQAError, ValueError):
     pass
 
 
@@ -26,4 +27,12 @@ class ModelError(GroundQAError):
 
 
 class IndexMismatch(GroundQAError):
+    pass
+
+
+class IndexBusy(GroundQAError):
+    """Another writer held the index's lock for longer than the wait allowed."""
+
+
+class IndexDamaged(GroundQAError):
     pass

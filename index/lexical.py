@@ -1,17 +1,21 @@
-"""BM25 over stemmed words, kept as a sparse term-weight matrix."""
+"""BM25 over stemmed words: posting lists per segment, scored with corpus-wide statistics.
+
+A term is kept as a 64-bit hash of its stem, so segments built by different writers agree on ids
+with no shared vocabulary. Document frequencies and lengths are summed over the segments at query
+time (rows of deleted documents count until a merge drops them, as in Lucene).
+"""
 
 from __future__ import annotations
 
-import json
+import hashlib
 import re
+import threading
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import Stemmer
-from scipy import sparse
 
 _WORD = re.compile(r"\w+")
 # Function words that carry no topic; dropping them made hit@1 better on SQuAD (see README).
@@ -21,16 +25,29 @@ STOPWORDS = frozenset(
     then there these they this those to too was we were what when where which who whom whose why will
     with would you your""".split()
 )
+# PyStemmer's stemmers must not be called from two threads at once: one per thread.
+_local = threading.local()
 
 
-@lru_cache(maxsize=1)
 def _stemmer() -> Stemmer.Stemmer:
-    return Stemmer.Stemmer("english")
+    stemmer = getattr(_local, "stemmer", None)
+    if stemmer is None:
+        stemmer = _local.stemmer = Stemmer.Stemmer("english")
+    return stemmer
 
 
 def terms(text: str) -> list[str]:
     words = [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
     return list(_stemmer().stemWords(words))
+
+
+def term_id(term: str) -> int:
+    return int.from_bytes(hashlib.blake2b(term.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def query_terms(text: str) -> np.ndarray:
+    """A query's term ids, repeated as often as the term occurs (each occurrence adds its weight)."""
+    return np.array([term_id(t) for t in terms(text)], dtype=np.uint64)
 
 
 @dataclass(frozen=True)
@@ -41,49 +58,109 @@ class BM25Params:
     b: float = 0.4
 
 
-class BM25:
-    """Scores every row for a query in one sparse product; rows are passages."""
+@dataclass(frozen=True)
+class Postings:
+    """For each term, the rows (passages or sentences) holding it and how often."""
 
-    def __init__(self, weights: sparse.csc_matrix, vocabulary: dict[str, int]) -> None:
-        self.weights = weights
-        self.vocabulary = vocabulary
+    term_ids: np.ndarray  # [t] uint64, sorted
+    starts: np.ndarray  # [t + 1] int64: term i's postings are rows[starts[i]:starts[i + 1]]
+    rows: np.ndarray  # [p] int32, sorted within a term
+    counts: np.ndarray  # [p] uint16
+    lengths: np.ndarray  # [rows] uint32: terms in each row
 
     @classmethod
-    def build(cls, texts: list[str], params: BM25Params = BM25Params()) -> BM25:
-        vocabulary: dict[str, int] = {}
-        rows, cols, counts = [], [], []
-        lengths = np.zeros(len(texts), dtype=np.float32)
+    def build(cls, texts: Iterable[str]) -> Postings:
+        ids: list[int] = []
+        rows: list[int] = []
+        counts: list[int] = []
+        lengths: list[int] = []
         for row, text in enumerate(texts):
-            tokens = terms(text)
-            lengths[row] = len(tokens)
-            for term, count in Counter(tokens).items():
+            words = terms(text)
+            lengths.append(len(words))
+            for term, count in Counter(words).items():
+                ids.append(term_id(term))
                 rows.append(row)
-                cols.append(vocabulary.setdefault(term, len(vocabulary)))
                 counts.append(count)
-        tf = sparse.csr_matrix(
-            (np.array(counts, dtype=np.float32), (rows, cols)), shape=(len(texts), len(vocabulary))
+        return cls.from_triples(
+            np.array(ids, dtype=np.uint64),
+            np.array(rows, dtype=np.int32),
+            np.array(counts, dtype=np.uint16),
+            np.array(lengths, dtype=np.uint32),
         )
-        df = np.bincount(np.array(cols, dtype=np.int64), minlength=len(vocabulary))
-        idf = np.log(1 + (len(texts) - df + 0.5) / (df + 0.5)).astype(np.float32)
-        mean_length = max(float(lengths.mean()), 1.0) if len(texts) else 1.0
-        norm = params.k1 * (1 - params.b + params.b * lengths / mean_length)
-        tf = tf.tocoo()
-        values = tf.data * (params.k1 + 1) / (tf.data + norm[tf.row]) * idf[tf.col]
-        weights = sparse.csc_matrix((values, (tf.row, tf.col)), shape=tf.shape, dtype=np.float32)
-        return cls(weights, vocabulary)
-
-    def scores(self, query: str) -> np.ndarray:
-        columns = [self.vocabulary[t] for t in terms(query) if t in self.vocabulary]
-        if not columns:
-            return np.zeros(self.weights.shape[0], dtype=np.float32)
-        return np.asarray(self.weights[:, columns].sum(axis=1), dtype=np.float32).ravel()
-
-    def save(self, folder: Path, name: str) -> None:
-        sparse.save_npz(folder / f"{name}.npz", self.weights)
-        (folder / f"{name}-vocabulary.json").write_text(json.dumps(self.vocabulary))
 
     @classmethod
-    def load(cls, folder: Path, name: str) -> BM25:
-        weights = sparse.load_npz(folder / f"{name}.npz").tocsc()
-        vocabulary = json.loads((folder / f"{name}-vocabulary.json").read_text())
-        return cls(weights, vocabulary)
+    def from_triples(
+        cls, ids: np.ndarray, rows: np.ndarray, counts: np.ndarray, lengths: np.ndarray
+    ) -> Postings:
+        order = np.lexsort((rows, ids))
+        ids, rows, counts = ids[order], rows[order], counts[order]
+        term_ids, first = np.unique(ids, return_index=True)
+        starts = np.append(first, len(ids)).astype(np.int64)
+        return cls(term_ids, starts, rows.astype(np.int32), counts.astype(np.uint16), lengths)
+
+    def triples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(term id, row, count) per posting: the inverse of from_triples, for merging."""
+        return np.repeat(self.term_ids, np.diff(self.starts)), self.rows, self.counts
+
+    def find(self, ids: np.ndarray) -> np.ndarray:
+        """Each id's term position, or -1 where this segment does not hold it."""
+        at = np.searchsorted(self.term_ids, ids)
+        at = np.minimum(at, max(len(self.term_ids) - 1, 0))
+        found = (at < len(self.term_ids)) & (self.term_ids[at] == ids) if len(self.term_ids) else at < 0
+        return np.where(found, at, -1)
+
+    def document_frequencies(self, ids: np.ndarray) -> np.ndarray:
+        at = self.find(ids)
+        return np.where(at >= 0, self.starts[at + 1] - self.starts[np.maximum(at, 0)], 0)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Corpus-wide BM25 statistics for a query's terms."""
+
+    idf: np.ndarray  # [query terms] float32
+    mean_length: float
+
+
+def stats(parts: Sequence[Postings], ids: np.ndarray) -> Stats:
+    rows = sum(len(p.lengths) for p in parts)
+    total_length = sum(float(p.lengths.sum()) for p in parts)
+    df = sum((p.document_frequencies(ids) for p in parts), np.zeros(len(ids), dtype=np.int64))
+    idf = np.log(1 + (rows - df + 0.5) / (df + 0.5)).astype(np.float32)
+    return Stats(idf, max(total_length / rows, 1.0) if rows else 1.0)
+
+
+def scores(postings: Postings, ids: np.ndarray, stats: Stats, params: BM25Params) -> np.ndarray:
+    """BM25 of every row of one segment: zeros where no query term occurs."""
+    out = np.zeros(len(postings.lengths), dtype=np.float32)
+    for at, idf in zip(postings.find(ids), stats.idf, strict=True):
+        if at < 0:
+            continue
+        rows, tf = _postings(postings, at)
+        out[rows] += idf * _saturated(tf, postings.lengths[rows], stats, params)
+    return out
+
+
+def scores_of(
+    postings: Postings, rows: np.ndarray, ids: np.ndarray, stats: Stats, params: BM25Params
+) -> np.ndarray:
+    """BM25 of the given rows only: the work grows with the query terms' postings, not the segment."""
+    out = np.zeros(len(rows), dtype=np.float32)
+    for at, idf in zip(postings.find(ids), stats.idf, strict=True):
+        if at < 0 or len(rows) == 0:
+            continue
+        posted, tf = _postings(postings, at)
+        where = np.minimum(np.searchsorted(posted, rows), len(posted) - 1)
+        held = posted[where] == rows
+        out[held] += idf * _saturated(tf[where[held]], postings.lengths[rows[held]], stats, params)
+    return out
+
+
+def _postings(postings: Postings, at: int) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = int(postings.starts[at]), int(postings.starts[at + 1])
+    return postings.rows[lo:hi], postings.counts[lo:hi].astype(np.float32)
+
+
+def _saturated(tf: np.ndarray, lengths: np.ndarray, stats: Stats, params: BM25Params) -> np.ndarray:
+    norm = params.k1 * (1 - params.b + params.b * lengths.astype(np.float32) / stats.mean_length)
+    return tf * (params.k1 + 1) / (tf + norm)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from index.errors import ModelError
 
@@ -29,11 +28,8 @@ def bundled_model_dir() -> Path:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def verify(model_dir: Path, expected: dict[str, str]) -> None:
@@ -57,12 +53,12 @@ def weights_sha256(model_dir: Path) -> str:
 
 
 @dataclass(frozen=True)
-class TokenVectors:
+class PieceVectors:
     """A text's contextual word-piece vectors, for matching question words one by one."""
 
     vectors: np.ndarray  # [n, dim] float32, each normalized
     spans: np.ndarray  # [n, 2] int64: each piece's character offsets in the text
-    pieces: np.ndarray  # [n] int64: word-piece ids
+    ids: np.ndarray  # [n] int64: word-piece ids
 
 
 @dataclass(frozen=True)
@@ -74,20 +70,17 @@ class ModelInfo:
 
 
 class Embedder:
-    """Normalized sentence embeddings; refuses text longer than the model reads."""
+    """Normalized sentence embeddings; refuses text longer than the model reads.
+
+    Safe to share between threads: the model and its tokenizer (whose padding and truncation
+    state changes with each call) are used by one thread at a time. The process settings it
+    relies on (offline hub, BLAS threads) are made once by index.config.prepare_process().
+    """
 
     def __init__(self, name: str | None = None, model_dir: Path | None = None) -> None:
-        # numpy's OpenBLAS threads spin for a while after each product and take the cores from
-        # the model's next forward pass: one thread takes query latency from 95 to 34 ms on 2 cores.
-        threadpool_limits(1, user_api="blas")
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()  # passage lengths are checked here, not warned about
-        hf_logging.disable_progress_bar()
-
+        self._lock = threading.Lock()
         name = name or DEFAULT_MODEL
         if model_dir is None and name == DEFAULT_MODEL:
             model_dir = bundled_model_dir()
@@ -111,8 +104,9 @@ class Embedder:
         self.info = ModelInfo(name, sha, int(dimension or 0), max_len)
 
     def word_pieces(self, text: str) -> int:
-        """Tokens the model sees, [CLS] and [SEP] included."""
-        return len(self.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+        """Word pieces the model sees, [CLS] and [SEP] included."""
+        with self._lock:
+            return len(self.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
 
     def fits(self, text: str) -> bool:
         return self.word_pieces(text) <= self.info.max_word_pieces
@@ -120,37 +114,40 @@ class Embedder:
     def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.info.dimension), dtype=np.float32)
-        vectors = self.model.encode(
-            texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True
-        )
+        with self._lock:
+            vectors = self.model.encode(
+                texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True
+            )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
-    def embed_with_tokens(
+    def embed_with_pieces(
         self, texts: list[str], batch_size: int = 64
-    ) -> tuple[np.ndarray, list[TokenVectors]]:
+    ) -> tuple[np.ndarray, list[PieceVectors]]:
         """Text vectors and, from the same pass, the vectors of each text's word pieces
         ([CLS] and [SEP] left out). The text vectors equal embed()'s."""
         if not texts:
             return np.zeros((0, self.info.dimension), dtype=np.float32), []
-        outputs: list[dict[str, Any]] = self.model.encode(  # type: ignore[assignment]
-            texts, batch_size=batch_size, output_value=None
-        )
-        encoded = self.tokenizer(
-            texts, return_offsets_mapping=True, truncation=True, max_length=self.info.max_word_pieces
-        )
+        with self._lock:
+            outputs: list[dict[str, Any]] = self.model.encode(  # type: ignore[assignment]
+                texts, batch_size=batch_size, output_value=None
+            )
+            encoded = self.tokenizer(
+                texts, return_offsets_mapping=True, truncation=True, max_length=self.info.max_word_pieces
+            )
         vectors = np.stack([_normalized(o["sentence_embedding"].float().numpy()) for o in outputs])
-        tokens = []
+        pieces = []
         for out, ids, offsets in zip(outputs, encoded["input_ids"], encoded["offset_mapping"], strict=True):
-            token_vectors = out["token_embeddings"].float().numpy()[: len(ids)]  # batch padding cut
-            assert out["input_ids"][: len(ids)].tolist() == ids, "the model read other word pieces"
+            piece_vectors = out["token_embeddings"].float().numpy()[: len(ids)]  # batch padding cut
+            if out["input_ids"][: len(ids)].tolist() != ids:
+                raise ModelError("the model read other word pieces than its tokenizer gives for offsets")
             spans = np.array(offsets, dtype=np.int64).reshape(-1, 2)
             real = spans[:, 1] > spans[:, 0]  # special tokens have empty spans
-            tokens.append(
-                TokenVectors(
-                    _normalized(token_vectors[real]), spans[real], np.array(ids, dtype=np.int64)[real]
+            pieces.append(
+                PieceVectors(
+                    _normalized(piece_vectors[real]), spans[real], np.array(ids, dtype=np.int64)[real]
                 )
             )
-        return np.ascontiguousarray(vectors, dtype=np.float32), tokens
+        return np.ascontiguousarray(vectors, dtype=np.float32), pieces
 
 
 def _normalized(vectors: np.ndarray) -> np.ndarray:

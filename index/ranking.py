@@ -1,19 +1,44 @@
-"""Ranking passages (dense, lexical, hybrid) and picking the answer sentence."""
+"""Ranking passages (dense, lexical, hybrid) and picking the answer sentence, over any storage.
+
+Per-query work is bounded by the candidates: the retrievers propose `candidates` passages each,
+and only those passages, their sentences and their word pieces are scored further.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
-import faiss
 import numpy as np
 
-from index.model import TokenVectors
-from index.snapshot import Snapshot
+from index.errors import InvalidQuery
+from index.lexical import query_terms
+from index.model import PieceVectors
+from index.storage import Reader
 from index.text import Passage, Span, strip_span
 
 Mode = Literal["hybrid", "dense", "lexical"]
 MODES: tuple[Mode, ...] = ("hybrid", "dense", "lexical")
+MAX_QUESTION_CHARS = 1000
+MAX_K = 50
+
+
+def clean_question(question: str) -> str:
+    """The question as searched: trimmed, 1 to MAX_QUESTION_CHARS characters."""
+    question = question.strip()
+    if not question:
+        raise InvalidQuery("the question is empty; ask something")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise InvalidQuery(f"the question has {len(question)} characters; the limit is {MAX_QUESTION_CHARS}")
+    return question
+
+
+def check_query(question: str, k: int, mode: str) -> str:
+    if not 1 <= k <= MAX_K:
+        raise InvalidQuery(f"k is {k}; it must be from 1 to {MAX_K}")
+    if mode not in MODES:
+        raise InvalidQuery(f"mode {mode!r} is unknown; use one of {', '.join(MODES)}")
+    return clean_question(question)
 
 
 @dataclass(frozen=True)
@@ -50,6 +75,16 @@ class Ranking:
 
 
 @dataclass(frozen=True)
+class Query:
+    question: str
+    vector: np.ndarray  # the question's embedding
+    pieces: PieceVectors  # its word pieces, from the same model pass
+    k: int = 5
+    mode: Mode = "hybrid"
+    doc_ids: list[str] | None = None
+
+
+@dataclass(frozen=True)
 class Hit:
     passage: Passage
     title: str
@@ -65,49 +100,77 @@ class Answer:
     score: float
 
 
-def rank(
-    snap: Snapshot,
-    question: str,
-    qvec: np.ndarray,
-    qtokens: TokenVectors,
-    k: int,
-    mode: Mode,
-    doc_ids: list[str] | None,
-    ranking: Ranking,
-) -> tuple[list[Hit], Answer | None]:
-    allowed = _allowed_rows(snap, doc_ids)
-    if allowed is not None and len(allowed) == 0 or not snap.rows.passages:
+def rank(reader: Reader, query: Query, ranking: Ranking) -> tuple[list[Hit], Answer | None]:
+    allowed = None if query.doc_ids is None else reader.allowed(query.doc_ids)
+    if (allowed is not None and len(allowed) == 0) or reader.passage_count() == 0:
         return [], None
-    lexical = snap.lexical.scores(question)
-    rows = _candidates(snap, qvec, lexical, mode, allowed, ranking.candidates)
-    if len(rows) == 0:
+    terms = query_terms(query.question)
+    keys = _candidates(reader, query, terms, allowed, ranking.candidates)
+    if len(keys) == 0:
         return [], None
-    sentence_sim = snap.sentence_vectors @ qvec
-    sentence_lex = snap.sentence_lexical.scores(question)
-    members = [snap.passage_sentences[r] for r in rows]
-    passage_sim = snap.passage_vectors[rows] @ qvec
-    dense = _mix(passage_sim, _best_of(sentence_sim, members), ranking.sentence_weight)
-    lex = _mix(
-        _minmax(lexical[rows]), _minmax(_best_of(sentence_lex, members)), ranking.lexical_sentence_weight
+    sentences = Sentences(reader, reader.sentences_of(keys), query.vector, terms)
+    passage_sim = reader.passage_vectors(keys) @ query.vector
+    passage_bm25 = reader.passage_bm25(keys, terms)
+    dense = _mix(passage_sim, sentences.best(sentences.similarity), ranking.sentence_weight)
+    lexical = _mix(
+        _minmax(passage_bm25), _minmax(sentences.best(sentences.bm25)), ranking.lexical_sentence_weight
     )
-    if mode == "dense":
+    if query.mode == "dense":
         scores = dense
-    elif mode == "lexical":
-        scores = lex
+    elif query.mode == "lexical":
+        scores = lexical
     else:
-        scores = _mix(_minmax(dense), lex, 1 - ranking.dense_weight)
-    relevant = (passage_sim >= ranking.min_similarity) | (lexical[rows] > 0)
-    order = [i for i in np.argsort(-scores, kind="stable") if relevant[i]][: max(k, ranking.rerank)]
-    pool, pool_scores = rows[order], scores[order]
-    match = WordMatch(snap, question, qtokens)
-    if mode == "hybrid" and len(pool):
-        pool_scores = _minmax(pool_scores) + ranking.match_weight * np.array([match.score(r) for r in pool])
+        scores = _mix(_minmax(dense), lexical, 1 - ranking.dense_weight)
+    relevant = (passage_sim >= ranking.min_similarity) | (passage_bm25 > 0)
+    order = [i for i in np.argsort(-scores, kind="stable") if relevant[i]][: max(query.k, ranking.rerank)]
+    pool, pool_scores = np.array(order, dtype=np.int64), scores[order]
+    match = WordMatch(reader, query.question, query.pieces)
+    if query.mode == "hybrid" and len(pool):
+        matched = np.array([match.score(int(keys[i])) for i in pool])
+        pool_scores = _minmax(pool_scores) + ranking.match_weight * matched
         resort = np.argsort(-pool_scores, kind="stable")
         pool, pool_scores = pool[resort], pool_scores[resort]
-    hits = [_hit(snap, int(r), float(s)) for r, s in zip(pool[:k], pool_scores[:k], strict=True)]
-    top = [int(r) for r in pool[: ranking.answer_passages]]
-    answer = _answer(snap, top, _minmax(pool_scores)[: len(top)], sentence_sim, match, ranking)
+    shown = pool[: max(query.k, ranking.answer_passages)]
+    places = reader.passages(keys[shown])
+    texts = reader.texts({doc_id for doc_id, _, _ in places})
+    passages = [Passage(d, s, e, texts[d][1][s:e]) for d, s, e in places]
+    hits = [
+        Hit(p, texts[p.doc_id][0], round(float(score), 4))
+        for p, score in zip(passages[: query.k], pool_scores[: query.k], strict=False)
+    ]
+    top = list(range(min(ranking.answer_passages, len(pool))))
+    answer = _answer(
+        [(int(keys[pool[i]]), passages[i], int(pool[i])) for i in top],
+        _minmax(pool_scores)[: len(top)],
+        sentences,
+        texts,
+        match,
+        ranking,
+    )
     return hits, answer
+
+
+class Sentences:
+    """The candidate passages' sentences, scored against the question once."""
+
+    def __init__(
+        self, reader: Reader, members: list[np.ndarray], vector: np.ndarray, terms: np.ndarray
+    ) -> None:
+        self.members = members
+        self.keys = np.unique(np.concatenate(members)) if members else np.zeros(0, dtype=np.int64)
+        self.similarity = reader.sentence_vectors(self.keys) @ vector
+        self.bm25 = reader.sentence_bm25(self.keys, terms)
+        self.spans = reader.sentence_spans(self.keys)
+
+    def positions(self, candidate: int) -> np.ndarray:
+        return np.searchsorted(self.keys, self.members[candidate])
+
+    def best(self, values: np.ndarray) -> np.ndarray:
+        """Each candidate passage's best value among its sentences (0 when it has none)."""
+        return np.array(
+            [float(values[self.positions(i)].max()) if len(m) else 0.0 for i, m in enumerate(self.members)],
+            dtype=np.float32,
+        )
 
 
 class WordMatch:
@@ -115,21 +178,20 @@ class WordMatch:
     piece of the question, its best cosine with the text's word pieces, averaged with weights
     that favour rare pieces. Unlike one vector per text, it sees which words are matched."""
 
-    def __init__(self, snap: Snapshot, question: str, qtokens: TokenVectors) -> None:
-        self.snap = snap
-        words = np.array([any(c.isalnum() for c in question[a:b]) for a, b in qtokens.spans], dtype=bool)
-        self.vectors = qtokens.vectors[words]  # punctuation left out
-        self.weights = snap.piece_idf(qtokens.pieces[words])
-        self._cosines: dict[int, np.ndarray] = {}
+    def __init__(self, reader: Reader, question: str, pieces: PieceVectors) -> None:
+        self.reader = reader
+        words = np.array([any(c.isalnum() for c in question[a:b]) for a, b in pieces.spans], dtype=bool)
+        self.vectors = pieces.vectors[words]  # punctuation left out
+        self.weights = reader.piece_idf(pieces.ids[words])
+        self._cosines: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    def score(self, row: int, span: Span | None = None) -> float:
-        """The match with passage row, or with the part of it inside span."""
-        doc_tokens, lo, hi = self.snap.passage_tokens[row]
-        if row not in self._cosines:
-            self._cosines[row] = self.vectors @ np.asarray(doc_tokens.vectors[lo:hi], dtype=np.float32).T
-        cosines = self._cosines[row]
+    def score(self, key: int, span: Span | None = None) -> float:
+        """The match with passage `key`, or with the part of it inside span."""
+        if key not in self._cosines:
+            vectors, spans, _ = self.reader.pieces(key)
+            self._cosines[key] = (self.vectors @ vectors.T, spans)
+        cosines, spans = self._cosines[key]
         if span is not None:
-            spans = doc_tokens.spans[lo:hi]
             cosines = cosines[:, (spans[:, 0] >= span.start) & (spans[:, 1] <= span.end)]
         total = float(self.weights.sum())
         if cosines.size == 0 or total <= 0:
@@ -141,40 +203,15 @@ def _mix(a: np.ndarray, b: np.ndarray, weight_b: float) -> np.ndarray:
     return (1 - weight_b) * a + weight_b * b
 
 
-def _best_of(values: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
-    return np.array([float(values[g].max()) if len(g) else 0.0 for g in groups], dtype=np.float32)
-
-
-def _allowed_rows(snap: Snapshot, doc_ids: list[str] | None) -> np.ndarray | None:
-    if doc_ids is None:
-        return None
-    parts = [snap.doc_passages[d] for d in doc_ids if d in snap.doc_passages]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-
-
 def _candidates(
-    snap: Snapshot, qvec: np.ndarray, lexical: np.ndarray, mode: Mode, allowed: np.ndarray | None, n: int
+    reader: Reader, query: Query, terms: np.ndarray, allowed: np.ndarray | None, n: int
 ) -> np.ndarray:
     found: list[np.ndarray] = []
-    if mode != "lexical":
-        params = None
-        if allowed is not None:
-            selector = faiss.IDSelectorBatch(allowed)  # kept alive until the search is done
-            params = faiss.SearchParameters()
-            params.sel = selector
-        _, rows = snap.dense.search(qvec[None, :], min(n, snap.dense.ntotal), params=params)
-        found.append(rows[0][rows[0] >= 0])
-    if mode != "dense":
-        scores = lexical if allowed is None else _masked(lexical, allowed)
-        top = np.argsort(-scores, kind="stable")[:n]
-        found.append(top[scores[top] > 0])
+    if query.mode != "lexical":
+        found.append(reader.dense_search(query.vector, n, allowed)[0])
+    if query.mode != "dense":
+        found.append(reader.lexical_search(terms, n, allowed)[0])
     return np.unique(np.concatenate(found)).astype(np.int64)
-
-
-def _masked(scores: np.ndarray, allowed: np.ndarray) -> np.ndarray:
-    out = np.zeros_like(scores)
-    out[allowed] = scores[allowed]
-    return out
 
 
 def _minmax(values: np.ndarray) -> np.ndarray:
@@ -185,42 +222,35 @@ def _minmax(values: np.ndarray) -> np.ndarray:
     return (values - values.min()) / span if span > 0 else np.ones_like(values)
 
 
-def _hit(snap: Snapshot, row: int, score: float) -> Hit:
-    passage = snap.rows.passages[row]
-    return Hit(passage, snap.rows.documents[passage.doc_id].title, round(score, 4))
-
-
 def _answer(
-    snap: Snapshot,
-    rows: list[int],
+    top: list[tuple[int, Passage, int]],
     passage_scores: np.ndarray,
-    sentence_sim: np.ndarray,
+    sentences: Sentences,
+    texts: dict[str, tuple[str, str]],
     match: WordMatch,
     ranking: Ranking,
 ) -> Answer | None:
     """The sentence of the best passages that is most like the question, as a whole and word by
-    word, favouring the better passages."""
-    best: tuple[float, int, Span] | None = None
-    for row, passage_score in zip(rows, passage_scores, strict=True):
-        passage = snap.rows.passages[row]
-        text = snap.rows.texts[passage.doc_id]
-        for s in snap.passage_sentences[row]:
-            span = _clip(text, snap.rows.sentences[s][1], passage)
+    word, favouring the better passages. top: (key, passage, candidate number) of each."""
+    best: tuple[float, Passage, Span] | None = None
+    for (key, passage, candidate), passage_score in zip(top, passage_scores, strict=True):
+        text = texts[passage.doc_id][1]
+        for at in sentences.positions(candidate):
+            start, end = (int(v) for v in sentences.spans[at])
+            span = _clip(text, Span(start, end), passage)
             if span is None:
                 continue
             score = (
-                float(sentence_sim[s])
-                + ranking.match_weight * match.score(row, span)
+                float(sentences.similarity[at])
+                + ranking.match_weight * match.score(key, span)
                 + ranking.rank_weight * float(passage_score)
             )
             if best is None or score > best[0]:
-                best = (score, row, span)
+                best = (score, passage, span)
     if best is None:
         return None
-    score, row, span = best
-    passage = snap.rows.passages[row]
-    text = snap.rows.texts[passage.doc_id]
-    title = snap.rows.documents[passage.doc_id].title
+    score, passage, span = best
+    title, text = texts[passage.doc_id]
     return Answer(passage, title, span, text[span.start : span.end], round(score, 4))
 
 

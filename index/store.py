@@ -1,4 +1,9 @@
-"""Documents, passages and sentences in SQLite: the index's source of truth."""
+"""Documents, segments and the revision in SQLite: the index's source of truth.
+
+A document row names where its vectors live (segment and number in it); a segment row that no
+document names any more is dead, and so is every row of a segment whose document was deleted or
+replaced. Readers read the revision, the segments and the live documents in one transaction.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from index.text import Passage, Span
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
     doc_id TEXT PRIMARY KEY,
@@ -17,25 +20,19 @@ CREATE TABLE IF NOT EXISTS documents (
     source TEXT,
     sha256 TEXT NOT NULL,
     text TEXT NOT NULL,
-    created_at TEXT NOT NULL
+    chars INTEGER NOT NULL,
+    passages INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    segment INTEGER NOT NULL,
+    seg_doc INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS passages (
-    id INTEGER PRIMARY KEY,
-    doc_id TEXT NOT NULL REFERENCES documents(doc_id) ON DELETE CASCADE,
-    start INTEGER NOT NULL,
-    "end" INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sentences (
-    id INTEGER PRIMARY KEY,
-    doc_id TEXT NOT NULL REFERENCES documents(doc_id) ON DELETE CASCADE,
-    start INTEGER NOT NULL,
-    "end" INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS passages_doc ON passages(doc_id);
-CREATE INDEX IF NOT EXISTS sentences_doc ON sentences(doc_id);
+CREATE INDEX IF NOT EXISTS documents_segment ON documents(segment, seg_doc);
+CREATE TABLE IF NOT EXISTS segments (id INTEGER PRIMARY KEY, passages INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO state VALUES ('revision', 0);
+INSERT OR IGNORE INTO state VALUES ('next_segment', 1);
 """
+_DOCUMENT = "doc_id, title, source, sha256, chars, passages, created_at"
 
 
 @dataclass(frozen=True)
@@ -50,31 +47,33 @@ class Document:
 
 
 @dataclass(frozen=True)
-class Rows:
-    """Everything searchable, in id order; passage and sentence text is sliced from the documents."""
+class NewDocument:
+    """A document's row, before it has a place in a segment."""
 
-    documents: dict[str, Document]
-    texts: dict[str, str]
-    passage_ids: list[int]
-    passages: list[Passage]
-    sentence_ids: list[int]
-    sentences: list[tuple[str, Span]]
+    document: Document
+    text: str
+
+
+@dataclass(frozen=True)
+class State:
+    """One committed revision: its segments and, for each, the numbers of its live documents."""
+
+    revision: int
+    segments: dict[int, list[int]]
 
 
 class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
-        with self._read() as db:
+        with self._connection() as db:
             db.execute("PRAGMA journal_mode = WAL")  # kept in the file: readers never wait for a writer
             db.executescript(_SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.execute("PRAGMA foreign_keys = ON")
-        return db
+        return sqlite3.connect(self.path, timeout=60, isolation_level=None)
 
     @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
+    def _connection(self) -> Iterator[sqlite3.Connection]:
         """A connection that is closed afterwards (sqlite3's own context manager leaves it open)."""
         db = self._connect()
         try:
@@ -83,84 +82,141 @@ class Store:
             db.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        db = self._connect()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            yield db
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        finally:
-            db.close()
+    def transaction(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """A read transaction sees one committed state; a write one holds SQLite's write lock."""
+        with self._connection() as db:
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
 
     def revision(self) -> int:
-        with self._read() as db:
-            return int(db.execute("SELECT value FROM state WHERE key = 'revision'").fetchone()[0])
+        with self._connection() as db:
+            return revision(db)
 
-    def next_ids(self) -> tuple[int, int]:
-        """The first free passage and sentence ids."""
-        with self._read() as db:
-            p = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM passages").fetchone()[0]
-            s = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM sentences").fetchone()[0]
-        return int(p), int(s)
+    def state(self) -> State:
+        with self.transaction() as db:
+            segments: dict[int, list[int]] = {
+                int(s): [] for (s,) in db.execute("SELECT id FROM segments ORDER BY id")
+            }
+            for segment, seg_doc in db.execute("SELECT segment, seg_doc FROM documents"):
+                segments[int(segment)].append(int(seg_doc))
+            return State(revision(db), segments)
+
+    def documents(self) -> list[Document]:
+        with self._connection() as db:
+            rows = db.execute(f"SELECT {_DOCUMENT} FROM documents ORDER BY created_at, doc_id").fetchall()
+        return [Document(*row) for row in rows]
+
+    def counts(self) -> tuple[int, int]:
+        """Documents and passages."""
+        with self._connection() as db:
+            docs, passages = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(passages), 0) FROM documents"
+            ).fetchone()
+        return int(docs), int(passages)
+
+    def document(self, doc_id: str) -> tuple[Document, str] | None:
+        with self._connection() as db:
+            row = db.execute(
+                f"SELECT {_DOCUMENT}, text FROM documents WHERE doc_id = ?", (doc_id,)
+            ).fetchone()
+        return None if row is None else (Document(*row[:-1]), str(row[-1]))
 
     def document_text(self, doc_id: str) -> str | None:
-        with self._read() as db:
-            row = db.execute("SELECT text FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
-        return None if row is None else str(row[0])
+        found = self.document(doc_id)
+        return None if found is None else found[1]
 
-    def rows(self) -> Rows:
-        with self._read() as db:
-            counts = dict(db.execute("SELECT doc_id, COUNT(*) FROM passages GROUP BY doc_id"))
-            documents, texts = {}, {}
-            for doc_id, title, source, sha, text, created in db.execute(
-                "SELECT doc_id, title, source, sha256, text, created_at FROM documents"
-                " ORDER BY created_at, doc_id"
-            ):
-                documents[doc_id] = Document(
-                    doc_id, title, source, sha, len(text), counts.get(doc_id, 0), created
-                )
-                texts[doc_id] = text
-            passage_rows = db.execute('SELECT id, doc_id, start, "end" FROM passages ORDER BY id').fetchall()
-            sentence_rows = db.execute(
-                'SELECT id, doc_id, start, "end" FROM sentences ORDER BY id'
+    def texts(self, doc_ids: set[str]) -> dict[str, tuple[str, str, str]]:
+        """Title, text and sha256 of each of these documents that the index holds."""
+        if not doc_ids:
+            return {}
+        with self._connection() as db:
+            marks = ",".join("?" * len(doc_ids))
+            rows = db.execute(
+                f"SELECT doc_id, title, text, sha256 FROM documents WHERE doc_id IN ({marks})",
+                sorted(doc_ids),
             ).fetchall()
-        return Rows(
-            documents=documents,
-            texts=texts,
-            passage_ids=[r[0] for r in passage_rows],
-            passages=[Passage(d, s, e, texts[d][s:e]) for _, d, s, e in passage_rows],
-            sentence_ids=[r[0] for r in sentence_rows],
-            sentences=[(d, Span(s, e)) for _, d, s, e in sentence_rows],
-        )
+        return {d: (title, text, sha) for d, title, text, sha in rows}
+
+    def places(self, doc_ids: list[str]) -> dict[str, tuple[int, int]]:
+        """Segment and number in it of each of these documents that the index holds."""
+        with self._connection() as db:
+            marks = ",".join("?" * len(doc_ids))
+            rows = db.execute(
+                f"SELECT doc_id, segment, seg_doc FROM documents WHERE doc_id IN ({marks})", doc_ids
+            ).fetchall()
+        return {d: (int(s), int(n)) for d, s, n in rows}
 
 
-def insert_document(
-    db: sqlite3.Connection,
-    doc: Document,
-    text: str,
-    passages: list[tuple[int, Passage]],
-    sentences: list[tuple[int, Span]],
-) -> None:
+def revision(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT value FROM state WHERE key = 'revision'").fetchone()[0])
+
+
+def existing(db: sqlite3.Connection, doc_ids: list[str]) -> dict[str, Document]:
+    found: dict[str, Document] = {}
+    for start in range(0, len(doc_ids), 500):  # SQLite's limit on bound parameters
+        part = doc_ids[start : start + 500]
+        marks = ",".join("?" * len(part))
+        for row in db.execute(f"SELECT {_DOCUMENT} FROM documents WHERE doc_id IN ({marks})", part):
+            found[row[0]] = Document(*row)
+    return found
+
+
+def next_segment(db: sqlite3.Connection) -> int:
+    """A segment id never used before in this index, allocated inside the commit's transaction."""
+    value = int(db.execute("SELECT value FROM state WHERE key = 'next_segment'").fetchone()[0])
+    db.execute("UPDATE state SET value = ? WHERE key = 'next_segment'", (value + 1,))
+    return value
+
+
+def add_segment(db: sqlite3.Connection, segment: int, passages: int) -> None:
+    db.execute("INSERT INTO segments VALUES (?, ?)", (segment, passages))
+
+
+def put_document(db: sqlite3.Connection, new: NewDocument, segment: int, seg_doc: int) -> None:
+    d = new.document
     db.execute(
-        "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?)",
-        (doc.doc_id, doc.title, doc.source, doc.sha256, text, doc.created_at),
+        "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            d.doc_id,
+            d.title,
+            d.source,
+            d.sha256,
+            new.text,
+            d.chars,
+            d.passages,
+            d.created_at,
+            segment,
+            seg_doc,
+        ),
     )
-    db.executemany(
-        "INSERT INTO passages VALUES (?, ?, ?, ?)",
-        [(i, doc.doc_id, p.start, p.end) for i, p in passages],
+
+
+def move_document(db: sqlite3.Connection, doc_id: str, old: tuple[int, int], new: tuple[int, int]) -> bool:
+    """Point a document at its rows in a merged segment, if it still lives where the merge read it."""
+    cursor = db.execute(
+        "UPDATE documents SET segment = ?, seg_doc = ? WHERE doc_id = ? AND segment = ? AND seg_doc = ?",
+        (*new, doc_id, *old),
     )
-    db.executemany(
-        "INSERT INTO sentences VALUES (?, ?, ?, ?)",
-        [(i, doc.doc_id, s.start, s.end) for i, s in sentences],
-    )
+    return cursor.rowcount == 1
 
 
-def delete_document(db: sqlite3.Connection, doc_id: str) -> None:
-    db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+def delete_document(db: sqlite3.Connection, doc_id: str) -> bool:
+    return db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,)).rowcount == 1
 
 
-def bump_revision(db: sqlite3.Connection, revision: int) -> None:
-    db.execute("UPDATE state SET value = ? WHERE key = 'revision'", (revision,))
+def drop_dead_segments(db: sqlite3.Connection) -> None:
+    db.execute("DELETE FROM segments WHERE id NOT IN (SELECT DISTINCT segment FROM documents)")
+
+
+def drop_segments(db: sqlite3.Connection, segments: list[int]) -> None:
+    db.executemany("DELETE FROM segments WHERE id = ?", [(s,) for s in segments])
+
+
+def bump_revision(db: sqlite3.Connection) -> int:
+    db.execute("UPDATE state SET value = value + 1 WHERE key = 'revision'")
+    return revision(db)

@@ -20,12 +20,24 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from index import __version__
-from index.errors import DocumentConflict, DocumentNotFound, GroundQAError, InvalidDocument, InvalidQuery
-from index.index import Index
+from index.config import Settings, get_settings, open_index
+from index.errors import (
+    DocumentConflict,
+    DocumentNotFound,
+    GroundQAError,
+    IndexBusy,
+    InvalidDocument,
+    InvalidQuery,
+)
+from index.index import DocumentInput, Index
+from index.ranking import MAX_K, Mode
 from index.store import Document
-from service.articles import add_article
+from service.articles import article_input
 from service.metrics import Metrics
 from service.schemas import (
+    BatchItem,
+    BatchResult,
+    DocumentBatch,
     DocumentIn,
     DocumentList,
     DocumentOut,
@@ -33,8 +45,8 @@ from service.schemas import (
     DocumentUpdate,
     QueryRequest,
     QueryResponse,
+    Question,
 )
-from service.settings import Settings, get_settings, open_index
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("uvicorn.error")  # shown with the server's own lines
@@ -44,6 +56,7 @@ _STATUS = {
     InvalidQuery: 422,
     DocumentNotFound: 404,
     DocumentConflict: 409,
+    IndexBusy: 503,
 }
 
 
@@ -85,11 +98,10 @@ def create_app(settings: Settings | None = None, seed: list[tuple[Path, str]] | 
 
 def _load(app: FastAPI, settings: Settings, seed: list[tuple[Path, str]]) -> None:
     try:
-        index = open_index(settings)
-        if seed and not index.documents():
-            for path, text in seed:
-                add_article(index, path, text)
-                log.info("seeded the empty index with %s", path)
+        index = open_index(settings, merge_in_background=True)
+        if seed and not index.counts()[0]:
+            index.add_many([article_input(path, text) for path, text in seed], replace=True)
+            log.info("seeded the empty index with %s", ", ".join(str(p) for p, _ in seed))
         app.state.index = index
     except Exception as exc:  # reported by /readyz and every query, and in the log
         log.exception("the index could not be loaded")
@@ -123,25 +135,25 @@ def require_key(
 
 
 IndexDep = Annotated[Index, Depends(get_index)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
 WriteKey = Depends(require_key)
 
 
 def _add_routes(app: FastAPI) -> None:
     @app.post("/v1/query", response_model=QueryResponse, tags=["query"])
-    def query(body: QueryRequest, index: IndexDep, request: Request) -> dict[str, Any]:
+    def query(body: QueryRequest, index: IndexDep, request: Request) -> QueryResponse:
         return _search(index, request, body.question, body.k, body.mode, body.doc_ids)
 
     @app.get("/v1/query", response_model=QueryResponse, tags=["query"])
     def query_get(
         index: IndexDep,
         request: Request,
-        q: Annotated[str, Query(description="the question")],
-        k: Annotated[int, Query(ge=1, le=50)] = 5,
-        mode: Annotated[str, Query(pattern="^(hybrid|dense|lexical)$")] = "hybrid",
+        q: Annotated[Question, Query(description="the question")],
+        k: Annotated[int, Query(ge=1, le=MAX_K)] = 5,
+        mode: Annotated[Mode, Query()] = "hybrid",
         doc_ids: Annotated[list[str] | None, Query(description="repeat to search several")] = None,
-    ) -> dict[str, Any]:
-        body = QueryRequest(question=q, k=k, mode=mode, doc_ids=doc_ids)  # type: ignore[arg-type]
-        return _search(index, request, body.question, body.k, body.mode, body.doc_ids)
+    ) -> QueryResponse:
+        return _search(index, request, q, k, mode, doc_ids)
 
     @app.post(
         "/v1/documents",
@@ -155,6 +167,17 @@ def _add_routes(app: FastAPI) -> None:
         if not added.created:
             response.status_code = 200
         return added.document
+
+    @app.post("/v1/documents/batch", response_model=BatchResult, tags=["documents"], dependencies=[WriteKey])
+    def add_documents(body: DocumentBatch, index: IndexDep, settings: SettingsDep) -> BatchResult:
+        if len(body.documents) > settings.max_batch_docs:
+            raise HTTPException(
+                413, f"the batch has {len(body.documents)} documents; the limit is {settings.max_batch_docs}"
+            )
+        items = [DocumentInput(d.text, d.title, d.doc_id, d.source) for d in body.documents]
+        done = [BatchItem.of(i) for i in index.add_many(items, replace=body.replace)]
+        counts = {state: sum(d.state == state for d in done) for state in ("added", "replaced", "unchanged")}
+        return BatchResult(documents=done, **counts)
 
     @app.put(
         "/v1/documents/{doc_id}", response_model=DocumentOut, tags=["documents"], dependencies=[WriteKey]
@@ -185,8 +208,8 @@ def _add_routes(app: FastAPI) -> None:
 
     @app.get("/readyz", tags=["operations"])
     def readyz(index: IndexDep) -> dict[str, Any]:
-        docs = index.documents()
-        return {"status": "ready", "documents": len(docs), "passages": sum(d.passages for d in docs)}
+        docs, passages = index.counts()
+        return {"status": "ready", "documents": docs, "passages": passages}
 
     @app.get("/metrics", tags=["operations"])
     def metrics(request: Request) -> Response:
@@ -195,11 +218,11 @@ def _add_routes(app: FastAPI) -> None:
 
 
 def _search(
-    index: Index, request: Request, question: str, k: int, mode: Any, doc_ids: list[str] | None
-) -> dict[str, Any]:
+    index: Index, request: Request, question: str, k: int, mode: Mode, doc_ids: list[str] | None
+) -> QueryResponse:
     result = index.search(question, k, mode, doc_ids)
     request.app.state.metrics.query_seconds.labels(mode).observe(result.took_ms / 1000)
-    return result.as_json()
+    return QueryResponse.of(result)
 
 
 def _add_pages(app: FastAPI) -> None:

@@ -1,11 +1,11 @@
-"""Article files: reading them as the contract stores them, and adding them to an index."""
+"""Article files: reading them as the contract stores them, and naming their documents."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from index.errors import GroundQAError
-from index.index import Added, Index, derive_doc_id
+from index.index import DocumentInput, derive_doc_id
 
 SUFFIXES = {".txt", ".md"}
 
@@ -42,9 +42,8 @@ def article_files(paths: list[str]) -> list[Path]:
     return found
 
 
-def add_article(
-    index: Index, path: Path, text: str, title: str | None = None, doc_id: str | None = None
-) -> Added:
-    """A file's doc_id is its name without the suffix, unless given; changed text replaces it."""
-    doc_id = doc_id or derive_doc_id(path.stem, "")
-    return index.add(text, title=title, doc_id=doc_id, source=str(path), replace=True)
+def article_input(
+    path: Path, text: str, title: str | None = None, doc_id: str | None = None
+) -> DocumentInput:
+    """A file's doc_id is its name without the suffix, unless given."""
+    return DocumentInput(text, title=title, doc_id=doc_id or derive_doc_id(path.stem, ""), source=str(path))

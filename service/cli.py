@@ -1,20 +1,23 @@
-"""The groundqa command line: domain errors become one line on stderr."""
+"""The groundqa command line: one root composes each package's commands; domain errors become
+one line on stderr."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from eval.runner import progress
+from eval import cli as eval_cli
+from index.client import Client
+from index.config import Settings, open_index, prepare_process
 from index.errors import GroundQAError
-from index.index import check_query
-from index.ranking import MODES
-from service.articles import UsageError, add_article, article_files, read_article
-from service.settings import Settings, get_settings, open_index
+from index.index import Index
+from index.progress import progress
+from index.ranking import MODES, check_query
+from service.articles import UsageError, article_files, article_input, read_article
+from service.schemas import QueryResponse
 
 EXAMPLES = {
     "ingest": "example: groundqa ingest corpus/putin-china-visit.txt",
@@ -22,17 +25,22 @@ EXAMPLES = {
     "serve": "example: groundqa serve --port 8000  (HTTP writes need GROUNDQA_API_KEY set)",
     "docs": "example: groundqa docs",
     "rm": "example: groundqa rm putin-china-visit",
-    "eval": "example: groundqa eval squad data.json --limit 200 --modes hybrid,dense",
+    "compact": "example: groundqa compact",
 }
+# Documents per commit in `ingest`: each batch is one segment, written in one transaction.
+INGEST_BATCH = 64
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    settings = get_settings()
-    if getattr(args, "index", None):
-        settings.index_dir = Path(args.index)
+    args = build_parser().parse_args(argv)
+    overrides = {
+        key: value
+        for key, value in (("index_dir", args.index), ("host", args.host), ("port", args.port))
+        if value is not None
+    }
     try:
+        settings = Settings(**overrides)
+        prepare_process()
         return int(args.run(args, settings) or 0)
     except GroundQAError as exc:
         print(f"groundqa: error: {exc}", file=sys.stderr)
@@ -48,10 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Grounded question answering over articles, with exact character offsets.",
         epilog='example: groundqa ingest corpus/ && groundqa ask "Who visited China?"',
     )
+    parser.set_defaults(index=None, host=None, port=None)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    add_parser(commands)
+    eval_cli.add_parser(commands)
+    return parser
+
+
+def add_parser(commands: Any) -> None:
+    """The commands over an index: ingest, ask, serve, docs, rm, compact."""
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, description=help, epilog=EXAMPLES[name])
+        sub: argparse.ArgumentParser = commands.add_parser(
+            name, help=help, description=help, epilog=EXAMPLES[name]
+        )
         sub.add_argument("--index", metavar="DIR", help="index folder (GROUNDQA_INDEX_DIR, var/index)")
         return sub
 
@@ -59,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("paths", nargs="+", metavar="PATH")
     ingest.add_argument("--title", help="title of the document (one file only)")
     ingest.add_argument("--doc-id", help="doc_id of the document (one file only)")
+    ingest.add_argument(
+        "--batch", type=int, default=INGEST_BATCH, help=f"documents per commit (default {INGEST_BATCH})"
+    )
     ingest.set_defaults(run=run_ingest)
 
     ask = command("ask", "ask a question; prints the answer sentence and the best passages")
@@ -82,65 +103,45 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("doc_id")
     rm.set_defaults(run=run_rm)
 
-    from eval.cli import add_eval_parser
-
-    add_eval_parser(command("eval", "measure retrieval and answers on questions with gold spans"))
-    return parser
+    compact = command("compact", "merge the index's segments into one, dropping deleted rows")
+    compact.set_defaults(run=run_compact)
 
 
 def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
     files = article_files(args.paths)
     if (args.title or args.doc_id) and len(files) > 1:
         raise UsageError("--title and --doc-id name one document; give one file")
-    texts = [(path, read_article(path)) for path in files]  # read all before writing any
+    if args.batch < 1:
+        raise UsageError(f"--batch is {args.batch}; give a positive number")
+    for path in files:  # every file is readable UTF-8 before anything is written
+        read_article(path)
     index = open_index(settings)
     counts = {"added": 0, "replaced": 0, "unchanged": 0}
-    for path, text in progress(texts, "ingest", unit="doc"):
-        added = add_article(index, path, text, args.title, args.doc_id)
-        counts[added.state] += 1
-        print(f"{added.document.doc_id}\t{added.document.passages} passages\t{added.state}")
-    docs = index.documents()
+    batches = [files[i : i + args.batch] for i in range(0, len(files), args.batch)]
+    for batch in progress(batches, "ingest", unit="batch"):
+        inputs = [article_input(p, read_article(p), args.title, args.doc_id) for p in batch]
+        for done in index.add_many(inputs, replace=True):
+            counts[done.state] += 1
+            print(f"{done.document.doc_id}\t{done.document.passages} passages\t{done.state}", flush=True)
+    docs, passages = index.counts()
     print(
-        f"{len(texts)} files: {counts['added']} added, {counts['replaced']} replaced, "
-        f"{counts['unchanged']} unchanged; the index holds {len(docs)} documents, "
-        f"{sum(d.passages for d in docs)} passages"
+        f"{len(files)} files: {counts['added']} added, {counts['replaced']} replaced, "
+        f"{counts['unchanged']} unchanged; the index holds {docs} documents, {passages} passages"
     )
     return 0
 
 
 def run_ask(args: argparse.Namespace, settings: Settings) -> int:
     if args.url:
-        response = ask_url(args.url, args.question, args.k, args.mode)
+        response = Client(args.url).query(args.question, args.k, args.mode)
     else:
-        check_query(args.question.strip(), args.k, args.mode)  # before the model loads
-        response = open_index(settings).search(args.question, args.k, args.mode).as_json()
+        check_query(args.question, args.k, args.mode)  # before the model loads
+        response = QueryResponse.of(_index(settings).search(args.question, args.k, args.mode)).as_json()
     if args.json:
         print(json.dumps(response, ensure_ascii=False, indent=2))
     else:
         print(format_response(response))
     return 0
-
-
-def ask_url(url: str, question: str, k: int, mode: str) -> dict[str, Any]:
-    import httpx
-
-    try:
-        reply = httpx.post(
-            url.rstrip("/") + "/v1/query", json={"question": question, "k": k, "mode": mode}, timeout=60
-        )
-    except httpx.HTTPError as exc:
-        raise UsageError(f"cannot reach {url}: {exc}") from exc
-    if reply.status_code != 200:
-        raise UsageError(f"{url} answered {reply.status_code}: {_detail(reply)}")
-    result: dict[str, Any] = reply.json()
-    return result
-
-
-def _detail(reply: Any) -> str:
-    try:
-        return str(reply.json().get("detail"))
-    except ValueError:
-        return reply.text[:200]
 
 
 def format_response(r: dict[str, Any]) -> str:
@@ -161,7 +162,7 @@ def format_response(r: dict[str, Any]) -> str:
 
 
 def run_docs(args: argparse.Namespace, settings: Settings) -> int:
-    docs = open_index(settings).documents()
+    docs = _index(settings).documents()
     for d in docs:
         print(f"{d.doc_id}\t{d.passages} passages\t{d.chars} chars\t{d.created_at}\t{d.title}")
     print(f"{len(docs)} documents")
@@ -169,9 +170,23 @@ def run_docs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_rm(args: argparse.Namespace, settings: Settings) -> int:
-    open_index(settings).delete(args.doc_id)
+    _index(settings).delete(args.doc_id)
     print(f"deleted {args.doc_id}")
     return 0
+
+
+def run_compact(args: argparse.Namespace, settings: Settings) -> int:
+    index = _index(settings)
+    index.compact()
+    docs, passages = index.counts()
+    print(f"compacted {settings.index_dir}: {docs} documents, {passages} passages")
+    return 0
+
+
+def _index(settings: Settings) -> Index:
+    if not Path(settings.index_dir).exists():
+        raise UsageError(f"no index at {settings.index_dir}; ingest documents first or give --index")
+    return open_index(settings)
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -179,14 +194,12 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from service.app import create_app
 
-    settings.host = args.host or settings.host
-    settings.port = args.port or settings.port
     seed = article_files([args.seed]) if args.seed else []
     app = create_app(settings, seed=[(p, read_article(p)) for p in seed])
-    print(
-        f"groundqa: serving {settings.index_dir} on http://{settings.host}:{settings.port}", file=sys.stderr
-    )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=os.environ.get("GROUNDQA_LOG", "info"))
+    writes = "on (bearer key)" if settings.api_key is not None else "off (GROUNDQA_API_KEY is not set)"
+    where = f"http://{settings.host}:{settings.port}"
+    print(f"groundqa: serving {settings.index_dir} on {where}; HTTP writes {writes}", file=sys.stderr)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log)
     return 0
 
 

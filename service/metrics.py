@@ -32,8 +32,8 @@ class Metrics:
         )
         documents = Gauge("groundqa_documents", "Documents in the index", registry=self.registry)
         passages = Gauge("groundqa_passages", "Passages in the index", registry=self.registry)
-        documents.set_function(lambda: len(index().documents()) if index() else 0)
-        passages.set_function(lambda: sum(d.passages for d in index().documents()) if index() else 0)
+        documents.set_function(lambda: index().counts()[0] if index() else 0)
+        passages.set_function(lambda: index().counts()[1] if index() else 0)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

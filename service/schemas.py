@@ -2,30 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
-from index.index import MAX_K, MAX_QUESTION_CHARS
+from index.index import DOC_ID_PATTERN, SearchResult, passage_id
+from index.ranking import MAX_K, Mode, clean_question
+from index.storage import Ingested
 
-DOC_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
+# The index's own checks, run at the edge so that bad input is a 422 naming the field.
+Question = Annotated[str, AfterValidator(clean_question)]
+K = Annotated[int, Field(ge=1, le=MAX_K)]
+DocId = Annotated[str, Field(pattern=f"^{DOC_ID_PATTERN}$")]
 
 
 class QueryRequest(BaseModel):
-    question: str
-    k: int = Field(5, ge=1, le=MAX_K)
-    mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
+    question: Question
+    k: K = 5
+    mode: Mode = "hybrid"
     doc_ids: list[str] | None = None
-
-    @field_validator("question")
-    @classmethod
-    def trimmed(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("the question is empty; ask something")
-        if len(value) > MAX_QUESTION_CHARS:
-            raise ValueError(f"the question has {len(value)} characters; the limit is {MAX_QUESTION_CHARS}")
-        return value
 
 
 class AnswerOut(BaseModel):
@@ -57,6 +52,44 @@ class QueryResponse(BaseModel):
     passages: list[PassageOut]
     took_ms: float
 
+    @classmethod
+    def of(cls, result: SearchResult) -> QueryResponse:
+        a = result.answer
+        answer = None
+        if a is not None:
+            answer = AnswerOut(
+                doc_id=a.passage.doc_id,
+                title=a.title,
+                start=a.span.start,
+                end=a.span.end,
+                text=a.text,
+                score=a.score,
+            )
+        passages = [
+            PassageOut(
+                rank=rank,
+                doc_id=h.passage.doc_id,
+                title=h.title,
+                passage_id=passage_id(h.passage),
+                start=h.passage.start,
+                end=h.passage.end,
+                text=h.passage.text,
+                score=h.score,
+            )
+            for rank, h in enumerate(result.hits, start=1)
+        ]
+        return cls(
+            question=result.question,
+            mode=result.mode,
+            k=result.k,
+            answer=answer,
+            passages=passages,
+            took_ms=result.took_ms,
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
 
 class DocumentUpdate(BaseModel):
     text: str = Field(description="the article; stored exactly as given")
@@ -72,7 +105,12 @@ class DocumentUpdate(BaseModel):
 
 
 class DocumentIn(DocumentUpdate):
-    doc_id: str | None = Field(None, pattern=DOC_ID_PATTERN)
+    doc_id: DocId | None = None
+
+
+class DocumentBatch(BaseModel):
+    documents: list[DocumentIn] = Field(min_length=1, description="stored in one commit: all or none")
+    replace: bool = Field(False, description="replace documents whose doc_id holds other text (else 409)")
 
 
 class DocumentOut(BaseModel):
@@ -92,3 +130,18 @@ class DocumentText(DocumentOut):
 class DocumentList(BaseModel):
     documents: list[DocumentOut]
     count: int
+
+
+class BatchItem(DocumentOut):
+    state: str = Field(description="added, replaced or unchanged")
+
+    @classmethod
+    def of(cls, ingested: Ingested) -> BatchItem:
+        return cls(**ingested.document.__dict__, state=ingested.state)
+
+
+class BatchResult(BaseModel):
+    documents: list[BatchItem]
+    added: int
+    replaced: int
+    unchanged: int

@@ -13,12 +13,13 @@ import httpx
 import pytest
 import uvicorn
 
+from index.config import Settings, prepare_process
 from index.index import Index
 from index.model import Embedder
 from service.app import create_app
-from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+prepare_process()
 ARTICLE = ROOT / "corpus" / "putin-china-visit.txt"
 
 
@@ -66,7 +67,8 @@ class LiveServer:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = Settings(index_dir=folder, **settings)  # type: ignore[arg-type]
-        app = create_app(config, seed=[(ARTICLE, ARTICLE.read_text(encoding="utf-8"))])
+        self.seed_text = ARTICLE.read_text(encoding="utf-8")
+        app = create_app(config, seed=[(ARTICLE, self.seed_text)])
         self.server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         )

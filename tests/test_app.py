@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from index.config import Settings
 from service.app import create_app
-from service.settings import Settings
 from tests.conftest import ARTICLE
 
 KEY = "test-key-123"
@@ -227,7 +227,7 @@ def test_readyz_is_503_until_the_index_loads(tmp_path: Path) -> None:
 
 def test_a_broken_index_reports_503_with_the_reason(tmp_path: Path) -> None:
     (tmp_path / "index").mkdir()
-    (tmp_path / "index" / "meta.json").write_text('{"format": 1, "model": "other-model"}')
+    (tmp_path / "index" / "meta.json").write_text('{"format": 3, "model": "other-model"}')
     with _client(tmp_path, seed=False) as c:
         for _ in range(300):
             reply = c.get("/readyz")

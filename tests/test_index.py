@@ -11,7 +11,6 @@ import pytest
 
 from index.errors import DocumentConflict, DocumentNotFound, IndexMismatch, InvalidDocument
 from index.index import Index
-from index.ranking import WordMatch
 from index.text import Chunking
 
 HEADLINES = {
@@ -99,40 +98,23 @@ def test_saved_index_gives_identical_results(make_index, embedder, article: str,
     assert reopened.documents() == index.documents()
 
 
-def test_word_match_follows_the_question_words(make_index, embedder) -> None:  # type: ignore[no-untyped-def]
-    index = make_index()
-    index.add(
-        "A winter storm closed the schools. The home team won the final in the last minute.", doc_id="d"
-    )
-    index.add(HEADLINES["rocket"], doc_id="rocket")
-    question = "Which team won the final?"
-    _, tokens = embedder.embed_with_tokens([question])
-    match = WordMatch(index.snapshot, question, tokens[0])
-    assert len(match.weights) == len(embedder.tokenizer.tokenize(question)) - 1  # "?" left out
-    d, rocket = (index.snapshot.doc_passages[doc_id][0] for doc_id in ("d", "rocket"))
-    assert match.score(d) > match.score(rocket) + 0.2
-    storm, final = index.snapshot.rows.sentences[:2]
-    assert storm[1].end < final[1].start
-    assert match.score(d, final[1]) > match.score(d, storm[1]) + 0.2
-    # "won" and "final" are in one passage of the two, "the" in both: rarer pieces weigh more
-    weights = dict(zip(embedder.tokenizer.tokenize(question), match.weights, strict=False))
-    assert weights["final"] > weights["the"]
-
-
-def test_unchanged_documents_keep_their_word_piece_files(make_index, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_write_adds_one_segment_and_leaves_the_others_untouched(make_index, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     index = make_index()
     index.add(HEADLINES["storm"], doc_id="storm")
-    before = (tmp_path / "index" / f"derived-{index.snapshot.revision}" / "tokens" / "storm.npy").stat()
+    segments = tmp_path / "index" / "segments"
+    before = {p.name: p.stat() for p in segments.iterdir()}
     index.add(HEADLINES["rocket"], doc_id="rocket")
-    after = (tmp_path / "index" / f"derived-{index.snapshot.revision}" / "tokens" / "storm.npy").stat()
-    assert after.st_ino == before.st_ino  # linked into the new revision, not written again
+    after = {p.name: p.stat() for p in segments.iterdir()}
+    assert len(after) == len(before) + 1
+    for name, stat in before.items():  # not rewritten: the same file, unchanged
+        assert (after[name].st_ino, after[name].st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)
 
 
 def test_identical_content_is_a_no_op(headlines: Index) -> None:
-    revision = headlines.snapshot.revision
+    revision = headlines.reader().revision
     again = headlines.add(HEADLINES["storm"], doc_id="storm")
     assert again.state == "unchanged"
-    assert headlines.snapshot.revision == revision
+    assert headlines.reader().revision == revision
 
 
 def test_different_text_under_a_doc_id_conflicts_or_replaces(headlines: Index) -> None:
@@ -174,9 +156,10 @@ def test_opening_with_other_settings_says_what_differs(make_index) -> None:  # t
 
 CRASH_WRITER = """
 import sys
+from index.config import prepare_process
 from index.index import Index
-from index.ranking import WordMatch
 from index.model import Embedder
+prepare_process()
 index = Index(sys.argv[1], Embedder())
 text = open(sys.argv[2], encoding="utf-8").read()
 print("ready", flush=True)
@@ -185,6 +168,20 @@ for i in range(1000):
     if i % 3 == 2:
         index.delete(f"copy-{i % 7}")
 """
+
+
+def assert_whole(index: Index) -> None:
+    """Every document's passages are there, slice its text exactly and are found."""
+    reader = index.reader()
+    total = 0
+    for doc in index.documents():
+        _, text = index.document(doc.doc_id)
+        places = reader.passages(reader.allowed([doc.doc_id]))
+        assert len(places) == doc.passages
+        total += doc.passages
+        for doc_id, start, end in places:
+            assert doc_id == doc.doc_id and 0 <= start < end <= len(text)
+    assert reader.passage_count() == total
 
 
 def test_a_killed_ingest_leaves_a_readable_index(tmp_path: Path, embedder, article: str) -> None:  # type: ignore[no-untyped-def]
@@ -202,11 +199,14 @@ def test_a_killed_ingest_leaves_a_readable_index(tmp_path: Path, embedder, artic
         writer.send_signal(signal.SIGKILL)
         writer.wait()
         index = Index(folder, embedder)
-        rows = index.snapshot.rows
-        assert len(rows.passages) == sum(d.passages for d in index.documents())
-        assert len(index.snapshot.passage_vectors) == len(rows.passages)
-        for p in rows.passages:
-            assert rows.texts[p.doc_id][p.start : p.end] == p.text
-        if rows.passages:
+        assert_whole(index)
+        if index.counts()[1]:
             assert index.search("Power of Siberia 2 pipeline length").hits
-        assert [p.name for p in folder.glob("derived-*")] == [f"derived-{index.snapshot.revision}"]
+        assert list((folder / "tmp").iterdir()) == []
+
+
+def test_an_index_of_the_old_format_is_refused_with_the_fix(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "meta.json").write_text('{"format": 2, "groundqa_version": "0.2.0"}')
+    with pytest.raises(IndexMismatch, match=r"format 2 \(groundqa 0.2.0\).*Ingest the documents again"):
+        Index(tmp_path / "old", embedder)

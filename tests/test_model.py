@@ -52,10 +52,10 @@ def test_an_unknown_model_name_fails_without_network() -> None:
 
 def test_word_piece_vectors_come_with_exact_spans(embedder: Embedder) -> None:
     texts = ["Xi met Putin in 北京 🚀 on Tuesday; café prices rose.", "Gas"]
-    vectors, tokens = embedder.embed_with_tokens(texts)
+    vectors, pieces = embedder.embed_with_pieces(texts)
     assert np.allclose(vectors, embedder.embed(texts), atol=1e-5)
-    t = tokens[0]
-    assert len(t.vectors) == len(t.spans) == len(t.pieces) > 10
+    t = pieces[0]
+    assert len(t.vectors) == len(t.spans) == len(t.ids) > 10
     assert np.allclose(np.linalg.norm(t.vectors, axis=1), 1, atol=1e-5)
     text, covered, last = texts[0], "", 0
     for start, end in t.spans:
@@ -63,4 +63,4 @@ def test_word_piece_vectors_come_with_exact_spans(embedder: Embedder) -> None:
         covered += text[start:end]
         last = end
     assert covered == text.replace(" ", "")  # every character but the spaces, once, in order
-    assert [texts[1][a:b] for a, b in tokens[1].spans] == ["Gas"]
+    assert [texts[1][a:b] for a, b in pieces[1].spans] == ["Gas"]

@@ -1,0 +1,70 @@
+"""Settings from GROUNDQA_* environment variables, and what they open: the model and the index.
+
+The lowest layer both faces (service/ and eval/) build on; it imports neither.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from index.index import Index
+from index.model import DEFAULT_MODEL, Embedder
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GROUNDQA_")
+
+    index_dir: Path = Path("var/index")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: SecretStr | None = None
+    model: str = DEFAULT_MODEL
+    cors_origins: str = ""
+    # Largest request body accepted (413 above): about 1,000 pages of plain text.
+    max_body_bytes: int = 5_000_000
+    # Most documents in one bulk request.
+    max_batch_docs: int = 1000
+    # uvicorn's log level for `serve`.
+    log: str = "info"
+
+    @field_validator("api_key")
+    @classmethod
+    def blank_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        return None if value is None or not value.get_secret_value().strip() else value
+
+    def cors_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+
+def get_settings() -> Settings:
+    return Settings()
+
+
+def prepare_process() -> None:
+    """Process-wide settings, made once at start by the CLI, the server and the tests."""
+    from threadpoolctl import threadpool_limits
+    from transformers.utils import logging as hf_logging
+
+    # Nothing is downloaded at run time: the model is a local folder, checked by hash.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # numpy's OpenBLAS threads spin for a while after each product and take the cores from
+    # the model's next forward pass: one thread takes query latency from 95 to 34 ms on 2 cores.
+    threadpool_limits(1, user_api="blas")
+    hf_logging.set_verbosity_error()  # passage lengths are checked by the index, not warned about
+    hf_logging.disable_progress_bar()
+
+
+@lru_cache(maxsize=4)
+def load_embedder(name: str) -> Embedder:
+    """One model per process and name: loading it takes seconds."""
+    return Embedder(name)
+
+
+def open_index(settings: Settings, merge_in_background: bool = False) -> Index:
+    return Index(settings.index_dir, load_embedder(settings.model), merge_in_background=merge_in_background)

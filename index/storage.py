@@ -1,0 +1,156 @@
+"""The storage interface: what ranking reads and what the index writes, whatever holds the data.
+
+The embedded backend (segment files and SQLite in one folder, index/embedded.py) implements it; a
+second backend (a distributed engine) implements the same two classes and ranking stays as it is.
+Passages and sentences are named by opaque integer keys that are valid within one Reader.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from index.errors import DocumentConflict, DocumentNotFound
+from index.segment import DocumentVectors
+from index.store import Document, NewDocument
+
+State = Literal["added", "replaced", "unchanged"]
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """What a write did with one document."""
+
+    document: Document
+    state: State
+
+    @property
+    def created(self) -> bool:
+        return self.state == "added"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A document with its vectors, made outside any lock, ready to commit."""
+
+    new: NewDocument
+    vectors: DocumentVectors
+
+
+def decide(before: Document | None, doc: Document, replace: bool) -> State:
+    """What storing doc does where `before` is stored: identical text is a no-op (and so is a
+    changed title, unless replacing); other text conflicts unless replacing."""
+    if before is None:
+        return "added"
+    if before.sha256 == doc.sha256 and (before.title == doc.title or not replace):
+        return "unchanged"
+    if not replace:
+        raise DocumentConflict(
+            f"doc_id {doc.doc_id!r} already holds different text; "
+            "replace it with PUT or choose another doc_id"
+        )
+    return "replaced"
+
+
+def not_found(doc_id: str) -> DocumentNotFound:
+    return DocumentNotFound(f"no document with doc_id {doc_id!r}; list them with 'groundqa docs'")
+
+
+class Reader(ABC):
+    """One committed state, read by ranking; it never changes under a query."""
+
+    revision: int
+
+    # --- passages -------------------------------------------------------------------------
+    @abstractmethod
+    def passage_count(self) -> int: ...
+
+    @abstractmethod
+    def allowed(self, doc_ids: list[str]) -> np.ndarray:
+        """The keys of these documents' passages (unknown doc_ids are left out)."""
+
+    @abstractmethod
+    def dense_search(
+        self, vector: np.ndarray, n: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The n passages nearest the vector: keys and inner products, best first."""
+
+    @abstractmethod
+    def lexical_search(
+        self, terms: np.ndarray, n: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The n passages with the best positive BM25: keys and scores, best first."""
+
+    @abstractmethod
+    def passage_vectors(self, keys: np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def passage_bm25(self, keys: np.ndarray, terms: np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def passages(self, keys: np.ndarray) -> list[tuple[str, int, int]]:
+        """doc_id, start and end of each passage."""
+
+    # --- sentences ------------------------------------------------------------------------
+    @abstractmethod
+    def sentences_of(self, keys: np.ndarray) -> list[np.ndarray]:
+        """The keys of the sentences overlapping each passage, in text order."""
+
+    @abstractmethod
+    def sentence_vectors(self, keys: np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def sentence_bm25(self, keys: np.ndarray, terms: np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def sentence_spans(self, keys: np.ndarray) -> np.ndarray:
+        """[n, 2] start and end of each sentence in its document."""
+
+    # --- word pieces ----------------------------------------------------------------------
+    @abstractmethod
+    def pieces(self, key: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A passage's word pieces: vectors [n, dim], spans in the text [n, 2], ids [n]."""
+
+    @abstractmethod
+    def piece_idf(self, pieces: np.ndarray) -> np.ndarray:
+        """log((N + 1) / (df + 1)) + 1 over the N passages: rare word pieces weigh more."""
+
+    # --- documents ------------------------------------------------------------------------
+    @abstractmethod
+    def texts(self, doc_ids: set[str]) -> dict[str, tuple[str, str]]:
+        """Title and text of each document."""
+
+
+class Storage(ABC):
+    """Where an index keeps its documents and vectors; writes are atomic per call."""
+
+    @abstractmethod
+    def reader(self) -> Reader:
+        """The latest committed state (another process's commits included)."""
+
+    @abstractmethod
+    def existing(self, doc_ids: list[str]) -> dict[str, Document]: ...
+
+    @abstractmethod
+    def commit(self, batch: list[Prepared], replace: bool) -> list[Ingested]:
+        """Store the batch as one revision: all its documents or none."""
+
+    @abstractmethod
+    def delete(self, doc_id: str) -> None: ...
+
+    @abstractmethod
+    def documents(self) -> list[Document]: ...
+
+    @abstractmethod
+    def document(self, doc_id: str) -> tuple[Document, str]: ...
+
+    @abstractmethod
+    def counts(self) -> tuple[int, int]:
+        """Documents and passages."""
+
+    @abstractmethod
+    def compact(self) -> None:
+        """Merge what can be merged and drop deleted rows."""

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import pytest
+
+from index.errors import InvalidQuery
+from index.index import Index
+from index.ranking import (
+    MAX_K,
+    MAX_QUESTION_CHARS,
+    Query,
+    Ranking,
+    WordMatch,
+    check_query,
+    clean_question,
+    rank,
+)
+from index.text import Span
+
+
+def test_questions_are_trimmed_and_bounded() -> None:
+    assert clean_question("  Who won?\n") == "Who won?"
+    for bad in ("", "   ", "x" * (MAX_QUESTION_CHARS + 1)):
+        with pytest.raises(InvalidQuery):
+            clean_question(bad)
+    with pytest.raises(InvalidQuery, match="k is 0"):
+        check_query("ok", 0, "hybrid")
+    with pytest.raises(InvalidQuery, match=f"from 1 to {MAX_K}"):
+        check_query("ok", MAX_K + 1, "hybrid")
+    with pytest.raises(InvalidQuery, match="mode 'fuzzy'"):
+        check_query("ok", 5, "fuzzy")
+
+
+def test_word_match_follows_the_question_words(make_index, embedder) -> None:  # type: ignore[no-untyped-def]
+    index: Index = make_index()
+    index.add(
+        "A winter storm closed the schools. The home team won the final in the last minute.", doc_id="d"
+    )
+    index.add("The rocket lifted off at dawn and put three satellites into orbit.", doc_id="rocket")
+    question = "Which team won the final?"
+    _, pieces = embedder.embed_with_pieces([question])
+    reader = index.reader()
+    match = WordMatch(reader, question, pieces[0])
+    assert len(match.weights) == len(embedder.tokenizer.tokenize(question)) - 1  # "?" left out
+    d, rocket = (int(reader.allowed([doc_id])[0]) for doc_id in ("d", "rocket"))
+    assert match.score(d) > match.score(rocket) + 0.2
+    storm, final = (Span(int(a), int(b)) for a, b in reader.sentence_spans(reader.sentences_of([d])[0]))
+    assert storm.end < final.start
+    assert match.score(d, final) > match.score(d, storm) + 0.2
+    # "won" and "final" are in one passage of the two, "the" in both: rarer pieces weigh more
+    weights = dict(zip(embedder.tokenizer.tokenize(question), match.weights, strict=False))
+    assert weights["final"] > weights["the"]
+
+
+def test_word_match_reorders_hybrid(make_index, embedder) -> None:  # type: ignore[no-untyped-def]
+    """With word match off (weight 0), hybrid's order is the fused score's alone."""
+    index: Index = make_index()
+    index.add("The home team won the final with a goal in the last minute.", doc_id="final")
+    index.add("Finals week: the team trained and the home crowd waited.", doc_id="noise")
+    question = "Which team won the final?"
+    vectors, pieces = embedder.embed_with_pieces([question])
+    query = Query(question, vectors[0], pieces[0], k=2)
+    with_match, _ = rank(index.reader(), query, Ranking())
+    without, _ = rank(index.reader(), query, Ranking(match_weight=0.0))
+    assert with_match[0].passage.doc_id == "final"
+    assert with_match[0].score > without[0].score  # the match added to the scaled score
+
+
+def test_the_answer_lies_in_a_returned_passage(make_index, article: str, embedder) -> None:  # type: ignore[no-untyped-def]
+    index: Index = make_index()
+    index.add(article, doc_id="putin")
+    question = "How long is the Power of Siberia 2 pipeline?"
+    vectors, pieces = embedder.embed_with_pieces([question])
+    hits, answer = rank(index.reader(), Query(question, vectors[0], pieces[0], k=3), Ranking())
+    assert answer is not None and "2,500 km" in answer.text
+    assert any(h.passage.start <= answer.span.start and answer.span.end <= h.passage.end for h in hits)
+    assert article[answer.span.start : answer.span.end] == answer.text
