@@ -219,12 +219,17 @@ class SegmentStorage(Storage):
         parts = [(self._open[s], np.array(sorted(segments[s]), dtype=np.int64)) for s in chosen]
         docs, arrays = segment.merge(parts)
         tmp = self._tmp_path()
+        passages = sum(len(c) for c in arrays["passage_doc"])
         try:
             segment.write(tmp, docs, arrays)
+            if passages >= segment.ANN_MIN_PASSAGES:
+                segment.write_ann(segment.ann_path(tmp), Segment.open(tmp).arrays["passage_vectors"])
             self._at("merge-written")
             with self._locked(), self.store.transaction(write=True) as db:
                 number = store.next_segment(db)
-                store.add_segment(db, number, sum(len(c) for c in arrays["passage_doc"]))
+                store.add_segment(db, number, passages)
+                if segment.ann_path(tmp).exists():
+                    os.replace(segment.ann_path(tmp), segment.ann_path(self._path(number)))
                 os.replace(tmp, self._path(number))
                 segment.sync_folder(self.segments_dir)
                 self._at("merge-renamed")
@@ -240,6 +245,7 @@ class SegmentStorage(Storage):
                 store.bump_revision(db)
         finally:
             tmp.unlink(missing_ok=True)
+            segment.ann_path(tmp).unlink(missing_ok=True)
 
     def _at(self, step: str) -> None:
         if step == self.failpoint:
@@ -282,10 +288,10 @@ class SegmentStorage(Storage):
         Runs under the writer lock, after the commit."""
         with self.store.transaction() as db:
             live = {int(s) for (s,) in db.execute("SELECT id FROM segments")}
-        for path in self.segments_dir.glob("seg-*.bin"):
+        for path in self.segments_dir.glob("seg-*.*"):
             if int(path.stem.removeprefix("seg-")) not in live:
                 path.unlink(missing_ok=True)
-        for path in self.tmp_dir.glob("*.bin"):
+        for path in self.tmp_dir.glob("*.*"):
             pid = int(path.name.split("-", 1)[0])
             if not _alive(pid):
                 path.unlink(missing_ok=True)
@@ -315,12 +321,12 @@ class SegmentReader(Reader):
         self.dimension = dimension
         self.bm25 = bm25
         self.live: list[np.ndarray] = []  # per segment: live mask of its passages
-        self.live_sentences: list[np.ndarray] = []
+        self.live_docs: list[np.ndarray] = []
         for seg, docs in parts:
             live_docs = np.zeros(len(seg.doc_ids), dtype=bool)
             live_docs[docs] = True
+            self.live_docs.append(live_docs)
             self.live.append(live_docs[seg.arrays["passage_doc"]])
-            self.live_sentences.append(live_docs[seg.arrays["sentence_doc"]])
         self.p_base = np.cumsum([0] + [s.passages for s in self.segments])
         self.s_base = np.cumsum([0] + [len(s.arrays["sentence_doc"]) for s in self.segments])
         self.live_count = int(sum(m.sum() for m in self.live))
@@ -329,8 +335,7 @@ class SegmentReader(Reader):
         self.piece_df = np.zeros(df_len, dtype=np.int64)
         for s in self.segments:
             self.piece_df[: len(s.arrays["piece_df"])] += s.arrays["piece_df"]
-        # Where each live document's rows are: its segment and number there.
-        self.doc_index = {seg.doc_ids[n]: (i, int(n)) for i, (seg, docs) in enumerate(parts) for n in docs}
+        self.numbers = {int(seg.path.stem.removeprefix("seg-")): i for i, seg in enumerate(self.segments)}
 
     # --- keys --------------------------------------------------------------------------------
 
@@ -349,11 +354,10 @@ class SegmentReader(Reader):
 
     def allowed(self, doc_ids: list[str]) -> np.ndarray:
         parts = []
-        for d in doc_ids:
-            place = self.doc_index.get(d)
-            if place is None:
-                continue
-            i, n = place
+        for d, (number, n) in self.db.places(doc_ids).items():
+            i = self.numbers.get(number)
+            if i is None or not self.live_docs[i][n]:
+                raise StaleRead(f"{d} changed after revision {self.revision}")
             bounds = self.segments[i].arrays["doc_passages"]
             parts.append(np.arange(bounds[n], bounds[n + 1]) + self.p_base[i])
         return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
@@ -369,12 +373,11 @@ class SegmentReader(Reader):
             live = self.live[i]
             if not live.any():
                 continue
-            params = None
+            params = seg.search_parameters()
             if not live.all():
                 # The bitmap and the selector must outlive the search: faiss keeps pointers to them.
                 bitmap = np.packbits(live, bitorder="little")
                 selector = faiss.IDSelectorBitmap(len(live), faiss.swig_ptr(bitmap))
-                params = faiss.SearchParameters()
                 params.sel = selector
             found_sims, rows = seg.dense().search(vector[None, :], min(n, seg.passages), params=params)
             real = rows[0] >= 0
@@ -472,14 +475,17 @@ class SegmentReader(Reader):
         df[known] = self.piece_df[pieces[known]]
         return (np.log((self.rows + 1) / (df + 1)) + 1).astype(np.float32)
 
-    def texts(self, doc_ids: set[str]) -> dict[str, tuple[str, str]]:
+    def texts(self, keys: np.ndarray) -> dict[str, tuple[str, str]]:
         """From SQLite, which may have moved on since this reader's revision: a text whose sha256
         is not the one this reader's offsets were made for raises StaleRead."""
-        found = self.db.texts(doc_ids)
-        for doc_id in doc_ids:
-            place = self.doc_index.get(doc_id)
-            row = found.get(doc_id)
-            if place is None or row is None or row[2] != self.segments[place[0]].doc_sha256[place[1]]:
+        want: dict[str, str] = {}
+        for i, _, rows in self._split(keys, self.p_base):
+            seg = self.segments[i]
+            for n in seg.arrays["passage_doc"][rows]:
+                want[seg.doc_ids[n]] = seg.doc_sha256[n]
+        found = self.db.texts(set(want))
+        for doc_id, sha in want.items():
+            if doc_id not in found or found[doc_id][2] != sha:
                 raise StaleRead(f"{doc_id} changed after revision {self.revision}")
         return {doc_id: (title, text) for doc_id, (title, text, _) in found.items()}
 

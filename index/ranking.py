@@ -132,7 +132,7 @@ def rank(reader: Reader, query: Query, ranking: Ranking) -> tuple[list[Hit], Ans
         pool, pool_scores = pool[resort], pool_scores[resort]
     shown = pool[: max(query.k, ranking.answer_passages)]
     places = reader.passages(keys[shown])
-    texts = reader.texts({doc_id for doc_id, _, _ in places})
+    texts = reader.texts(keys[shown])
     passages = [Passage(d, s, e, texts[d][1][s:e]) for d, s, e in places]
     hits = [
         Hit(p, texts[p.doc_id][0], round(float(score), 4))

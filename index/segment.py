@@ -24,6 +24,11 @@ from index.lexical import Postings
 
 MAGIC = b"GQASEG3\0"
 ALIGN = 64
+# Past this many passages a segment gets an approximate dense index (IVF, saved beside it): exact
+# search costs ~10 ms per 100,000 passages here (README, "Index growth").
+ANN_MIN_PASSAGES = 100_000
+# Lists probed per query; recall@100 against exact search is in the README's benchmark table.
+NPROBE = 32
 # The model's vocabulary has 30,522 word pieces: their ids fit in 16 bits.
 PIECE_ID = np.uint16
 
@@ -93,12 +98,24 @@ class Segment:
         return int(self.arrays["passage_vectors"].shape[1])
 
     def dense(self) -> faiss.Index:
-        """Exact inner product over the passage vectors, built on first use."""
+        """The approximate index saved beside a large segment (memory-mapped), or exact inner
+        product over the passage vectors, built on first use."""
         if self._dense is None:
-            index = faiss.IndexFlatIP(self.dimension)
-            index.add(np.ascontiguousarray(self.arrays["passage_vectors"]))
-            self._dense = index
+            ann = ann_path(self.path)
+            if ann.exists():
+                self._dense = faiss.read_index(str(ann), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+            else:
+                index = faiss.IndexFlatIP(self.dimension)
+                index.add(np.ascontiguousarray(self.arrays["passage_vectors"]))
+                self._dense = index
         return self._dense
+
+    def search_parameters(self) -> faiss.SearchParameters:
+        if isinstance(self.dense(), faiss.IndexIVF):
+            params = faiss.SearchParametersIVF()
+            params.nprobe = NPROBE
+            return params
+        return faiss.SearchParameters()
 
     def piece_vectors(self, row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Passage row's word pieces: decoded vectors, spans in the text, ids."""
@@ -114,7 +131,7 @@ def build(documents: Sequence[DocumentVectors], dimension: int) -> dict[str, lis
     passage_sentences, passage_pieces = [], []
     piece_rows = 0
     sentence_rows = 0
-    codes, scales, spans, ids, df_parts = [], [], [], [], []
+    codes, scales, spans, ids = [], [], [], []
     for number, d in enumerate(documents):
         passage_doc.append(np.full(len(d.passages), number, dtype=np.int32))
         sentence_doc.append(np.full(len(d.sentences), number, dtype=np.int32))
@@ -131,7 +148,6 @@ def build(documents: Sequence[DocumentVectors], dimension: int) -> dict[str, lis
             scales.append(s)
             spans.append(piece_spans.astype(np.int32))
             ids.append(piece_ids.astype(PIECE_ID))
-            df_parts.append(np.unique(piece_ids))
             passage_pieces.append((piece_rows, piece_rows + len(vectors)))
             piece_rows += len(vectors)
     passages = Postings.build(t for d in documents for t in d.passage_texts)
@@ -151,7 +167,9 @@ def build(documents: Sequence[DocumentVectors], dimension: int) -> dict[str, lis
         "piece_scales": _cat(scales, np.float16, (0,)),
         "piece_spans": _cat(spans, np.int32, (0, 2)),
         "piece_ids": _cat(ids, PIECE_ID, (0,)),
-        "piece_df": _piece_df(df_parts),
+        "piece_df": _piece_df_of(
+            np.array(passage_pieces, dtype=np.int64).reshape(-1, 2), _cat(ids, PIECE_ID, (0,))
+        ).astype(np.int32),
         **_postings_arrays(passages, "p_"),
         **_postings_arrays(sentences, "s_"),
     }
@@ -162,80 +180,66 @@ def merge(
     parts: Sequence[tuple[Segment, np.ndarray]],
 ) -> tuple[list[tuple[str, str]], dict[str, list[np.ndarray]]]:
     """The documents (doc_id, sha256) and arrays of one segment holding the given documents (local
-    numbers) of each segment, in order. The big arrays are returned as slices of the sources,
-    copied when written."""
+    numbers) of each segment, in order. Runs of consecutive documents are copied as one slice; the
+    big arrays are returned as slices of the sources, copied when written."""
     docs: list[tuple[str, str]] = []
-    out: dict[str, list[np.ndarray]] = {}
+    out: dict[str, list[np.ndarray]] = {
+        "doc_passages": [np.zeros(1, np.int64)],
+        "doc_sentences": [np.zeros(1, np.int64)],
+    }
     bm25: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {"p_": [], "s_": []}
     lengths: dict[str, list[np.ndarray]] = {"p_": [], "s_": []}
-    offsets = {"doc": 0, "passage": 0, "sentence": 0, "piece": 0}
-    df_parts: list[np.ndarray] = []
+    df = np.zeros(0, dtype=np.int64)
+    at = {"doc": 0, "passage": 0, "sentence": 0, "piece": 0}
 
     def put(name: str, value: np.ndarray) -> None:
         out.setdefault(name, []).append(value)
 
-    for segment, keep in parts:
-        a = segment.arrays
-        passage_map = np.full(segment.passages + 1, -1, dtype=np.int64)
-        sentence_map = np.full(len(a["sentence_doc"]) + 1, -1, dtype=np.int64)
-        for local in keep:
-            local = int(local)
-            p_lo, p_hi = int(a["doc_passages"][local]), int(a["doc_passages"][local + 1])
-            s_lo, s_hi = int(a["doc_sentences"][local]), int(a["doc_sentences"][local + 1])
-            k_lo, k_hi = int(a["passage_pieces"][p_lo, 0]), int(a["passage_pieces"][p_hi - 1, 1])
-            docs.append((segment.doc_ids[local], segment.doc_sha256[local]))
-            put("passage_doc", np.full(p_hi - p_lo, offsets["doc"], dtype=np.int32))
-            put("sentence_doc", np.full(s_hi - s_lo, offsets["doc"], dtype=np.int32))
-            put("doc_passages", np.array([offsets["passage"] + p_hi - p_lo], dtype=np.int64))
-            put("doc_sentences", np.array([offsets["sentence"] + s_hi - s_lo], dtype=np.int64))
+    for seg, keep in parts:
+        a = seg.arrays
+        passage_map = np.full(seg.passages, -1, dtype=np.int64)
+        sentence_map = np.full(len(a["sentence_doc"]), -1, dtype=np.int64)
+        for first, last in _runs(np.asarray(keep, dtype=np.int64)):
+            p_lo, p_hi = int(a["doc_passages"][first]), int(a["doc_passages"][last])
+            s_lo, s_hi = int(a["doc_sentences"][first]), int(a["doc_sentences"][last])
+            k_lo = int(a["passage_pieces"][p_lo, 0]) if p_hi > p_lo else 0
+            k_hi = int(a["passage_pieces"][p_hi - 1, 1]) if p_hi > p_lo else 0
+            docs += [(seg.doc_ids[n], seg.doc_sha256[n]) for n in range(first, last)]
+            put("passage_doc", a["passage_doc"][p_lo:p_hi] - first + at["doc"])
+            put("sentence_doc", a["sentence_doc"][s_lo:s_hi] - first + at["doc"])
+            put("doc_passages", a["doc_passages"][first + 1 : last + 1] - p_lo + at["passage"])
+            put("doc_sentences", a["doc_sentences"][first + 1 : last + 1] - s_lo + at["sentence"])
             for name in ("passage_span", "passage_vectors"):
                 put(name, a[name][p_lo:p_hi])
-            put("passage_sentences", a["passage_sentences"][p_lo:p_hi] - s_lo + offsets["sentence"])
-            put("passage_pieces", a["passage_pieces"][p_lo:p_hi] - k_lo + offsets["piece"])
+            put("passage_sentences", a["passage_sentences"][p_lo:p_hi] - s_lo + at["sentence"])
+            put("passage_pieces", a["passage_pieces"][p_lo:p_hi] - k_lo + at["piece"])
             for name in ("sentence_span", "sentence_vectors"):
                 put(name, a[name][s_lo:s_hi])
             for name in ("piece_codes", "piece_scales", "piece_spans", "piece_ids"):
                 put(name, a[name][k_lo:k_hi])
-            for lo, hi in a["passage_pieces"][p_lo:p_hi]:
-                df_parts.append(np.unique(a["piece_ids"][lo:hi]))
-            passage_map[p_lo:p_hi] = np.arange(p_hi - p_lo) + offsets["passage"]
-            sentence_map[s_lo:s_hi] = np.arange(s_hi - s_lo) + offsets["sentence"]
-            lengths["p_"].append(segment.passage_postings.lengths[p_lo:p_hi])
-            lengths["s_"].append(segment.sentence_postings.lengths[s_lo:s_hi])
-            offsets["doc"] += 1
-            offsets["passage"] += p_hi - p_lo
-            offsets["sentence"] += s_hi - s_lo
-            offsets["piece"] += k_hi - k_lo
+            run_df = _piece_df_of(a["passage_pieces"][p_lo:p_hi] - k_lo, a["piece_ids"][k_lo:k_hi])
+            df = _add(df, run_df)
+            passage_map[p_lo:p_hi] = np.arange(p_hi - p_lo) + at["passage"]
+            sentence_map[s_lo:s_hi] = np.arange(s_hi - s_lo) + at["sentence"]
+            lengths["p_"].append(seg.passage_postings.lengths[p_lo:p_hi])
+            lengths["s_"].append(seg.sentence_postings.lengths[s_lo:s_hi])
+            at["doc"] += last - first
+            at["passage"] += p_hi - p_lo
+            at["sentence"] += s_hi - s_lo
+            at["piece"] += k_hi - k_lo
         for prefix, postings, row_map in (
-            ("p_", segment.passage_postings, passage_map),
-            ("s_", segment.sentence_postings, sentence_map),
+            ("p_", seg.passage_postings, passage_map),
+            ("s_", seg.sentence_postings, sentence_map),
         ):
             ids, rows, counts = postings.triples()
             new_rows = row_map[rows]
             kept = new_rows >= 0
             bm25[prefix].append((ids[kept], new_rows[kept], counts[kept]))
-    dimension = parts[0][0].dimension
-    empty = {
-        "passage_doc": (np.int32, (0,)),
-        "sentence_doc": (np.int32, (0,)),
-        "passage_span": (np.int32, (0, 2)),
-        "passage_vectors": (np.float32, (0, dimension)),
-        "passage_sentences": (np.int32, (0, 2)),
-        "passage_pieces": (np.int64, (0, 2)),
-        "sentence_span": (np.int32, (0, 2)),
-        "sentence_vectors": (np.float16, (0, dimension)),
-        "piece_codes": (np.int8, (0, dimension)),
-        "piece_scales": (np.float16, (0,)),
-        "piece_spans": (np.int32, (0, 2)),
-        "piece_ids": (PIECE_ID, (0,)),
-        "doc_passages": (np.int64, (0,)),
-        "doc_sentences": (np.int64, (0,)),
-    }
-    for name, (dtype, shape) in empty.items():
-        out.setdefault(name, [np.zeros(shape, dtype=dtype)])
-    out["doc_passages"].insert(0, np.zeros(1, dtype=np.int64))
-    out["doc_sentences"].insert(0, np.zeros(1, dtype=np.int64))
-    out["piece_df"] = [_piece_df(df_parts)]
+    first_seg = parts[0][0].arrays
+    for name, array in first_seg.items():  # empty arrays of the right type where nothing was kept
+        if name.startswith("piece_") or name.startswith(("passage_", "sentence_")):
+            out.setdefault(name, [array[:0]])
+    out["piece_df"] = [df.astype(np.int32)]
     for prefix, triples in bm25.items():
         postings = Postings.from_triples(
             np.concatenate([t[0] for t in triples]),
@@ -245,6 +249,32 @@ def merge(
         )
         out.update({name: [array] for name, array in _postings_arrays(postings, prefix).items()})
     return docs, out
+
+
+def _runs(numbers: np.ndarray) -> list[tuple[int, int]]:
+    """Sorted numbers as half-open runs of consecutive values: [0, 1, 2, 5] -> [(0, 3), (5, 6)]."""
+    if len(numbers) == 0:
+        return []
+    breaks = np.nonzero(np.diff(numbers) != 1)[0] + 1
+    starts = np.concatenate([[0], breaks])
+    ends = np.concatenate([breaks, [len(numbers)]])
+    return [(int(numbers[s]), int(numbers[e - 1]) + 1) for s, e in zip(starts, ends, strict=True)]
+
+
+def _piece_df_of(ranges: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """In how many of these passages (piece ranges into ids) each word-piece id occurs."""
+    if len(ids) == 0:
+        return np.zeros(0, dtype=np.int64)
+    passage = np.repeat(np.arange(len(ranges)), ranges[:, 1] - ranges[:, 0])
+    pairs = np.unique(passage * (int(ids.max()) + 1) + ids.astype(np.int64))
+    return np.bincount(pairs % (int(ids.max()) + 1))
+
+
+def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    out = np.zeros(max(len(a), len(b)), dtype=np.int64)
+    out[: len(a)] += a
+    out[: len(b)] += b
+    return out
 
 
 def write(path: Path, docs: list[tuple[str, str]], arrays: dict[str, list[np.ndarray]]) -> None:
@@ -272,6 +302,25 @@ def write(path: Path, docs: list[tuple[str, str]], arrays: dict[str, list[np.nda
     sync_folder(path.parent)
 
 
+def ann_path(path: Path) -> Path:
+    return path.with_suffix(".ivf")
+
+
+def write_ann(path: Path, vectors: np.ndarray) -> None:
+    """An IVF index over the vectors: 4 sqrt(n) lists, trained on a sample (faiss's advice)."""
+    lists = int(4 * np.sqrt(len(vectors)))
+    index = faiss.IndexIVFFlat(
+        faiss.IndexFlatIP(vectors.shape[1]), vectors.shape[1], lists, faiss.METRIC_INNER_PRODUCT
+    )
+    sample = np.random.default_rng(0).choice(len(vectors), min(len(vectors), 64 * lists), replace=False)
+    index.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))
+    for start in range(0, len(vectors), 100_000):
+        index.add(np.ascontiguousarray(vectors[start : start + 100_000], dtype=np.float32))
+    faiss.write_index(index, str(path))
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
+
+
 def sync_folder(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -288,12 +337,6 @@ def _cat(parts: list[np.ndarray], dtype: Any, empty: tuple[int, ...]) -> np.ndar
     if not parts:
         return np.zeros(empty, dtype=dtype)
     return np.concatenate([np.asarray(p).reshape(-1, *empty[1:]) for p in parts]).astype(dtype)
-
-
-def _piece_df(parts: list[np.ndarray]) -> np.ndarray:
-    """In how many passages each word-piece id occurs."""
-    seen = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
-    return np.bincount(seen).astype(np.int32)
 
 
 def _postings_arrays(postings: Postings, prefix: str) -> dict[str, np.ndarray]:

@@ -120,8 +120,8 @@ class Reader(ABC):
 
     # --- documents ------------------------------------------------------------------------
     @abstractmethod
-    def texts(self, doc_ids: set[str]) -> dict[str, tuple[str, str]]:
-        """Title and text of each document."""
+    def texts(self, keys: np.ndarray) -> dict[str, tuple[str, str]]:
+        """Title and text of the documents of these passages, as this reader's offsets index them."""
 
 
 class Storage(ABC):

@@ -298,3 +298,35 @@ def test_queries_stay_whole_during_ingest_and_delete(client: TestClient) -> None
 def test_chat_page_is_served(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+
+
+def test_bulk_add_stores_many_documents_in_one_commit(client: TestClient) -> None:
+    docs = [{"text": f"Bulk note {i}: the tram to stop {i} runs every {i + 3} minutes.", "doc_id": f"bulk-{i}"} for i in range(30)]
+    reply = client.post("/v1/documents/batch", json={"documents": docs}, headers=AUTH)
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert (body["added"], body["replaced"], body["unchanged"]) == (30, 0, 0)
+    assert [d["doc_id"] for d in body["documents"]] == [f"bulk-{i}" for i in range(30)]
+    again = client.post("/v1/documents/batch", json={"documents": docs[:2] + [{"text": "Changed.", "doc_id": "bulk-5"}], "replace": True}, headers=AUTH).json()
+    assert [d["state"] for d in again["documents"]] == ["unchanged", "unchanged", "replaced"]
+    hit = client.get("/v1/query", params={"q": "How often does the tram to stop 17 run?", "k": 1}).json()
+    assert hit["passages"][0]["doc_id"] == "bulk-17"
+
+
+def test_bulk_add_is_all_or_nothing(client: TestClient) -> None:
+    docs = [{"text": "Fine text.", "doc_id": "fine"}, {"text": "Other text.", "doc_id": "putin-china-visit"}]
+    reply = client.post("/v1/documents/batch", json={"documents": docs}, headers=AUTH)
+    assert reply.status_code == 409 and "putin-china-visit" in reply.json()["detail"]
+    twice = client.post("/v1/documents/batch", json={"documents": [docs[0], docs[0]]}, headers=AUTH)
+    assert twice.status_code == 422 and "twice" in twice.json()["detail"]
+    assert client.post("/v1/documents/batch", json={"documents": []}, headers=AUTH).status_code == 422
+    assert client.post("/v1/documents/batch", json={"documents": docs[:1]}).status_code == 401
+    assert client.get("/v1/documents").json()["count"] == 1
+
+
+def test_bulk_add_has_a_document_limit(tmp_path: Path) -> None:
+    with _client(tmp_path, seed=False, api_key=KEY, max_batch_docs=2) as c:
+        _wait_ready(c)
+        docs = [{"text": f"Doc {i}.", "doc_id": f"d{i}"} for i in range(3)]
+        reply = c.post("/v1/documents/batch", json={"documents": docs}, headers=AUTH)
+        assert reply.status_code == 413 and "limit is 2" in reply.json()["detail"]

@@ -16,7 +16,7 @@ from filelock import FileLock
 
 from index.embedded import FAILPOINTS
 from index.errors import IndexBusy
-from index.index import Index
+from index.index import DocumentInput, Index
 from tests.conftest import ROOT, LiveServer
 from tests.test_index import HEADLINES, assert_whole
 
@@ -224,3 +224,20 @@ def test_two_writer_processes_and_a_server_lose_nothing(tmp_path: Path, embedder
     for doc_id, text in expected.items():
         for mode in MODES:
             assert _found(index, doc_id, text, mode), (doc_id, mode)
+
+
+def test_a_large_segment_searches_an_approximate_index(make_index, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from index import segment
+
+    monkeypatch.setattr(segment, "ANN_MIN_PASSAGES", 20)
+    index: Index = make_index()
+    index.add_many([DocumentInput(f"Note {i}: the ferry leaves pier {i} at {i} o'clock.", doc_id=f"note-{i}") for i in range(40)])
+    index.delete("note-17")
+    index.compact()
+    assert [p.suffix for p in sorted((tmp_path / "index" / "segments").iterdir())] == [".bin", ".ivf"]
+    assert index.search("When does the ferry leave pier 23?", 1, "dense").hits[0].passage.doc_id == "note-23"
+    dense = [h.passage.doc_id for h in index.search("ferry pier 17", 50, "dense").hits]
+    assert "note-17" not in dense and len(dense) > 10
+    index.add("Note 41: trams.", doc_id="note-41")
+    index.compact()  # the merged segment gets its own index; the old one's files are removed
+    assert len(list((tmp_path / "index" / "segments").glob("*.ivf"))) == 1
