@@ -68,6 +68,7 @@ class SegmentStorage(Storage):
         self._merge_thread_lock = threading.Lock()
         self._reload = threading.Lock()
         self._open: dict[int, Segment] = {}
+        self._open_lock = threading.Lock()
         self._seen: tuple[int, ...] = ()
         self._reader: SegmentReader | None = None
         self._sweep_if_free()
@@ -101,13 +102,19 @@ class SegmentStorage(Storage):
         for _ in range(20):
             state = self.store.state()
             try:
-                opened = {s: self._open.get(s) or Segment.open(self._path(s)) for s in state.segments}
+                opened = self._segments(list(state.segments))
             except FileNotFoundError:  # merged away after the state was read: read it again
                 continue
-            self._open = opened
             parts = [(opened[s], np.array(live, dtype=np.int64)) for s, live in state.segments.items()]
             return SegmentReader(state.revision, parts, self.store, self.dimension, self.bm25)
         raise IndexBusy(f"{self.folder} kept changing while it was read; try again")
+
+    def _segments(self, numbers: list[int]) -> dict[int, Segment]:
+        """These segments, opened once and kept while a state names them: the cache forgets the
+        others, so a merged-away file is closed once no reader holds it."""
+        with self._open_lock:
+            self._open = {n: self._open.get(n) or Segment.open(self._path(n)) for n in numbers}
+            return self._open
 
     def existing(self, doc_ids: list[str]) -> dict[str, Document]:
         with self.store.transaction() as db:
@@ -208,15 +215,15 @@ class SegmentStorage(Storage):
         """Live and total passages of each segment."""
         out = {}
         for number, live in segments.items():
-            seg = self._open.get(number) or Segment.open(self._path(number))
-            self._open.setdefault(number, seg)
+            seg = self._segments(list(segments))[number]
             bounds = seg.arrays["doc_passages"]
             live_rows = int(sum(bounds[i + 1] - bounds[i] for i in live))
             out[number] = (live_rows, seg.passages)
         return out
 
     def _merge(self, chosen: list[int], segments: dict[int, list[int]]) -> None:
-        parts = [(self._open[s], np.array(sorted(segments[s]), dtype=np.int64)) for s in chosen]
+        opened = self._segments(list(segments))
+        parts = [(opened[s], np.array(sorted(segments[s]), dtype=np.int64)) for s in chosen]
         docs, arrays = segment.merge(parts)
         tmp = self._tmp_path()
         passages = sum(len(c) for c in arrays["passage_doc"])

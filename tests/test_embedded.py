@@ -241,3 +241,25 @@ def test_a_large_segment_searches_an_approximate_index(make_index, tmp_path: Pat
     index.add("Note 41: trams.", doc_id="note-41")
     index.compact()  # the merged segment gets its own index; the old one's files are removed
     assert len(list((tmp_path / "index" / "segments").glob("*.ivf"))) == 1
+
+
+def test_open_files_do_not_grow_with_the_documents(make_index, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "index"
+    index: Index = make_index(merge_in_background=False)
+
+    def held() -> list[str]:
+        links = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                links.append(os.readlink(f"/proc/self/fd/{fd}"))
+            except OSError:
+                pass
+        return [link for link in links if link.startswith(str(folder))]
+
+    for i in range(60):  # writes only: no query reloads the reader meanwhile
+        index.add(f"Note {i}: the ferry leaves pier {i} at {i} o'clock.", doc_id=f"note-{i}")
+    index.search("ferry")
+    segments = list((folder / "segments").iterdir())
+    assert len(segments) < 10
+    assert len(held()) <= len(segments), held()  # one descriptor per live segment, no deleted file
+    assert not any("(deleted)" in link for link in held())
