@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,7 +38,10 @@ def _stemmer() -> Stemmer.Stemmer:
 
 
 def terms(text: str) -> list[str]:
-    words = [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
+    """Stemmed words, for matching only: NFKC and case folding make a question typed in NFD or
+    full-width forms match the stored text (whose offsets are untouched)."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    words = [w for w in _WORD.findall(folded) if w not in STOPWORDS]
     return list(_stemmer().stemWords(words))
 
 

@@ -15,7 +15,7 @@ from index.errors import InvalidQuery
 from index.lexical import query_terms
 from index.model import PieceVectors
 from index.storage import Reader
-from index.text import Passage, Span, strip_span
+from index.text import Passage, Span, lone_surrogate, strip_span
 
 Mode = Literal["hybrid", "dense", "lexical"]
 MODES: tuple[Mode, ...] = ("hybrid", "dense", "lexical")
@@ -28,6 +28,8 @@ def clean_question(question: str) -> str:
     question = question.strip()
     if not question:
         raise InvalidQuery("the question is empty; ask something")
+    if lone_surrogate(question) is not None:
+        raise InvalidQuery("the question holds a lone surrogate (invalid Unicode); send UTF-8 text")
     if len(question) > MAX_QUESTION_CHARS:
         raise InvalidQuery(f"the question has {len(question)} characters; the limit is {MAX_QUESTION_CHARS}")
     return question

@@ -77,6 +77,20 @@ def count_tokens(text: str) -> int:
 def check_text(text: str) -> None:
     if not text.strip():
         raise InvalidDocument("the document text is empty or white space only; give it some words")
+    at = lone_surrogate(text)
+    if at is not None:
+        raise InvalidDocument(
+            f"the text holds a lone surrogate at character {at} (invalid Unicode); send UTF-8 text"
+        )
+
+
+def lone_surrogate(text: str) -> int | None:
+    """Where the text holds a code point that UTF-8 cannot encode (JSON lets "\\ud800" through)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
 
 
 def strip_span(text: str, start: int, end: int) -> tuple[int, int]:

@@ -301,13 +301,20 @@ def test_chat_page_is_served(client: TestClient) -> None:
 
 
 def test_bulk_add_stores_many_documents_in_one_commit(client: TestClient) -> None:
-    docs = [{"text": f"Bulk note {i}: the tram to stop {i} runs every {i + 3} minutes.", "doc_id": f"bulk-{i}"} for i in range(30)]
+    docs = [
+        {"text": f"Bulk note {i}: the tram to stop {i} runs every {i + 3} minutes.", "doc_id": f"bulk-{i}"}
+        for i in range(30)
+    ]
     reply = client.post("/v1/documents/batch", json={"documents": docs}, headers=AUTH)
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert (body["added"], body["replaced"], body["unchanged"]) == (30, 0, 0)
     assert [d["doc_id"] for d in body["documents"]] == [f"bulk-{i}" for i in range(30)]
-    again = client.post("/v1/documents/batch", json={"documents": docs[:2] + [{"text": "Changed.", "doc_id": "bulk-5"}], "replace": True}, headers=AUTH).json()
+    again = client.post(
+        "/v1/documents/batch",
+        json={"documents": docs[:2] + [{"text": "Changed.", "doc_id": "bulk-5"}], "replace": True},
+        headers=AUTH,
+    ).json()
     assert [d["state"] for d in again["documents"]] == ["unchanged", "unchanged", "replaced"]
     hit = client.get("/v1/query", params={"q": "How often does the tram to stop 17 run?", "k": 1}).json()
     assert hit["passages"][0]["doc_id"] == "bulk-17"
@@ -330,3 +337,35 @@ def test_bulk_add_has_a_document_limit(tmp_path: Path) -> None:
         docs = [{"text": f"Doc {i}.", "doc_id": f"d{i}"} for i in range(3)]
         reply = c.post("/v1/documents/batch", json={"documents": docs}, headers=AUTH)
         assert reply.status_code == 413 and "limit is 2" in reply.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"q": ""}, "q"),
+        ({"q": "  "}, "q"),
+        ({"q": "x" * 1001}, "q"),
+        ({"q": "", "k": 5, "doc_ids": ""}, "q"),
+        ({"q": "ok", "mode": "x"}, "mode"),
+    ],
+)
+def test_bad_get_queries_get_422_naming_the_field(client: TestClient, params: dict, field: str) -> None:
+    reply = client.get("/v1/query", params=params)
+    assert reply.status_code == 422 and field in reply.json()["detail"]
+
+
+def test_lone_surrogates_get_422(client: TestClient) -> None:
+    raw = b'{"question": "\\ud800 pipeline"}'
+    reply = client.post("/v1/query", content=raw, headers={"Content-Type": "application/json"})
+    assert reply.status_code == 422 and "question" in reply.json()["detail"]
+    doc = b'{"text": "a \\ud800 b", "doc_id": "bad"}'
+    reply = client.post("/v1/documents", content=doc, headers={"Content-Type": "application/json", **AUTH})
+    assert reply.status_code == 422 and "surrogate" in reply.json()["detail"]
+    assert client.get("/v1/documents").json()["count"] == 1
+
+
+def test_an_empty_key_leaves_writes_off(tmp_path: Path) -> None:
+    with _client(tmp_path, seed=False, api_key="  ") as c:
+        _wait_ready(c)
+        reply = c.post("/v1/documents", json={"text": "Some text."}, headers={"Authorization": "Bearer"})
+        assert reply.status_code == 403

@@ -3,6 +3,7 @@ several writer processes and a server on one index folder at once."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -231,7 +232,12 @@ def test_a_large_segment_searches_an_approximate_index(make_index, tmp_path: Pat
 
     monkeypatch.setattr(segment, "ANN_MIN_PASSAGES", 20)
     index: Index = make_index()
-    index.add_many([DocumentInput(f"Note {i}: the ferry leaves pier {i} at {i} o'clock.", doc_id=f"note-{i}") for i in range(40)])
+    index.add_many(
+        [
+            DocumentInput(f"Note {i}: the ferry leaves pier {i} at {i} o'clock.", doc_id=f"note-{i}")
+            for i in range(40)
+        ]
+    )
     index.delete("note-17")
     index.compact()
     assert [p.suffix for p in sorted((tmp_path / "index" / "segments").iterdir())] == [".bin", ".ivf"]
@@ -250,10 +256,8 @@ def test_open_files_do_not_grow_with_the_documents(make_index, tmp_path: Path) -
     def held() -> list[str]:
         links = []
         for fd in os.listdir("/proc/self/fd"):
-            try:
+            with contextlib.suppress(OSError):
                 links.append(os.readlink(f"/proc/self/fd/{fd}"))
-            except OSError:
-                pass
         return [link for link in links if link.startswith(str(folder))]
 
     for i in range(60):  # writes only: no query reloads the reader meanwhile

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -80,3 +81,10 @@ def test_stemming_from_many_threads_agrees(threads: int) -> None:
     want = terms(text)
     with ThreadPoolExecutor(threads) as pool:
         assert all(got == want for got in pool.map(lambda _: terms(text), range(200)))
+
+
+def test_matching_ignores_unicode_form_and_case() -> None:
+    nfc = "Café in Ｔｏｋｙｏ serves STRASSE coffee"
+    assert terms(unicodedata.normalize("NFD", nfc)) == terms(nfc)
+    assert terms("tokyo café") == terms("ＴＯＫＹＯ CAFÉ")
+    assert terms("Straße") == terms("STRASSE")
