@@ -414,11 +414,15 @@ class SegmentReader(Reader):
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         return _top(np.concatenate(keys), np.concatenate(values), n)
 
-    def passage_vectors(self, keys: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(keys), self.dimension), dtype=np.float32)
-        for i, at, rows in self._split(keys, self.p_base):
-            out[at] = self.segments[i].arrays["passage_vectors"][rows]
+    def _gather(self, keys: np.ndarray, base: np.ndarray, name: str, width: int, dtype: type) -> np.ndarray:
+        """Rows of one segment array, for keys spread over the segments."""
+        out: np.ndarray = np.zeros((len(keys), width), dtype=dtype)
+        for i, at, rows in self._split(keys, base):
+            out[at] = self.segments[i].arrays[name][rows]
         return out
+
+    def passage_vectors(self, keys: np.ndarray) -> np.ndarray:
+        return self._gather(keys, self.p_base, "passage_vectors", self.dimension, np.float32)
 
     def passage_bm25(self, keys: np.ndarray, terms: np.ndarray) -> np.ndarray:
         return self._bm25(keys, terms, self.p_base, [s.passage_postings for s in self.segments])
@@ -455,19 +459,13 @@ class SegmentReader(Reader):
         return out
 
     def sentence_vectors(self, keys: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(keys), self.dimension), dtype=np.float32)
-        for i, at, rows in self._split(keys, self.s_base):
-            out[at] = self.segments[i].arrays["sentence_vectors"][rows]
-        return out
+        return self._gather(keys, self.s_base, "sentence_vectors", self.dimension, np.float32)
 
     def sentence_bm25(self, keys: np.ndarray, terms: np.ndarray) -> np.ndarray:
         return self._bm25(keys, terms, self.s_base, [s.sentence_postings for s in self.segments])
 
     def sentence_spans(self, keys: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(keys), 2), dtype=np.int64)
-        for i, at, rows in self._split(keys, self.s_base):
-            out[at] = self.segments[i].arrays["sentence_span"][rows]
-        return out
+        return self._gather(keys, self.s_base, "sentence_span", 2, np.int64)
 
     # --- word pieces and documents -------------------------------------------------------------
 

@@ -126,7 +126,12 @@ class Index:
             "vector_input": vector_input("TITLE", "TEXT"),
             "chunking": dataclasses.asdict(self.chunking),
             "bm25": dataclasses.asdict(self.bm25),
-            "word_pieces": {"codec": codec.NAME, "spans": "int32", "ids": "uint16"},
+            "word_pieces": {
+                "codec": codec.NAME,
+                "codebook_sha256": codec.codebook().sha256,
+                "spans": "int32",
+                "ids": "uint16",
+            },
             "groundqa_version": __version__,
         }
 
@@ -145,7 +150,16 @@ class Index:
             )
         differ = [
             f"{key} is {have.get(key)!r} in the index but {want[key]!r} here"
-            for key in ("model", "model_sha256", "dimension", "tokenizer", "vector_input", "chunking", "bm25")
+            for key in (
+                "model",
+                "model_sha256",
+                "dimension",
+                "tokenizer",
+                "vector_input",
+                "chunking",
+                "bm25",
+                "word_pieces",
+            )
             if have.get(key) != want[key]
         ]
         if differ:

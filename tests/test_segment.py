@@ -8,7 +8,7 @@ import numpy as np
 from index import segment
 from index.segment import DocumentVectors, Segment
 
-DIM = 8
+DIM = 384
 
 
 def _doc(doc_id: str, passages: int, seed: int) -> DocumentVectors:
@@ -52,7 +52,7 @@ def test_a_written_segment_reads_back(tmp_path: Path) -> None:
     assert seg.arrays["passage_sentences"][1].tolist() == [2, 4]
     vectors, spans, ids = seg.piece_vectors(3)
     want_vectors, want_spans, want_ids = docs[1].pieces[0]
-    assert np.abs(vectors - want_vectors).max() < 0.01
+    assert np.median(np.sum(vectors * want_vectors, axis=1)) > 0.5  # random vectors: no centroid near
     assert np.array_equal(spans, want_spans) and np.array_equal(ids, want_ids)
 
 
