@@ -307,10 +307,17 @@ def ann_path(path: Path) -> Path:
 
 
 def write_ann(path: Path, vectors: np.ndarray) -> None:
-    """An IVF index over the vectors: 4 sqrt(n) lists, trained on a sample (faiss's advice)."""
+    """An IVF index over the vectors: 4 sqrt(n) lists, trained on a sample (faiss's advice), its
+    vectors in 8 bits (384 bytes each, not 1,536 again): ranking rescores the candidates it
+    proposes with the exact vectors anyway."""
     lists = int(4 * np.sqrt(len(vectors)))
-    index = faiss.IndexIVFFlat(
-        faiss.IndexFlatIP(vectors.shape[1]), vectors.shape[1], lists, faiss.METRIC_INNER_PRODUCT
+    dimension = vectors.shape[1]
+    index = faiss.IndexIVFScalarQuantizer(
+        faiss.IndexFlatIP(dimension),
+        dimension,
+        lists,
+        faiss.ScalarQuantizer.QT_8bit,
+        faiss.METRIC_INNER_PRODUCT,
     )
     sample = np.random.default_rng(0).choice(len(vectors), min(len(vectors), 64 * lists), replace=False)
     index.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))

@@ -11,6 +11,7 @@ import pytest
 
 from index.errors import DocumentConflict, DocumentNotFound, IndexMismatch, InvalidDocument
 from index.index import Index
+from index.lexical import BM25Params
 from index.text import Chunking
 
 HEADLINES = {
@@ -152,6 +153,8 @@ def test_opening_with_other_settings_says_what_differs(make_index) -> None:  # t
     make_index().add("Some text.", doc_id="a")
     with pytest.raises(IndexMismatch, match=r"chunking is .*max_tokens.*128.* but .*64"):
         make_index(chunking=Chunking(max_tokens=64))
+    with pytest.raises(IndexMismatch, match=r"bm25 is .*'k1': 0.9.* but .*'k1': 1.2"):
+        make_index(bm25=BM25Params(k1=1.2))
 
 
 CRASH_WRITER = """
