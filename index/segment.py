@@ -121,7 +121,9 @@ class Segment:
         """Passage row's word pieces: decoded vectors, spans in the text, ids."""
         lo, hi = (int(v) for v in self.arrays["passage_pieces"][row])
         a = self.arrays
-        vectors = codec.codebook().decode(a["piece_codes"][lo:hi], a["piece_centroids"][lo:hi])
+        vectors = codec.codebook().decode(
+            a["piece_codes"][lo:hi], a["piece_centroids"][lo:hi], a["piece_scales"][lo:hi]
+        )
         return vectors, a["piece_spans"][lo:hi], a["piece_ids"][lo:hi]
 
 
@@ -131,7 +133,7 @@ def build(documents: Sequence[DocumentVectors], dimension: int) -> dict[str, lis
     passage_sentences, passage_pieces = [], []
     piece_rows = 0
     sentence_rows = 0
-    codes, centroids, spans, ids = [], [], [], []
+    codes, centroids, scales, spans, ids = [], [], [], [], []
     for number, d in enumerate(documents):
         passage_doc.append(np.full(len(d.passages), number, dtype=np.int32))
         sentence_doc.append(np.full(len(d.sentences), number, dtype=np.int32))
@@ -143,9 +145,10 @@ def build(documents: Sequence[DocumentVectors], dimension: int) -> dict[str, lis
         passage_sentences.append(np.stack([lo, np.maximum(lo, hi)], axis=1) + sentence_rows)
         sentence_rows += len(d.sentences)
         for vectors, piece_spans, piece_ids in d.pieces:
-            c, s = codec.codebook().encode(vectors)
+            c, n, s = codec.codebook().encode(vectors)
             codes.append(c)
-            centroids.append(s)
+            centroids.append(n)
+            scales.append(s)
             spans.append(piece_spans.astype(np.int32))
             ids.append(piece_ids.astype(PIECE_ID))
             passage_pieces.append((piece_rows, piece_rows + len(vectors)))
@@ -165,6 +168,7 @@ def build(documents: Sequence[DocumentVectors], dimension: int) -> dict[str, lis
         "sentence_vectors": _cat([d.sentence_vectors for d in documents], np.float16, (0, dimension)),
         "piece_codes": _cat(codes, np.uint8, (0, dimension // 4)),
         "piece_centroids": _cat(centroids, np.uint16, (0,)),
+        "piece_scales": _cat(scales, np.float16, (0,)),
         "piece_spans": _cat(spans, np.int32, (0, 2)),
         "piece_ids": _cat(ids, PIECE_ID, (0,)),
         "piece_df": _piece_df_of(
@@ -215,7 +219,7 @@ def merge(
             put("passage_pieces", a["passage_pieces"][p_lo:p_hi] - k_lo + at["piece"])
             for name in ("sentence_span", "sentence_vectors"):
                 put(name, a[name][s_lo:s_hi])
-            for name in ("piece_codes", "piece_centroids", "piece_spans", "piece_ids"):
+            for name in ("piece_codes", "piece_centroids", "piece_scales", "piece_spans", "piece_ids"):
                 put(name, a[name][k_lo:k_hi])
             run_df = _piece_df_of(a["passage_pieces"][p_lo:p_hi] - k_lo, a["piece_ids"][k_lo:k_hi])
             df = _add(df, run_df)
