@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             report["http_posts"],
         )
     ]
+    report["ann_recall_real"] = real_recall(index_dir, work / "recall.ivf", embedder)
     for size in [int(s) for s in args.sizes.split(",") if s.strip()]:
         grown = work / f"index-{size}"
         built = grow(index_dir, grown, size, embedder)
