@@ -149,7 +149,6 @@ class SegmentStorage(Storage):
                 self._at("committed")
         finally:
             tmp.unlink(missing_ok=True)
-        self.merge()
         return results
 
     def _commit(

@@ -13,6 +13,7 @@ import json
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -231,7 +232,7 @@ class Index:
         """Store documents as one commit: all or none. Unchanged ones are left as they are."""
         news = [_new_document(item) for item in items]
         ids = [n.document.doc_id for n in news]
-        twice = sorted({d for d in ids if ids.count(d) > 1}) if len(set(ids)) < len(ids) else []
+        twice = [d for d, n in Counter(ids).items() if n > 1]
         if twice:
             raise InvalidDocument(
                 f"doc_id {twice[0]!r} appears twice in one batch; give each document its own"
@@ -246,7 +247,7 @@ class Index:
                 todo.append(i)
         committed = self.storage.commit(self._prepare([news[i] for i in todo]) if todo else [], replace)
         results.update(zip(todo, committed, strict=True))
-        if todo and self.merge_in_background:
+        if todo and self.merge_in_background:  # the server: a write does not wait for a merge
             threading.Thread(target=self.storage.merge, daemon=True).start()
         elif todo:
             self.storage.merge()
