@@ -101,7 +101,7 @@ def documents(count: int) -> list[tuple[str, str, str]]:
     """(doc_id, title, text): every SQuAD paragraph, then variations with rotated sentences."""
     data = json.loads(SQUAD.read_text(encoding="utf-8"))
     base = [
-        (derive_doc_id(f"{a['title']}-{i}", ""), a["title"].replace("_", " "), p["context"])
+        (derive_doc_id(f"{a['title']}-{i}"), a["title"].replace("_", " "), p["context"])
         for a in data["data"]
         for i, p in enumerate(a["paragraphs"])
     ]

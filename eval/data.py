@@ -46,7 +46,7 @@ def load_squad(path: Path) -> Dataset:
     articles, questions = [], []
     try:
         for entry in raw["data"]:
-            doc_id = derive_doc_id(entry["title"], "")
+            doc_id = derive_doc_id(entry["title"])
             offset, parts = 0, []
             for paragraph in entry["paragraphs"]:
                 context = paragraph["context"]

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -23,7 +24,7 @@ import numpy as np
 
 from index import __version__, codec
 from index.embedded import SegmentStorage, StaleRead
-from index.errors import DocumentNotFound, IndexBusy, IndexMismatch, InvalidDocument
+from index.errors import DocumentNotFound, IndexBusy, IndexDamaged, IndexMismatch, InvalidDocument
 from index.lexical import BM25Params
 from index.model import Embedder
 from index.ranking import Answer, Hit, Mode, Query, Ranking, check_query, rank
@@ -74,9 +75,15 @@ def passage_id(p: Passage) -> str:
     return f"{p.doc_id}:{p.start}-{p.end}"
 
 
-def derive_doc_id(title: str, sha: str) -> str:
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", title).strip("-.")[:128]
-    return slug or f"doc-{sha[:12]}"
+def derive_doc_id(name: str) -> str:
+    """A doc_id from a title or a file name: its Latin letters, digits and . _ - (other runs become
+    "-"), plus a short hash of the whole name when it holds other letters or nothing usable, so
+    that "日本" and "Москва" get ids of their own, the same each time."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
+    if slug and not any(c.isalnum() and not c.isascii() for c in name):
+        return slug[:128]
+    digest = hashlib.blake2b(name.encode("utf-8"), digest_size=4).hexdigest()
+    return f"{slug[:110]}-{digest}" if slug else f"doc-{digest}"
 
 
 def default_title(text: str) -> str:
@@ -85,9 +92,10 @@ def default_title(text: str) -> str:
 
 
 def check_doc_id(doc_id: str) -> str:
-    if not _DOC_ID.fullmatch(doc_id):
+    if not _DOC_ID.fullmatch(doc_id) or doc_id in (".", ".."):
         raise InvalidDocument(
-            f"doc_id {doc_id!r} is not allowed; use 1 to 128 of the characters A-Z a-z 0-9 . _ -"
+            f"doc_id {doc_id!r} is not allowed; use 1 to 128 of the characters A-Z a-z 0-9 . _ - "
+            "(not '.' or '..' alone: URLs cannot name them)"
         )
     return doc_id
 
@@ -110,9 +118,20 @@ class Index:
         self.ranking = ranking
         self.bm25 = bm25
         self.merge_in_background = merge_in_background
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._check_meta()
-        self.storage = SegmentStorage(self.folder, embedder.info.dimension, bm25, lock_timeout, failpoint)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._check_meta()
+            self.storage = SegmentStorage(self.folder, embedder.info.dimension, bm25, lock_timeout, failpoint)
+        except OSError as exc:
+            raise IndexDamaged(
+                f"cannot open the index at {self.folder}: {exc.strerror or exc}; "
+                "give a folder you can write with --index or GROUNDQA_INDEX_DIR"
+            ) from exc
+        except (sqlite3.DatabaseError, ValueError) as exc:  # ValueError: meta.json is not JSON
+            raise IndexDamaged(
+                f"the index at {self.folder} is damaged ({exc}); "
+                "ingest the documents again into a new --index folder"
+            ) from exc
 
     # --- metadata -------------------------------------------------------------------------
 
@@ -312,7 +331,7 @@ def _new_document(item: DocumentInput) -> NewDocument:
     check_text(item.text)
     title = (item.title or "").strip() or default_title(item.text)
     sha = hashlib.sha256(item.text.encode("utf-8")).hexdigest()
-    doc_id = check_doc_id(item.doc_id or derive_doc_id(title, sha))
+    doc_id = check_doc_id(item.doc_id or derive_doc_id(title))
     doc = Document(doc_id, title, item.source, sha, len(item.text), 0, _now())
     return NewDocument(doc, item.text)
 

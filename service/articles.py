@@ -46,4 +46,4 @@ def article_input(
     path: Path, text: str, title: str | None = None, doc_id: str | None = None
 ) -> DocumentInput:
     """A file's doc_id is its name without the suffix, unless given."""
-    return DocumentInput(text, title=title, doc_id=doc_id or derive_doc_id(path.stem, ""), source=str(path))
+    return DocumentInput(text, title=title, doc_id=doc_id or derive_doc_id(path.stem), source=str(path))

@@ -6,14 +6,14 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field, field_validator
 
-from index.index import DOC_ID_PATTERN, SearchResult, passage_id
+from index.index import DOC_ID_PATTERN, SearchResult, check_doc_id, passage_id
 from index.ranking import MAX_K, Mode, clean_question
 from index.storage import Ingested
 
 # The index's own checks, run at the edge so that bad input is a 422 naming the field.
 Question = Annotated[str, AfterValidator(clean_question)]
 K = Annotated[int, Field(ge=1, le=MAX_K)]
-DocId = Annotated[str, Field(pattern=f"^{DOC_ID_PATTERN}$")]
+DocId = Annotated[str, Field(pattern=f"^{DOC_ID_PATTERN}$"), AfterValidator(check_doc_id)]
 
 
 class QueryRequest(BaseModel):

@@ -369,3 +369,9 @@ def test_an_empty_key_leaves_writes_off(tmp_path: Path) -> None:
         _wait_ready(c)
         reply = c.post("/v1/documents", json={"text": "Some text."}, headers={"Authorization": "Bearer"})
         assert reply.status_code == 403
+
+
+def test_dot_doc_ids_get_422(client: TestClient) -> None:
+    for doc_id in (".", ".."):
+        reply = client.post("/v1/documents", json={"text": "Some text.", "doc_id": doc_id}, headers=AUTH)
+        assert reply.status_code == 422 and "doc_id" in reply.json()["detail"]

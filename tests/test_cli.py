@@ -56,6 +56,18 @@ def test_user_mistakes_are_one_line_on_stderr(args: list[str], message: str) -> 
     assert "Traceback" not in result.stderr
 
 
+def test_an_index_that_cannot_be_opened_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "meta.json").write_text("{not json")
+    for index, message in (
+        (Path("/proc/forbidden"), "cannot open the index"),
+        (tmp_path / "damaged", "is damaged"),
+    ):
+        result = groundqa("ingest", str(ARTICLE), index=index)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1 and message in result.stderr
+
+
 def test_binary_file_is_refused(tmp_path: Path) -> None:
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"caf\xe9 au lait")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from index.errors import DocumentConflict, DocumentNotFound, IndexMismatch, InvalidDocument
-from index.index import Index
+from index.index import Index, check_doc_id, derive_doc_id
 from index.lexical import BM25Params
 from index.text import Chunking
 
@@ -160,7 +160,7 @@ def test_opening_with_other_settings_says_what_differs(make_index) -> None:  # t
 CRASH_WRITER = """
 import sys
 from index.config import prepare_process
-from index.index import Index
+from index.index import Index, check_doc_id, derive_doc_id
 from index.model import Embedder
 prepare_process()
 index = Index(sys.argv[1], Embedder())
@@ -213,3 +213,18 @@ def test_an_index_of_the_old_format_is_refused_with_the_fix(tmp_path: Path, embe
     (tmp_path / "old" / "meta.json").write_text('{"format": 2, "groundqa_version": "0.2.0"}')
     with pytest.raises(IndexMismatch, match=r"format 2 \(groundqa 0.2.0\).*Ingest the documents again"):
         Index(tmp_path / "old", embedder)
+
+
+def test_derived_doc_ids_are_unique_and_stable_for_any_name() -> None:
+    names = ["日本", "Москва", "Москва-2024", "Париж-2024", "Café", "Cafe", "My Title: 2024!", "!!!"]
+    ids = [derive_doc_id(n) for n in names]
+    assert len(set(ids)) == len(ids) and ids == [derive_doc_id(n) for n in names]
+    assert ids[5] == "Cafe" and ids[6] == "My-Title-2024"  # Latin names keep their readable ids
+    assert all(check_doc_id(i) == i for i in ids)
+    assert ids[2].startswith("2024-") and ids[0].startswith("doc-")
+
+
+@pytest.mark.parametrize("doc_id", [".", ".."])
+def test_doc_ids_a_url_cannot_name_are_refused(make_index, doc_id: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidDocument, match="not '.' or '..'"):
+        make_index().add("Some text.", doc_id=doc_id)
