@@ -27,7 +27,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from index import segment, store
-from index.errors import IndexBusy
+from index.errors import DocumentNotFound, IndexBusy
 from index.lexical import BM25Params, Postings, scores, scores_of, stats
 from index.segment import Segment
 from index.storage import Ingested, Prepared, Reader, Storage, decide, not_found
@@ -155,18 +155,17 @@ class SegmentStorage(Storage):
         self, db: sqlite3.Connection, tmp: Path, batch: list[Prepared], replace: bool
     ) -> list[Ingested]:
         old = store.existing(db, [p.new.document.doc_id for p in batch])
-        results, stored = [], 0
-        number = store.next_segment(db)
-        for seg_doc, p in enumerate(batch):
-            doc = p.new.document
-            state = decide(old.get(doc.doc_id), doc, replace)  # again: another writer may have come first
-            if state == "unchanged":
-                results.append(Ingested(old[doc.doc_id], state))
-                continue
-            store.put_document(db, p.new, number, seg_doc)
-            results.append(Ingested(doc, state))
-            stored += 1
-        if stored:
+        # Again under the lock: another writer may have stored one of these meanwhile.
+        states = [decide(old.get(p.new.document.doc_id), p.new.document, replace) for p in batch]
+        results = [
+            Ingested(old[p.new.document.doc_id] if s == "unchanged" else p.new.document, s)
+            for p, s in zip(batch, states, strict=True)
+        ]
+        if any(s != "unchanged" for s in states):
+            number = store.next_segment(db)
+            for seg_doc, (p, s) in enumerate(zip(batch, states, strict=True)):
+                if s != "unchanged":
+                    store.put_document(db, p.new, number, seg_doc)
             store.add_segment(db, number, sum(len(p.vectors.passages) for p in batch))
             os.replace(tmp, self._path(number))
             segment.sync_folder(self.segments_dir)
@@ -212,12 +211,11 @@ class SegmentStorage(Storage):
 
     def _passages(self, segments: dict[int, list[int]]) -> dict[int, tuple[int, int]]:
         """Live and total passages of each segment."""
+        opened = self._segments(list(segments))
         out = {}
         for number, live in segments.items():
-            seg = self._segments(list(segments))[number]
-            bounds = seg.arrays["doc_passages"]
-            live_rows = int(sum(bounds[i + 1] - bounds[i] for i in live))
-            out[number] = (live_rows, seg.passages)
+            bounds, docs = opened[number].arrays["doc_passages"], np.array(live, dtype=np.int64)
+            out[number] = (int((bounds[docs + 1] - bounds[docs]).sum()), opened[number].passages)
         return out
 
     def _merge(self, chosen: list[int], segments: dict[int, list[int]]) -> None:
@@ -242,9 +240,7 @@ class SegmentStorage(Storage):
                 new = 0
                 for seg, live in parts:
                     for local in live:
-                        store.move_document(
-                            db, seg.doc_ids[local], (self._number(seg), int(local)), (number, new)
-                        )
+                        store.move_document(db, seg.doc_ids[local], (seg.number, int(local)), (number, new))
                         new += 1
                 store.drop_segments(db, chosen)
                 store.drop_dead_segments(db)
@@ -295,7 +291,7 @@ class SegmentStorage(Storage):
         with self.store.transaction() as db:
             live = {int(s) for (s,) in db.execute("SELECT id FROM segments")}
         for path in self.segments_dir.glob("seg-*.*"):
-            if int(path.stem.removeprefix("seg-")) not in live:
+            if segment.segment_number(path) not in live:
                 path.unlink(missing_ok=True)
         for path in self.tmp_dir.glob("*.*"):
             pid = int(path.name.split("-", 1)[0])
@@ -304,9 +300,6 @@ class SegmentStorage(Storage):
 
     def _path(self, number: int) -> Path:
         return self.segments_dir / f"seg-{number}.bin"
-
-    def _number(self, seg: Segment) -> int:
-        return int(seg.path.stem.removeprefix("seg-"))
 
     def _tmp_path(self) -> Path:
         return self.tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}.bin"
@@ -341,7 +334,7 @@ class SegmentReader(Reader):
         self.piece_df = np.zeros(df_len, dtype=np.int64)
         for s in self.segments:
             self.piece_df[: len(s.arrays["piece_df"])] += s.arrays["piece_df"]
-        self.numbers = {int(seg.path.stem.removeprefix("seg-")): i for i, seg in enumerate(self.segments)}
+        self.numbers = {seg.number: i for i, seg in enumerate(self.segments)}
 
     # --- keys --------------------------------------------------------------------------------
 
@@ -359,8 +352,12 @@ class SegmentReader(Reader):
         return self.live_count
 
     def allowed(self, doc_ids: list[str]) -> np.ndarray:
+        places = self.db.places(doc_ids)
+        unknown = [d for d in doc_ids if d not in places]
+        if unknown:
+            raise DocumentNotFound(f"doc_ids not in the index: {', '.join(unknown)}")
         parts = []
-        for d, (number, n) in self.db.places(doc_ids).items():
+        for d, (number, n) in places.items():
             i = self.numbers.get(number)
             if i is None or not self.live_docs[i][n]:
                 raise StaleRead(f"{d} changed after revision {self.revision}")

@@ -24,7 +24,7 @@ import numpy as np
 
 from index import __version__, codec
 from index.embedded import SegmentStorage, StaleRead
-from index.errors import DocumentNotFound, IndexBusy, IndexDamaged, IndexMismatch, InvalidDocument
+from index.errors import IndexBusy, IndexDamaged, IndexMismatch, InvalidDocument
 from index.lexical import BM25Params
 from index.model import Embedder
 from index.ranking import Answer, Hit, Mode, Query, Ranking, check_query, rank
@@ -127,7 +127,7 @@ class Index:
                 f"cannot open the index at {self.folder}: {exc.strerror or exc}; "
                 "give a folder you can write with --index or GROUNDQA_INDEX_DIR"
             ) from exc
-        except (sqlite3.DatabaseError, ValueError) as exc:  # ValueError: meta.json is not JSON
+        except (sqlite3.DatabaseError, json.JSONDecodeError) as exc:
             raise IndexDamaged(
                 f"the index at {self.folder} is damaged ({exc}); "
                 "ingest the documents again into a new --index folder"
@@ -169,18 +169,9 @@ class Index:
                 "Ingest the documents again into a new --index folder (see the README's changelog)"
             )
         differ = [
-            f"{key} is {have.get(key)!r} in the index but {want[key]!r} here"
-            for key in (
-                "model",
-                "model_sha256",
-                "dimension",
-                "tokenizer",
-                "vector_input",
-                "chunking",
-                "bm25",
-                "word_pieces",
-            )
-            if have.get(key) != want[key]
+            f"{key} is {have.get(key)!r} in the index but {value!r} here"
+            for key, value in want.items()
+            if key != "groundqa_version" and have.get(key) != value
         ]
         if differ:
             raise IndexMismatch(
@@ -216,11 +207,6 @@ class Index:
     ) -> SearchResult:
         began = time.perf_counter()
         question = check_query(question, k, mode)
-        if doc_ids is not None:
-            known = self.storage.existing(doc_ids)
-            unknown = [d for d in doc_ids if d not in known]
-            if unknown:
-                raise DocumentNotFound(f"doc_ids not in the index: {', '.join(unknown)}")
         vectors, pieces = self.embedder.embed_with_pieces([question])
         query = Query(question, vectors[0], pieces[0], k, mode, doc_ids)
         for _ in range(STALE_RETRIES):

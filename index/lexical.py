@@ -108,10 +108,10 @@ class Postings:
 
     def find(self, ids: np.ndarray) -> np.ndarray:
         """Each id's term position, or -1 where this segment does not hold it."""
-        at = np.searchsorted(self.term_ids, ids)
-        at = np.minimum(at, max(len(self.term_ids) - 1, 0))
-        found = (at < len(self.term_ids)) & (self.term_ids[at] == ids) if len(self.term_ids) else at < 0
-        return np.where(found, at, -1)
+        if len(self.term_ids) == 0:
+            return np.full(len(ids), -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.term_ids, ids), len(self.term_ids) - 1)
+        return np.where(self.term_ids[at] == ids, at, -1)
 
     def document_frequencies(self, ids: np.ndarray) -> np.ndarray:
         at = self.find(ids)

@@ -57,7 +57,6 @@ class Segment:
     arrays: dict[str, np.ndarray]
     passage_postings: Postings
     sentence_postings: Postings
-    _map: Any = field(repr=False, default=None)
     _dense: Any = field(repr=False, default=None)
 
     # --- reading --------------------------------------------------------------------------
@@ -70,6 +69,7 @@ class Segment:
             size = int.from_bytes(f.read(8), "little")
             header = json.loads(f.read(size))
             base = _aligned(16 + size)
+            # The arrays below are views of this mapping and keep it (one descriptor) alive.
             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         arrays = {
             name: np.frombuffer(mapped, dtype=dtype, count=int(np.prod(shape)), offset=base + offset).reshape(
@@ -86,8 +86,11 @@ class Segment:
             arrays,
             _postings(arrays, "p_"),
             _postings(arrays, "s_"),
-            mapped,
         )
+
+    @property
+    def number(self) -> int:
+        return segment_number(self.path)
 
     @property
     def passages(self) -> int:
@@ -240,7 +243,7 @@ def merge(
             bm25[prefix].append((ids[kept], new_rows[kept], counts[kept]))
     first_seg = parts[0][0].arrays
     for name, array in first_seg.items():  # empty arrays of the right type where nothing was kept
-        if name.startswith("piece_") or name.startswith(("passage_", "sentence_")):
+        if name.startswith(("piece_", "passage_", "sentence_")):
             out.setdefault(name, [array[:0]])
     out["piece_df"] = [df.astype(np.int32)]
     for prefix, triples in bm25.items():
@@ -303,6 +306,11 @@ def write(path: Path, docs: list[tuple[str, str]], arrays: dict[str, list[np.nda
         f.flush()
         os.fsync(f.fileno())
     sync_folder(path.parent)
+
+
+def segment_number(path: Path) -> int:
+    """seg-12.bin (or seg-12.ivf) is segment 12."""
+    return int(path.stem.removeprefix("seg-"))
 
 
 def ann_path(path: Path) -> Path:

@@ -70,7 +70,7 @@ class Reader(ABC):
 
     @abstractmethod
     def allowed(self, doc_ids: list[str]) -> np.ndarray:
-        """The keys of these documents' passages (unknown doc_ids are left out)."""
+        """The keys of these documents' passages; DocumentNotFound names any the index lacks."""
 
     @abstractmethod
     def dense_search(

@@ -126,10 +126,6 @@ class Store:
             ).fetchone()
         return None if row is None else (Document(*row[:-1]), str(row[-1]))
 
-    def document_text(self, doc_id: str) -> str | None:
-        found = self.document(doc_id)
-        return None if found is None else found[1]
-
     def texts(self, doc_ids: set[str]) -> dict[str, tuple[str, str, str]]:
         """Title, text and sha256 of each of these documents that the index holds."""
         if not doc_ids:

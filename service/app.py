@@ -116,8 +116,11 @@ def get_index(request: Request) -> Index:
     return index
 
 
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
 def require_key(
-    settings: Annotated[Settings, Depends(get_settings)],
+    settings: SettingsDep,
     authorization: Annotated[str | None, Header()] = None,
 ) -> None:
     if settings.api_key is None:
@@ -135,7 +138,6 @@ def require_key(
 
 
 IndexDep = Annotated[Index, Depends(get_index)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 WriteKey = Depends(require_key)
 
 

@@ -83,7 +83,7 @@ def test_bom_is_removed_and_crlf_kept(tmp_path: Path) -> None:
     assert groundqa("ingest", str(doc), index=index).returncode == 0
     from index.store import Store
 
-    assert Store(index / "store.sqlite").document_text("crlf") == "Title line\r\n\r\nBody 😀 text.\r\n"
+    assert Store(index / "store.sqlite").document("crlf")[1] == "Title line\r\n\r\nBody 😀 text.\r\n"  # type: ignore[index]
 
 
 def test_every_command_is_documented_with_an_example() -> None:
