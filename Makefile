@@ -1,22 +1,24 @@
 # Two commands for a fresh machine: `make serve` and `make test`.
 VENV := .venv
 PY := $(VENV)/bin/python
+# Pinned versions; setuptools' notice that every editable install prints is left out.
+PIP := PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip
 BIN := $(VENV)/bin
 CORPUS := corpus/putin-china-visit.txt
 
-.PHONY: install dev serve test lint clean
+.PHONY: install dev serve test lint clean constraints
 
 $(PY):
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PIP) install -q --upgrade pip
 
 # Reinstall only when the project's requirements change.
-$(VENV)/.installed: pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e .
+$(VENV)/.installed: pyproject.toml constraints.txt | $(PY)
+	$(PIP) install -q -c constraints.txt -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[dev]'
+$(VENV)/.installed-dev: pyproject.toml constraints.txt $(VENV)/.installed
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -32,6 +34,11 @@ test: dev lint
 lint: dev
 	$(BIN)/ruff check index service eval tests
 	$(BIN)/mypy index service eval
+
+# Pin what is installed now (after `make dev` and a passing `make test`).
+constraints: dev
+	{ sed -n '1,2p' constraints.txt; $(PIP) freeze --exclude-editable | grep -v '^groundqa' \
+	  | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > constraints.tmp && mv constraints.tmp constraints.txt
 
 clean:
 	rm -rf $(VENV) var

@@ -19,7 +19,7 @@ import numpy as np
 
 NAME = "residual-2bit"
 PATH = Path(__file__).parent / "data" / "residual-2bit.npz"
-# Pieces assigned to centroids per product: bounds the temporary [rows, K] matrix to 32 MB.
+# Pieces encoded at a time: bounds the temporary [rows, K] matrix to 32 MB, whatever the batch.
 _CHUNK = 4096
 
 
@@ -33,22 +33,26 @@ class Codebook:
     def encode(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Packed codes [n, dim / 4] uint8, centroid ids [n] uint16 and scales [n] float16."""
         vectors = np.asarray(vectors, dtype=np.float32)
-        nearest = np.concatenate(
-            [
-                np.argmax(vectors[i : i + _CHUNK] @ self.centroids.T, axis=1)
-                for i in range(0, len(vectors), _CHUNK)
-            ]
-            or [np.zeros(0, dtype=np.int64)]
-        )
-        residual, scales = _scaled(vectors - self.centroids[nearest])
-        buckets = (residual[:, :, None] > self.cutoffs.T[None, :, :]).sum(axis=2).astype(np.uint8)
-        packed = buckets[:, 0::4] | buckets[:, 1::4] << 2 | buckets[:, 2::4] << 4 | buckets[:, 3::4] << 6
-        return packed.astype(np.uint8), nearest.astype(np.uint16), scales.astype(np.float16)
+        dim = self.centroids.shape[1]
+        codes = np.zeros((len(vectors), dim // 4), dtype=np.uint8)
+        nearest = np.zeros(len(vectors), dtype=np.uint16)
+        scales = np.zeros(len(vectors), dtype=np.float16)
+        for i in range(0, len(vectors), _CHUNK):
+            rows = vectors[i : i + _CHUNK]
+            near = np.argmax(rows @ self.centroids.T, axis=1)
+            residual, scale = _scaled(rows - self.centroids[near])
+            buckets = (residual[:, :, None] > self.cutoffs.T[None, :, :]).sum(axis=2).astype(np.uint8)
+            codes[i : i + _CHUNK] = (
+                buckets[:, 0::4] | buckets[:, 1::4] << 2 | buckets[:, 2::4] << 4 | buckets[:, 3::4] << 6
+            )
+            nearest[i : i + _CHUNK], scales[i : i + _CHUNK] = near, scale
+        return codes, nearest, scales
 
     def decode(self, codes: np.ndarray, ids: np.ndarray, scales: np.ndarray) -> np.ndarray:
         """Unit vectors [n, dim] float32."""
         codes = np.asarray(codes, dtype=np.uint8)
-        buckets = np.stack([codes >> shift & 3 for shift in (0, 2, 4, 6)], axis=2).reshape(len(codes), -1)
+        dim = self.centroids.shape[1]
+        buckets = np.stack([codes >> shift & 3 for shift in (0, 2, 4, 6)], axis=2).reshape(len(codes), dim)
         residual = (
             self.weights[buckets, np.arange(buckets.shape[1])] * np.asarray(scales, np.float32)[:, None]
         )

@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from index.index import Index
+from index.index import MAX_DOC_CHARS, Index
 from index.model import DEFAULT_MODEL, Embedder
 
 
@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     cors_origins: str = ""
     # Largest request body accepted (413 above): about 1,000 pages of plain text.
     max_body_bytes: int = 5_000_000
+    # Seconds a client has to send a request body (408 after): stalled clients do not hold sockets.
+    body_timeout: float = 30
+    # Longest document, in characters (longer ones are refused with the limit in the message).
+    max_doc_chars: int = MAX_DOC_CHARS
     # Most documents in one bulk request.
     max_batch_docs: int = 1000
     # uvicorn's log level for `serve`.
@@ -67,4 +71,9 @@ def load_embedder(name: str) -> Embedder:
 
 
 def open_index(settings: Settings, merge_in_background: bool = False) -> Index:
-    return Index(settings.index_dir, load_embedder(settings.model), merge_in_background=merge_in_background)
+    return Index(
+        settings.index_dir,
+        load_embedder(settings.model),
+        merge_in_background=merge_in_background,
+        max_doc_chars=settings.max_doc_chars,
+    )

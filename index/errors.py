@@ -36,3 +36,7 @@ class IndexBusy(GroundQAError):
 
 class IndexDamaged(GroundQAError):
     pass
+
+
+class ShuttingDown(GroundQAError):
+    """The process is stopping: work not yet committed was dropped, and can be sent again."""

@@ -24,19 +24,24 @@ import numpy as np
 
 from index import __version__, codec
 from index.embedded import SegmentStorage, StaleRead
-from index.errors import IndexBusy, IndexDamaged, IndexMismatch, InvalidDocument
+from index.errors import DocumentConflict, IndexBusy, IndexDamaged, IndexMismatch, InvalidDocument
 from index.lexical import BM25Params
 from index.model import Embedder
 from index.ranking import Answer, Hit, Mode, Query, Ranking, check_query, rank
-from index.segment import DocumentVectors
+from index.segment import DocumentVectors, PassagePieces, encode_pieces
 from index.storage import Ingested, Prepared, Reader, decide
 from index.store import Document, NewDocument
 from index.text import ENCODING, Chunking, Passage, check_text, sentences
 
 FORMAT = 3  # 3: segments; 2 (0.2.0): one folder of derived files per revision
-DOC_ID_PATTERN = r"[A-Za-z0-9._-]{1,128}"
+# 1 to 128 of A-Z a-z 0-9 . _ -, but not "." or ".." alone: URLs cannot name them.
+DOC_ID_PATTERN = r"(?!\.\.?$)[A-Za-z0-9._-]{1,128}"
 TITLE_IN_VECTOR = 100
 STALE_RETRIES = 5
+# Passages embedded between compressions of their word pieces: bounds the float copies to ~90 MB.
+PIECE_BATCH = 256
+# Longest document accepted by default: a long book, about 2 minutes to embed on 2 cores.
+MAX_DOC_CHARS = 1_000_000
 _DOC_ID = re.compile(DOC_ID_PATTERN)
 
 
@@ -92,7 +97,7 @@ def default_title(text: str) -> str:
 
 
 def check_doc_id(doc_id: str) -> str:
-    if not _DOC_ID.fullmatch(doc_id) or doc_id in (".", ".."):
+    if not _DOC_ID.fullmatch(doc_id):
         raise InvalidDocument(
             f"doc_id {doc_id!r} is not allowed; use 1 to 128 of the characters A-Z a-z 0-9 . _ - "
             "(not '.' or '..' alone: URLs cannot name them)"
@@ -110,6 +115,7 @@ class Index:
         bm25: BM25Params = BM25Params(),
         lock_timeout: float = 120,
         merge_in_background: bool = False,
+        max_doc_chars: int = MAX_DOC_CHARS,
         failpoint: str | None = None,
     ) -> None:
         self.folder = Path(folder)
@@ -118,6 +124,8 @@ class Index:
         self.ranking = ranking
         self.bm25 = bm25
         self.merge_in_background = merge_in_background
+        self.max_doc_chars = max_doc_chars
+        self._closing = threading.Event()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._check_meta()
@@ -235,11 +243,11 @@ class Index:
 
     def add_many(self, items: list[DocumentInput], replace: bool = False) -> list[Ingested]:
         """Store documents as one commit: all or none. Unchanged ones are left as they are."""
-        news = [_new_document(item) for item in items]
+        news = [new_document(item, self.max_doc_chars) for item in items]
         ids = [n.document.doc_id for n in news]
         twice = [d for d, n in Counter(ids).items() if n > 1]
-        if twice:
-            raise InvalidDocument(
+        if twice:  # a conflict between the batch's own documents
+            raise DocumentConflict(
                 f"doc_id {twice[0]!r} appears twice in one batch; give each document its own"
             )
         old = self.storage.existing(ids)
@@ -258,6 +266,10 @@ class Index:
             self.storage.merge()
         return [results[i] for i in range(len(news))]
 
+    def close(self) -> None:
+        """Stop embedding: a write in progress ends with ShuttingDown before its next model batch."""
+        self._closing.set()
+
     def delete(self, doc_id: str) -> None:
         self.storage.delete(doc_id)
 
@@ -272,54 +284,67 @@ class Index:
 
     def _prepare(self, news: list[NewDocument]) -> list[Prepared]:
         """Passages, sentences and their vectors: the model's work, done before any lock, in one
-        call per kind for the whole batch (small per-document calls took twice as long)."""
+        call per kind for many documents at once (small per-document calls took twice as long)."""
         cut = [(self._passages(n), sentences(n.text)) for n in news]
-        p_vectors, p_pieces = self.embedder.embed_with_pieces(
-            [
-                vector_input(n.document.title, p.text)
-                for n, (passages, _) in zip(news, cut, strict=True)
-                for p in passages
-            ]
-        )
+        flat = [(n.document.title, p) for n, (passages, _) in zip(news, cut, strict=True) for p in passages]
+        p_vectors = np.zeros((len(flat), self.embedder.info.dimension), dtype=np.float32)
+        pieces: list[PassagePieces] = []
+        # Word pieces are compressed as they come, so a large batch does not hold them in float.
+        for at in range(0, len(flat), PIECE_BATCH):
+            part = flat[at : at + PIECE_BATCH]
+            vectors, found = self.embedder.embed_with_pieces(
+                [vector_input(title, p.text) for title, p in part], stop=self._closing
+            )
+            p_vectors[at : at + len(part)] = vectors
+            own = []
+            for (title, p), f in zip(part, found, strict=True):
+                skip = len(vector_input(title, ""))  # the title's word pieces are left out
+                kept = f.spans[:, 0] >= skip
+                own.append((f.vectors[kept], f.spans[kept] - skip + p.start, f.ids[kept]))
+            pieces.extend(encode_pieces(own))
         s_vectors = self.embedder.embed(
             [
                 vector_input(n.document.title, n.text[s.start : s.end])
                 for n, (_, spans) in zip(news, cut, strict=True)
                 for s in spans
-            ]
+            ],
+            stop=self._closing,
         )
         out, p_at, s_at = [], 0, 0
         for new, (passages, spans) in zip(news, cut, strict=True):
             doc, text = new.document, new.text
-            skip = len(vector_input(doc.title, ""))  # the title's word pieces are left out
-            pieces = []
-            for p, found in zip(passages, p_pieces[p_at : p_at + len(passages)], strict=True):
-                own = found.spans[:, 0] >= skip
-                pieces.append((found.vectors[own], found.spans[own] - skip + p.start, found.ids[own]))
-            vectors = DocumentVectors(
+            stored = DocumentVectors(
                 doc_id=doc.doc_id,
                 sha256=doc.sha256,
                 passages=np.array([(p.start, p.end) for p in passages], dtype=np.int32).reshape(-1, 2),
                 passage_vectors=p_vectors[p_at : p_at + len(passages)],
                 passage_texts=[lexical_input(doc.title, p.text) for p in passages],
-                pieces=pieces,
+                pieces=pieces[p_at : p_at + len(passages)],
                 sentences=np.array([(s.start, s.end) for s in spans], dtype=np.int32).reshape(-1, 2),
                 sentence_vectors=s_vectors[s_at : s_at + len(spans)],
                 sentence_texts=[text[s.start : s.end] for s in spans],
             )
             p_at, s_at = p_at + len(passages), s_at + len(spans)
             document = dataclasses.replace(doc, passages=len(passages))
-            out.append(Prepared(dataclasses.replace(new, document=document), vectors))
+            out.append(Prepared(dataclasses.replace(new, document=document), stored))
         return out
 
 
-def _new_document(item: DocumentInput) -> NewDocument:
-    check_text(item.text)
-    title = (item.title or "").strip() or default_title(item.text)
+def new_document(item: DocumentInput, max_doc_chars: int = MAX_DOC_CHARS) -> NewDocument:
+    """The document as it would be stored, or InvalidDocument naming its source if it has one."""
+    try:
+        if len(item.text) > max_doc_chars:
+            raise InvalidDocument(
+                f"the document text has {len(item.text):,} characters; the limit is "
+                f"{max_doc_chars:,} (GROUNDQA_MAX_DOC_CHARS): split it into several documents"
+            )
+        check_text(item.text)
+        title = (item.title or "").strip() or default_title(item.text)
+        doc_id = check_doc_id(item.doc_id or derive_doc_id(title))
+    except InvalidDocument as exc:
+        raise InvalidDocument(f"{item.source}: {exc}" if item.source else str(exc)) from exc
     sha = hashlib.sha256(item.text.encode("utf-8")).hexdigest()
-    doc_id = check_doc_id(item.doc_id or derive_doc_id(title))
-    doc = Document(doc_id, title, item.source, sha, len(item.text), 0, _now())
-    return NewDocument(doc, item.text)
+    return NewDocument(Document(doc_id, title, item.source, sha, len(item.text), 0, _now()), item.text)
 
 
 def _now() -> str:

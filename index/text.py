@@ -74,6 +74,12 @@ def count_tokens(text: str) -> int:
     return len(encoding().encode(text, disallowed_special=()))
 
 
+# White space as str.strip() sees it, spelled out for JSON Schema patterns (whose \\s differs).
+SPACE = "".join(f"\\u{c:04x}" for c in range(0x3001) if chr(c).isspace())
+# Holds something other than white space: the JSON Schema of a document text (unanchored).
+NOT_BLANK_PATTERN = f"[^{SPACE}]"
+
+
 def check_text(text: str) -> None:
     if not text.strip():
         raise InvalidDocument("the document text is empty or white space only; give it some words")

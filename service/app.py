@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import threading
@@ -12,11 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import Path as FastAPIPath
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from index import __version__
@@ -28,6 +33,7 @@ from index.errors import (
     IndexBusy,
     InvalidDocument,
     InvalidQuery,
+    ShuttingDown,
 )
 from index.index import DocumentInput, Index
 from index.ranking import MAX_K, Mode
@@ -37,6 +43,7 @@ from service.metrics import Metrics
 from service.schemas import (
     BatchItem,
     BatchResult,
+    DocId,
     DocumentBatch,
     DocumentIn,
     DocumentList,
@@ -46,6 +53,8 @@ from service.schemas import (
     QueryRequest,
     QueryResponse,
     Question,
+    errors,
+    stored,
 )
 
 STATIC = Path(__file__).parent / "static"
@@ -57,7 +66,10 @@ _STATUS = {
     DocumentNotFound: 404,
     DocumentConflict: 409,
     IndexBusy: 503,
+    ShuttingDown: 503,
 }
+# Seconds a stopping server waits for requests in flight before it cancels them.
+GRACEFUL_SHUTDOWN = 3
 
 
 def create_app(settings: Settings | None = None, seed: list[tuple[Path, str]] | None = None) -> FastAPI:
@@ -68,6 +80,8 @@ def create_app(settings: Settings | None = None, seed: list[tuple[Path, str]] | 
         loader = threading.Thread(target=_load, args=(app, settings, seed or []), daemon=True)
         loader.start()
         yield
+        if app.state.index is not None:  # a write still embedding stops at its next model batch
+            app.state.index.close()
 
     app = FastAPI(
         title="groundqa",
@@ -88,7 +102,7 @@ def create_app(settings: Settings | None = None, seed: list[tuple[Path, str]] | 
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
     app.middleware("http")(_observe)
     _add_error_handlers(app)
     _add_routes(app)
@@ -142,11 +156,14 @@ WriteKey = Depends(require_key)
 
 
 def _add_routes(app: FastAPI) -> None:
-    @app.post("/v1/query", response_model=QueryResponse, tags=["query"])
+    body = (408, 413, 422, 503)
+    write = (401, 403, *body)
+
+    @app.post("/v1/query", response_model=QueryResponse, tags=["query"], responses=errors(404, *body))
     def query(body: QueryRequest, index: IndexDep, request: Request) -> QueryResponse:
         return _search(index, request, body.question, body.k, body.mode, body.doc_ids)
 
-    @app.get("/v1/query", response_model=QueryResponse, tags=["query"])
+    @app.get("/v1/query", response_model=QueryResponse, tags=["query"], responses=errors(404, 422, 503))
     def query_get(
         index: IndexDep,
         request: Request,
@@ -163,6 +180,7 @@ def _add_routes(app: FastAPI) -> None:
         response_model=DocumentOut,
         tags=["documents"],
         dependencies=[WriteKey],
+        responses=stored(200, "already stored: nothing changed") | errors(409, *write),
     )
     def add_document(body: DocumentIn, index: IndexDep, response: Response) -> Document:
         added = index.add(body.text, title=body.title, doc_id=body.doc_id, source=body.source)
@@ -170,7 +188,13 @@ def _add_routes(app: FastAPI) -> None:
             response.status_code = 200
         return added.document
 
-    @app.post("/v1/documents/batch", response_model=BatchResult, tags=["documents"], dependencies=[WriteKey])
+    @app.post(
+        "/v1/documents/batch",
+        response_model=BatchResult,
+        tags=["documents"],
+        dependencies=[WriteKey],
+        responses=errors(409, *write),
+    )
     def add_documents(body: DocumentBatch, index: IndexDep, settings: SettingsDep) -> BatchResult:
         if len(body.documents) > settings.max_batch_docs:
             raise HTTPException(
@@ -182,24 +206,52 @@ def _add_routes(app: FastAPI) -> None:
         return BatchResult(documents=done, **counts)
 
     @app.put(
-        "/v1/documents/{doc_id}", response_model=DocumentOut, tags=["documents"], dependencies=[WriteKey]
+        "/v1/documents/{doc_id}",
+        response_model=DocumentOut,
+        tags=["documents"],
+        dependencies=[WriteKey],
+        responses=stored(201, "created") | errors(*write),
     )
-    def put_document(doc_id: str, body: DocumentUpdate, index: IndexDep, response: Response) -> Document:
+    def put_document(
+        doc_id: Annotated[DocId, FastAPIPath()], body: DocumentUpdate, index: IndexDep, response: Response
+    ) -> Document:
         added = index.add(body.text, title=body.title, doc_id=doc_id, source=body.source, replace=True)
         response.status_code = 201 if added.created else 200
         return added.document
 
-    @app.get("/v1/documents", response_model=DocumentList, tags=["documents"])
+    @app.get("/v1/documents", response_model=DocumentList, tags=["documents"], responses=errors(503))
     def list_documents(index: IndexDep) -> dict[str, Any]:
         docs = index.documents()
         return {"documents": docs, "count": len(docs)}
 
-    @app.get("/v1/documents/{doc_id}", response_model=DocumentText, tags=["documents"])
-    def get_document(doc_id: str, index: IndexDep) -> dict[str, Any]:
+    @app.get(
+        "/v1/documents/{doc_id}",
+        response_model=DocumentText,
+        tags=["documents"],
+        responses=errors(304, 404, 422, 503),
+    )
+    def get_document(
+        doc_id: str,
+        index: IndexDep,
+        response: Response,
+        if_none_match: Annotated[str | None, Header()] = None,
+    ) -> Any:
         doc, text = index.document(doc_id)
+        # The sha256 is the version: a page re-validates its copy and gets it again only if replaced.
+        tag = f'"{doc.sha256}"'
+        headers = {"ETag": tag, "Cache-Control": "no-cache"}
+        if if_none_match is not None and tag in (t.strip() for t in if_none_match.split(",")):
+            return Response(status_code=304, headers=headers)
+        response.headers.update(headers)
         return {**doc.__dict__, "text": text}
 
-    @app.delete("/v1/documents/{doc_id}", status_code=204, tags=["documents"], dependencies=[WriteKey])
+    @app.delete(
+        "/v1/documents/{doc_id}",
+        status_code=204,
+        tags=["documents"],
+        dependencies=[WriteKey],
+        responses=errors(404, *write),
+    )
     def delete_document(doc_id: str, index: IndexDep) -> Response:
         index.delete(doc_id)
         return Response(status_code=204)
@@ -208,12 +260,12 @@ def _add_routes(app: FastAPI) -> None:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"])
+    @app.get("/readyz", tags=["operations"], responses=errors(503))
     def readyz(index: IndexDep) -> dict[str, Any]:
         docs, passages = index.counts()
         return {"status": "ready", "documents": docs, "passages": passages}
 
-    @app.get("/metrics", tags=["operations"])
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     def metrics(request: Request) -> Response:
         body, content_type = request.app.state.metrics.render()
         return Response(body, media_type=content_type)
@@ -228,14 +280,19 @@ def _search(
 
 
 def _add_pages(app: FastAPI) -> None:
-    from swagger_ui_bundle import swagger_ui_path
+    import fastapi_offline  # ships Swagger UI 5, which reads OpenAPI 3.1 (4.x cannot)
 
-    app.mount("/static/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")
+    swagger = Path(fastapi_offline.__file__).parent / "static"
+    app.mount("/static/swagger", StaticFiles(directory=swagger), name="swagger")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
     def chat_page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
     @app.get("/docs", include_in_schema=False)
     def api_reference() -> HTMLResponse:
@@ -244,7 +301,7 @@ def _add_pages(app: FastAPI) -> None:
             title="groundqa API",
             swagger_js_url="/static/swagger/swagger-ui-bundle.js",
             swagger_css_url="/static/swagger/swagger-ui.css",
-            swagger_favicon_url="/static/swagger/favicon-32x32.png",
+            swagger_favicon_url="/static/swagger/favicon.png",
         )
 
 
@@ -253,6 +310,21 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def domain_error(request: Request, exc: GroundQAError) -> JSONResponse:
         status = next((s for t, s in _STATUS.items() if isinstance(exc, t)), 500)
         return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400:  # FastAPI's answer to a body it cannot parse: bad UTF-8, deep JSON
+            cause = type(exc.__cause__).__name__ if exc.__cause__ else "unreadable"
+            detail = f"body: cannot be read as JSON in UTF-8 ({cause}); send a valid JSON object"
+            return JSONResponse({"detail": detail}, status_code=422)
+        if exc.status_code == 405:  # name every method the path takes, not only one route's
+            path = request.url.path
+            routes = [r for r in request.app.routes if isinstance(r, APIRoute) and r.path_regex.match(path)]
+            exact = [r for r in routes if r.path == path]  # /v1/documents/batch, not /v1/documents/{doc_id}
+            allowed = sorted({method for route in exact or routes for method in route.methods or ()})
+            detail = f"{request.method} is not allowed here; use {', '.join(allowed)}"
+            return JSONResponse({"detail": detail}, status_code=405, headers={"Allow": ", ".join(allowed)})
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -281,36 +353,39 @@ async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Re
     return response
 
 
-class BodyLimit:
-    """413 for a body over the limit, by its Content-Length or by counting a streamed body."""
+class BodyGuard:
+    """413 for a body over the limit (by its Content-Length, or by counting), 408 for one that
+    does not arrive in time: a client that stalls half-way does not hold a connection for ever."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._too_large(send)
+            await _refuse(send, 413, f"the request body is larger than {self.max_bytes} bytes")
             return
-        if length is not None or scope["method"] in ("GET", "HEAD"):
-            await self.app(scope, receive, send)
-            return
-        # A streamed body: read it here, up to the limit, then hand it on whole.
         chunks, seen, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            chunks.append(message.get("body", b""))
-            seen += len(chunks[-1])
-            more = message.get("more_body", False)
-            if seen > self.max_bytes:
-                await self._too_large(send)
-                return
+        try:
+            async with asyncio.timeout(self.timeout):
+                while more:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return  # the client went away
+                    chunks.append(message.get("body", b""))
+                    seen += len(chunks[-1])
+                    more = message.get("more_body", False)
+                    if seen > self.max_bytes:
+                        await _refuse(send, 413, f"the request body is larger than {self.max_bytes} bytes")
+                        return
+        except TimeoutError:
+            await _refuse(send, 408, f"the request body did not arrive within {self.timeout:g} s")
+            return
         body = b"".join(chunks)
 
         async def replay() -> Message:
@@ -320,11 +395,12 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, send: Send) -> None:
-        response = JSONResponse(
-            {"detail": f"the request body is larger than {self.max_bytes} bytes"}, status_code=413
-        )
-        await response({"type": "http"}, _no_body, send)
+
+async def _refuse(send: Send, status: int, detail: str) -> None:
+    headers = {"Connection": "close"}
+    await JSONResponse({"detail": detail}, status_code=status, headers=headers)(
+        {"type": "http"}, _no_body, send
+    )
 
 
 async def _no_body() -> Message:

@@ -13,7 +13,7 @@ from eval import cli as eval_cli
 from index.client import Client
 from index.config import Settings, open_index, prepare_process
 from index.errors import GroundQAError
-from index.index import Index
+from index.index import Index, new_document
 from index.progress import progress
 from index.ranking import MODES, check_query
 from service.articles import UsageError, article_files, article_input, read_article
@@ -113,8 +113,8 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--title and --doc-id name one document; give one file")
     if args.batch < 1:
         raise UsageError(f"--batch is {args.batch}; give a positive number")
-    for path in files:  # every file is readable UTF-8 before anything is written
-        read_article(path)
+    for path in files:  # every file is checked before anything is written
+        new_document(article_input(path, read_article(path), args.title, args.doc_id), settings.max_doc_chars)
     index = open_index(settings)
     counts = {"added": 0, "replaced": 0, "unchanged": 0}
     batches = [files[i : i + args.batch] for i in range(0, len(files), args.batch)]
@@ -192,14 +192,20 @@ def _index(settings: Settings) -> Index:
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from service.app import create_app
+    from service.app import GRACEFUL_SHUTDOWN, create_app
 
     seed = article_files([args.seed]) if args.seed else []
     app = create_app(settings, seed=[(p, read_article(p)) for p in seed])
     writes = "on (bearer key)" if settings.api_key is not None else "off (GROUNDQA_API_KEY is not set)"
     where = f"http://{settings.host}:{settings.port}"
     print(f"groundqa: serving {settings.index_dir} on {where}; HTTP writes {writes}", file=sys.stderr)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+    )
     return 0
 
 

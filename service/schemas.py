@@ -4,19 +4,38 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from index.index import DOC_ID_PATTERN, SearchResult, check_doc_id, passage_id
-from index.ranking import MAX_K, Mode, clean_question
+from index.ranking import MAX_K, QUESTION_PATTERN, Mode, clean_question
 from index.storage import Ingested
+from index.text import NOT_BLANK_PATTERN, check_text
 
 # The index's own checks, run at the edge so that bad input is a 422 naming the field.
-Question = Annotated[str, AfterValidator(clean_question)]
-K = Annotated[int, Field(ge=1, le=MAX_K)]
-DocId = Annotated[str, Field(pattern=f"^{DOC_ID_PATTERN}$"), AfterValidator(check_doc_id)]
+# The patterns only describe the rules in the OpenAPI document; the checks themselves are the
+# index's, whose messages say what is wrong in words.
+Question = Annotated[
+    str, Field(json_schema_extra={"pattern": QUESTION_PATTERN}), AfterValidator(clean_question)
+]
+
+
+def _whole_number(value: object) -> object:
+    """JSON Schema counts 5.0 as an integer; so do we (strings and booleans stay refused)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+K = Annotated[int, Field(ge=1, le=MAX_K), BeforeValidator(_whole_number)]
+DocId = Annotated[
+    str, Field(json_schema_extra={"pattern": f"^{DOC_ID_PATTERN}$"}), AfterValidator(check_doc_id)
+]
+
+
+# Request bodies take JSON types as declared: no "5" for 5, no 0 for false.
+STRICT = ConfigDict(strict=True)
 
 
 class QueryRequest(BaseModel):
+    model_config = STRICT
     question: Question
     k: K = 5
     mode: Mode = "hybrid"
@@ -91,17 +110,20 @@ class QueryResponse(BaseModel):
         return self.model_dump(mode="json")
 
 
+def _checked_text(text: str) -> str:
+    check_text(text)
+    return text
+
+
 class DocumentUpdate(BaseModel):
-    text: str = Field(description="the article; stored exactly as given")
+    model_config = STRICT
+    text: Annotated[str, AfterValidator(_checked_text)] = Field(
+        description="the article, stored exactly as given; not blank, "
+        "at most GROUNDQA_MAX_DOC_CHARS characters",
+        json_schema_extra={"pattern": NOT_BLANK_PATTERN},
+    )
     title: str | None = Field(None, max_length=500)
     source: str | None = Field(None, max_length=2000)
-
-    @field_validator("text")
-    @classmethod
-    def not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("the text is empty or white space only")
-        return value
 
 
 class DocumentIn(DocumentUpdate):
@@ -109,6 +131,7 @@ class DocumentIn(DocumentUpdate):
 
 
 class DocumentBatch(BaseModel):
+    model_config = STRICT
     documents: list[DocumentIn] = Field(min_length=1, description="stored in one commit: all or none")
     replace: bool = Field(False, description="replace documents whose doc_id holds other text (else 409)")
 
@@ -145,3 +168,36 @@ class BatchResult(BaseModel):
     added: int
     replaced: int
     unchanged: int
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="what was wrong and what to do, in one line")
+
+
+# Every error the API answers, with what it means; each route lists those it can give.
+ERRORS = {
+    304: "the document's sha256 equals the If-None-Match tag: the copy you hold is current",
+    401: "missing or wrong API key",
+    403: "HTTP writes are disabled (GROUNDQA_API_KEY is not set on the server)",
+    404: "no document with that doc_id",
+    408: "the request body did not arrive in time (GROUNDQA_BODY_TIMEOUT)",
+    409: "the doc_id holds another text; send replace or use PUT",
+    413: "the body, or the number of documents, is over the limit",
+    422: "invalid input: the detail names the field",
+    503: "the index is loading, busy or stopping: try again",
+}
+
+
+Responses = dict[int | str, dict[str, Any]]
+
+
+def errors(*codes: int) -> Responses:
+    """The `responses` of a route: its error codes, each with the ErrorOut body (304 has none)."""
+    return {
+        code: {"description": ERRORS[code]} | ({} if code == 304 else {"model": ErrorOut}) for code in codes
+    }
+
+
+def stored(status: int, description: str) -> Responses:
+    """A second success status of a write route, with the DocumentOut body."""
+    return {status: {"model": DocumentOut, "description": description}}

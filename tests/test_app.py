@@ -325,7 +325,7 @@ def test_bulk_add_is_all_or_nothing(client: TestClient) -> None:
     reply = client.post("/v1/documents/batch", json={"documents": docs}, headers=AUTH)
     assert reply.status_code == 409 and "putin-china-visit" in reply.json()["detail"]
     twice = client.post("/v1/documents/batch", json={"documents": [docs[0], docs[0]]}, headers=AUTH)
-    assert twice.status_code == 422 and "twice" in twice.json()["detail"]
+    assert twice.status_code == 409 and "twice" in twice.json()["detail"]
     assert client.post("/v1/documents/batch", json={"documents": []}, headers=AUTH).status_code == 422
     assert client.post("/v1/documents/batch", json={"documents": docs[:1]}).status_code == 401
     assert client.get("/v1/documents").json()["count"] == 1
@@ -375,3 +375,39 @@ def test_dot_doc_ids_get_422(client: TestClient) -> None:
     for doc_id in (".", ".."):
         reply = client.post("/v1/documents", json={"text": "Some text.", "doc_id": doc_id}, headers=AUTH)
         assert reply.status_code == 422 and "doc_id" in reply.json()["detail"]
+
+
+def test_documents_over_the_size_limit_get_422_with_the_limit(tmp_path: Path) -> None:
+    """Defect 4: documents had no size limit (a 4.99 MB one ran for 22 minutes)."""
+    with _client(tmp_path, seed=False, api_key=KEY, max_doc_chars=1000) as c:
+        _wait_ready(c)
+        reply = c.post("/v1/documents", json={"text": "word " * 201}, headers=AUTH)
+        assert reply.status_code == 422
+        assert "1,005 characters; the limit is 1,000 (GROUNDQA_MAX_DOC_CHARS)" in reply.json()["detail"]
+        batch = [{"text": "fine", "doc_id": "a"}, {"text": "x" * 1001, "doc_id": "b"}]
+        assert c.post("/v1/documents/batch", json={"documents": batch}, headers=AUTH).status_code == 422
+        assert c.get("/v1/documents").json()["count"] == 0
+        assert c.post("/v1/documents", json={"text": "word " * 200}, headers=AUTH).status_code == 201
+
+
+def test_invalid_utf8_and_deep_json_get_422(client: TestClient) -> None:
+    """Defect 6: both got 400 where the contract says 422."""
+    headers = {**AUTH, "Content-Type": "application/json"}
+    bad = client.post("/v1/documents", content=b'{"text": "\xff\xfe"}', headers=headers)
+    deep = client.post("/v1/query", content=b"[" * 100_000 + b"]" * 100_000, headers=headers)
+    for reply in (bad, deep):
+        assert reply.status_code == 422 and reply.json()["detail"].startswith("body: cannot be read as JSON")
+
+
+def test_the_openapi_document_describes_every_error(client: TestClient) -> None:
+    """Defect 6: 422 was declared as an array, and 400, 404, 409 and 413 were missing."""
+    schema = client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    assert schema["components"]["schemas"]["ErrorOut"]["properties"]["detail"]["type"] == "string"
+    post = schema["paths"]["/v1/documents"]["post"]["responses"]
+    assert {"200", "201", "401", "403", "408", "409", "413", "422", "503"} <= set(post)
+    assert set(schema["paths"]["/v1/documents/{doc_id}"]["delete"]["responses"]) >= {"204", "404"}
+    reply = client.post("/v1/query", json={"question": ""})
+    assert reply.status_code == 422 and isinstance(reply.json()["detail"], str)
+    options = client.options("/v1/documents")
+    assert options.status_code == 405 and options.headers["allow"] == "GET, POST"

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -93,3 +96,50 @@ def test_every_command_is_documented_with_an_example() -> None:
     for name, sub in commands.items():
         assert f"groundqa {name}" in readme, f"README does not show 'groundqa {name}'"
         assert sub.epilog and sub.epilog.startswith("example: groundqa"), name
+
+
+NO_MODEL = """
+import sys
+from service.cli import main
+code = main(sys.argv[1:])
+print("model loaded" if "sentence_transformers" in sys.modules else "no model", code)
+"""
+
+
+@pytest.mark.parametrize("command", [["docs"], ["rm", "putin-china-visit"], ["rm", "nothing-here"], ["ingest"]])
+def test_commands_that_embed_nothing_do_not_load_the_model(command: list[str], make_index, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Defect 10: `docs`, `rm` and refusing an empty file loaded the model first (17 to 43 s)."""
+    make_index().add(ARTICLE.read_text(encoding="utf-8"), doc_id="putin-china-visit")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    args = [*command, str(empty)] if command == ["ingest"] else command
+    result = subprocess.run(
+        [sys.executable, "-c", NO_MODEL, *args, "--index", str(tmp_path / "index")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert result.stdout.splitlines()[-1].startswith("no model"), result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    if command == ["ingest"]:
+        assert result.stderr.strip() == f"groundqa: error: {empty}: the document text is empty or white space only; give it some words"
+
+
+def test_a_document_over_the_size_limit_is_refused_by_name(tmp_path: Path) -> None:
+    """Defect 4: documents had no size limit."""
+    big = tmp_path / "big.txt"
+    big.write_text("Long words here. " * 10)
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "ingest", str(big), "--index", str(tmp_path / "index")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "GROUNDQA_MAX_DOC_CHARS": "100"},
+        timeout=300,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"groundqa: error: {big}: the document text has 170 characters; the limit is 100 "
+        "(GROUNDQA_MAX_DOC_CHARS): split it into several documents"
+    )

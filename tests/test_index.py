@@ -228,3 +228,14 @@ def test_derived_doc_ids_are_unique_and_stable_for_any_name() -> None:
 def test_doc_ids_a_url_cannot_name_are_refused(make_index, doc_id: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InvalidDocument, match="not '.' or '..'"):
         make_index().add("Some text.", doc_id=doc_id)
+
+
+def test_a_document_the_model_reads_no_word_piece_of_is_searchable(make_index) -> None:  # type: ignore[no-untyped-def]
+    """Found by the fuzzer: a passage with no word piece of its own broke every hybrid query."""
+    index = make_index()
+    index.add("\u0089\u2029\x0c", doc_id="control")
+    index.add("\u200b\u200b\u200b", doc_id="zero-width")
+    index.add("The ferry leaves at noon.", doc_id="ferry")
+    for mode in ("hybrid", "dense", "lexical"):
+        result = index.search("When does the ferry leave? \u0089", 3, mode)
+        assert result.hits[0].passage.doc_id == "ferry", mode

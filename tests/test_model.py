@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import shutil
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +66,41 @@ def test_word_piece_vectors_come_with_exact_spans(embedder: Embedder) -> None:
         last = end
     assert covered == text.replace(" ", "")  # every character but the spaces, once, in order
     assert [texts[1][a:b] for a, b in pieces[1].spans] == ["Gas"]
+
+
+def test_one_model_is_shared_safely_between_threads(embedder: Embedder) -> None:
+    """Defect 3: the tokenizer's padding state, changed by each call, was shared across threads, so
+    a batch could come out unpadded ("Unable to create tensor") while a query tokenized."""
+    texts = ["short", "a longer sentence about pipelines"]  # cheap to embed: many tries per second
+    want = embedder.embed(texts)
+    errors: list[str] = []
+    done = threading.Event()
+
+    def batches() -> None:
+        try:
+            for _ in range(800):
+                assert np.allclose(embedder.embed(texts), want, atol=1e-4)
+        except Exception as exc:  # collected: an assert in a thread would be lost
+            errors.append(repr(exc)[:200])
+        finally:
+            done.set()
+
+    def queries() -> None:
+        while not done.is_set():
+            try:
+                embedder.fits("hello there " * 5)
+                embedder.embed_with_pieces(["How long is the pipeline?"])
+            except Exception as exc:
+                errors.append(repr(exc)[:200])
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, so that a race shows at once
+    try:
+        threads = [threading.Thread(target=batches), *(threading.Thread(target=queries) for _ in range(3))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(switch)
+    assert errors == []

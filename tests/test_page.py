@@ -188,3 +188,60 @@ def test_phone_screen_and_screenshot(browser, server: LiveServer, tmp_path: Path
         big.screenshot(path=shot)
         desktop.close()
     context.close()
+
+
+def test_a_replaced_document_is_never_shown_old(page, server: LiveServer) -> None:  # type: ignore[no-untyped-def]
+    """Defect 9: the page kept an old copy of a document after it was replaced."""
+    put = lambda text: httpx.put(  # noqa: E731
+        f"{server.url}/v1/documents/menu-doc",
+        json={"text": text, "title": "Menu"},
+        headers={"Authorization": f"Bearer {KEY}"},
+    )
+    assert put("The chef's special today is grilled trout with lemon.").status_code in (200, 201)
+    reply = _ask(page, "What is the chef's special today?")
+    citation = reply.locator(".citation[data-doc='menu-doc']").first
+    citation.click()
+    page.wait_for_selector("#viewer[open]")
+    assert "grilled trout" in page.locator("#viewer-text").inner_text()
+    page.click("#viewer-close")
+
+    assert put("Changed since. The chef's special today is roast lamb with rosemary.").status_code == 200
+    from playwright.sync_api import expect
+
+    citation.click()  # the old answer's citation no longer matches the article
+    expect(page.locator("#status")).to_contain_text("was changed after the answer", timeout=60_000)
+    assert not page.locator("#viewer").is_visible()
+    reply = _ask(page, "What is the chef's special today?")
+    reply.locator(".citation[data-doc='menu-doc']").first.click()
+    page.wait_for_selector("#viewer[open]")
+    assert "roast lamb" in page.locator("#viewer-text").inner_text()
+    assert "grilled trout" not in page.locator("#viewer-text").inner_text()
+
+
+def test_the_page_asks_for_nothing_that_is_missing(browser, server: LiveServer) -> None:  # type: ignore[no-untyped-def]
+    """Defect 9: the page asked for a /favicon.ico that was not there."""
+    context = browser.new_context()
+    page = context.new_page()
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.on("console", lambda m: failed.append(m.text) if m.type == "error" else None)
+    page.goto(server.url + "/")
+    reply = _ask(page, "How long is the Power of Siberia 2 pipeline?")
+    reply.locator(".citation").first.click()
+    page.wait_for_selector("#viewer[open]")
+    page.wait_for_load_state("networkidle")
+    assert httpx.get(server.url + "/favicon.ico").status_code == 200
+    context.close()
+    assert failed == []
+
+
+def test_the_api_reference_renders_the_openapi_document(browser, server: LiveServer) -> None:  # type: ignore[no-untyped-def]
+    """Defect 5: Swagger UI 4.15 could not read OpenAPI 3.1 and listed no operation."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(server.url + "/docs")
+    page.wait_for_selector(".opblock-summary-path", timeout=60_000)
+    paths = page.locator(".opblock-summary-path").all_inner_texts()
+    assert "/v1/query" in paths and "/v1/documents/{doc_id}" in paths
+    assert page.locator(".errors-wrapper").count() == 0
+    context.close()

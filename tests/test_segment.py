@@ -9,27 +9,29 @@ from index import segment
 from index.segment import DocumentVectors, Segment
 
 DIM = 384
+RAW: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}  # each test document's word pieces
 
 
 def _doc(doc_id: str, passages: int, seed: int) -> DocumentVectors:
     rng = np.random.default_rng(seed)
     spans = np.array([(i * 100, i * 100 + 90) for i in range(passages)], dtype=np.int32)
     sentences = np.array([(i * 50, i * 50 + 45) for i in range(passages * 2)], dtype=np.int32)
-    pieces = []
+    raw = []
     for start, _ in spans:
         n = int(rng.integers(3, 9))
         vectors = rng.normal(size=(n, DIM)).astype(np.float32)
         piece_spans = np.array([(start + 2 * j, start + 2 * j + 1) for j in range(n)])
-        pieces.append(
+        raw.append(
             (vectors / np.linalg.norm(vectors, axis=1, keepdims=True), piece_spans, rng.integers(0, 500, n))
         )
+    RAW[doc_id] = raw
     return DocumentVectors(
         doc_id=doc_id,
         sha256="sha-" + doc_id,
         passages=spans,
         passage_vectors=rng.normal(size=(passages, DIM)).astype(np.float32),
         passage_texts=[f"{doc_id} passage {i} word{seed}" for i in range(passages)],
-        pieces=pieces,
+        pieces=segment.encode_pieces(raw),
         sentences=sentences,
         sentence_vectors=rng.normal(size=(passages * 2, DIM)).astype(np.float32),
         sentence_texts=[f"{doc_id} sentence {i}" for i in range(passages * 2)],
@@ -51,7 +53,7 @@ def test_a_written_segment_reads_back(tmp_path: Path) -> None:
     # passage 1 of "a" spans [100, 190): sentences [100, 145) and [150, 195) overlap it
     assert seg.arrays["passage_sentences"][1].tolist() == [2, 4]
     vectors, spans, ids = seg.piece_vectors(3)
-    want_vectors, want_spans, want_ids = docs[1].pieces[0]
+    want_vectors, want_spans, want_ids = RAW["b"][0]
     assert np.median(np.sum(vectors * want_vectors, axis=1)) > 0.5  # random vectors: no centroid near
     assert np.array_equal(spans, want_spans) and np.array_equal(ids, want_ids)
 

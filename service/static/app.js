@@ -6,7 +6,6 @@
 const MAX_QUESTION = 1000;
 const CITATIONS = 3;
 const $ = (id) => document.getElementById(id);
-const articles = new Map(); // doc_id -> {title, points}
 
 function codePoints(text) {
   return Array.from(text); // one element per code point: index i is offset i
@@ -196,18 +195,24 @@ function setBusy(busy) {
 
 async function openArticle(passage, answer) {
   const viewer = $("viewer");
+  let doc;
   try {
-    if (!articles.has(passage.doc_id)) {
-      const reply = await fetch(`/v1/documents/${encodeURIComponent(passage.doc_id)}`);
-      if (!reply.ok) throw new Error(await errorText(reply));
-      const doc = await reply.json();
-      articles.set(passage.doc_id, { title: doc.title, points: codePoints(doc.text) });
-    }
+    // The browser keeps the text and asks again each time: the server answers 304 (by its sha256)
+    // unless the document was replaced since, so an old text is never shown.
+    const reply = await fetch(`/v1/documents/${encodeURIComponent(passage.doc_id)}`, { cache: "no-cache" });
+    if (!reply.ok) throw new Error(await errorText(reply));
+    doc = await reply.json();
   } catch (err) {
     say("Could not open the article: " + (err.message || "the server cannot be reached"), true);
     return;
   }
-  const { title, points } = articles.get(passage.doc_id);
+  const points = codePoints(doc.text);
+  if (points.slice(passage.start, passage.end).join("") !== passage.text) {
+    say("This article was changed after the answer was given: ask again to cite its new text.", true);
+    return;
+  }
+  say("");
+  const title = doc.title;
   const ranges = [{ start: passage.start, end: passage.end, cls: "passage" }];
   if (answer && answer.doc_id === passage.doc_id) ranges.push({ start: answer.start, end: answer.end, cls: "answer" });
   $("viewer-title").textContent = title;

@@ -1,0 +1,177 @@
+"""The service under real use, over real HTTP on loopback: concurrent writers and readers,
+clients that stall, a server stopped in the middle of a write."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from eval.soak import soak
+from tests.conftest import ARTICLE, ROOT, LiveServer, _free_port
+
+KEY = {"Authorization": "Bearer k"}
+QUESTIONS = [
+    "How long is the Power of Siberia 2 pipeline?",
+    "Who visited China?",
+    "What did Putin expect from the visit?",
+    "Which companies signed agreements?",
+]
+
+
+def _documents(count: int) -> list[str]:
+    """Documents of different lengths, so that consecutive model batches pad differently."""
+    sentences = [s.strip() + "." for s in ARTICLE.read_text(encoding="utf-8").split(".") if len(s) > 40]
+    return [" ".join(sentences[i : i + 1 + (i * 7) % 23]) for i in range(count)]
+
+
+@pytest.mark.slow
+def test_writes_succeed_while_sixteen_clients_query(tmp_path: Path) -> None:
+    """Defect 3: one writer beside 16 querying clients got 500s from a tokenizer shared across threads."""
+    server = LiveServer(tmp_path / "index", api_key="k")
+    server.start()
+    stop = threading.Event()
+    statuses: Counter[int] = Counter()
+    # The server runs in this process: switching threads often makes a race show at once.
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+
+    def ask(i: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=300) as client:
+            while not stop.is_set():
+                r = client.post("/v1/query", json={"question": QUESTIONS[i % len(QUESTIONS)], "k": 3})
+                statuses[r.status_code] += 1
+
+    askers = [threading.Thread(target=ask, args=(i,)) for i in range(16)]
+    for t in askers:
+        t.start()
+    writes = []
+    try:
+        with httpx.Client(base_url=server.url, timeout=300, headers=KEY) as client:
+            for i, text in enumerate(_documents(24)):
+                r = client.post("/v1/documents", json={"text": text, "doc_id": f"doc-{i}"})
+                writes.append((r.status_code, r.text[:200]))
+    finally:
+        sys.setswitchinterval(switch)
+        stop.set()
+        for t in askers:
+            t.join()
+        server.stop()
+    assert [s for s, _ in writes] == [201] * 24, writes
+    assert set(statuses) == {200}, statuses
+    assert sum(statuses.values()) >= 16
+
+
+def test_clients_that_stall_half_way_are_timed_out(tmp_path: Path) -> None:
+    """Defect 11: sockets that sent half a body were held open for ever."""
+    server = LiveServer(tmp_path / "index", api_key="k", body_timeout=2)
+    server.start()
+    head = (
+        "POST /v1/documents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    )
+    sockets = []
+    try:
+        for _ in range(200):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=120)
+            s.sendall((head + '{"text": "half a bo').encode())
+            sockets.append(s)
+        assert httpx.get(server.url + "/healthz", timeout=60).status_code == 200
+        for s in sockets:
+            answer = b""
+            while chunk := s.recv(65536):  # the server answers, then closes the socket
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+            assert b"did not arrive within 2 s" in answer
+    finally:
+        for s in sockets:
+            s.close()
+        server.stop()
+
+
+def test_a_server_stops_soon_after_sigterm_during_a_long_write(tmp_path: Path) -> None:
+    """Defect 4: a server embedding a large document did not stop within 60 s of SIGTERM."""
+    port = _free_port()
+    env = {**os.environ, "GROUNDQA_INDEX_DIR": str(tmp_path / "index"), "GROUNDQA_API_KEY": "k"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url)
+        # About 800,000 characters: minutes of embedding on this machine's two cores.
+        words = ARTICLE.read_text(encoding="utf-8").split()
+        text = " ".join(words[(i * 31) % len(words)] for i in range(130_000))
+        replies: list[object] = []
+
+        def post() -> None:
+            try:
+                replies.append(
+                    httpx.post(
+                        url + "/v1/documents", json={"text": text, "doc_id": "big"}, headers=KEY, timeout=600
+                    )
+                )
+            except httpx.HTTPError as exc:
+                replies.append(exc)
+
+        writer = threading.Thread(target=post)
+        writer.start()
+        time.sleep(8)  # the document is being embedded
+        began = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=120)
+        stopped_after = time.monotonic() - began
+        writer.join(timeout=120)
+    finally:
+        server.kill()
+        server.wait()
+    # Embedding the document takes far longer than this: the server did not wait for it.
+    assert stopped_after < 30, stopped_after
+    # uvicorn stops cleanly, then ends by the signal it caught.
+    assert server.returncode in (0, -signal.SIGTERM), server.stderr.read() if server.stderr else ""
+    reply = replies[0]
+    assert not isinstance(reply, httpx.Response) or reply.status_code == 503, reply
+    # Nothing was acknowledged, and nothing half-made is left: the index opens and lacks it.
+    restarted = LiveServer(tmp_path / "index")
+    restarted.start()
+    try:
+        assert httpx.get(restarted.url + "/v1/documents/big").status_code == 404
+    finally:
+        restarted.stop()
+
+
+def _wait_ready(url: str) -> None:
+    deadline = time.monotonic() + 600  # generous: a busy machine loads the model slowly
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/readyz").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not become ready")
+
+
+@pytest.mark.slow
+def test_a_short_soak_loses_nothing_and_never_answers_5xx(tmp_path: Path) -> None:
+    """Query clients beside a writer that adds, replaces and deletes (the long one: eval/soak.py)."""
+    figures = soak(seconds=45, clients=4, folder=tmp_path / "index")
+    assert figures["server_errors"] == 0, figures
+    assert figures["stale_answers"] == 0, figures["stale_examples"]
+    assert figures["missing_after"] == [], figures["missing_after"]
+    assert figures["writes"].get("delete", 0) > 0 and figures["writes"].get("replace", 0) > 0, figures
+    assert figures["passed"], figures
