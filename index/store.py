@@ -70,7 +70,9 @@ class Store:
             db.executescript(_SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        db.execute("PRAGMA synchronous = FULL")  # a commit is on disk when it returns, WAL or not
+        return db
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
