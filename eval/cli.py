@@ -15,9 +15,9 @@ from eval.data import DataError, Dataset, check_spans, load_questions, load_squa
 from eval.metrics import summarize
 from eval.runner import Ask, ask_index, evaluate, reply_of_json
 from index.client import Client
-from index.config import Settings, load_embedder, open_index
+from index.config import Settings, embedder_of, open_index
 from index.index import DocumentInput, Index
-from index.model import DEFAULT_MODEL, Embedder, bundled_model_dir
+from index.model import Embedder, bundled_model_dir
 from index.progress import progress
 from index.ranking import MODES
 from index.text import count_tokens
@@ -70,7 +70,7 @@ def run_squad(args: argparse.Namespace, settings: Settings) -> int:
         raise DataError(f"--limit is {args.limit}; give a positive number")
     dataset = load_squad(args.file)
     questions = sample(dataset.questions, args.limit, args.seed)
-    embedder = load_embedder(settings.model)
+    embedder = embedder_of(settings)
     with tempfile.TemporaryDirectory(prefix="groundqa-eval-") as folder:
         index = Index(folder, embedder)
         articles = dataset.articles
@@ -119,8 +119,7 @@ def _remote(url: str) -> tuple[Ask, dict[str, str]]:
 
 
 def _model_dir(embedder: Embedder) -> Path:
-    name = embedder.info.name
-    return bundled_model_dir() if name == DEFAULT_MODEL else Path(name)
+    return embedder.model_dir or bundled_model_dir()
 
 
 def _finish(
@@ -138,6 +137,7 @@ def _finish(
         tokens = round(sum(count_tokens(p.text) for p in passages) / max(len(passages), 1), 1)
         settings.update(
             model=index.embedder.info.name,
+            runtime=index.embedder.runtime,
             chunking=dataclasses.asdict(index.chunking),
             ranking=dataclasses.asdict(index.ranking),
         )

@@ -13,7 +13,7 @@ from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from index.index import MAX_DOC_CHARS, Index
-from index.model import DEFAULT_MODEL, Embedder
+from index.model import DEFAULT_CACHE, DEFAULT_MODEL, Embedder
 
 
 class Settings(BaseSettings):
@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     port: int = 8000
     api_key: SecretStr | None = None
     model: str = DEFAULT_MODEL
+    # The encoder: ONNX Runtime on the graph exported from the weights (onnx, or onnx-int8), or torch.
+    runtime: str = "onnx"
+    # Where the exported graph is kept, one folder per weights' sha256.
+    model_cache: Path = DEFAULT_CACHE
     cors_origins: str = ""
     # Largest request body accepted (413 above): about 1,000 pages of plain text.
     max_body_bytes: int = 5_000_000
@@ -65,15 +69,19 @@ def prepare_process() -> None:
 
 
 @lru_cache(maxsize=4)
-def load_embedder(name: str) -> Embedder:
-    """One model per process and name: loading it takes seconds."""
-    return Embedder(name)
+def load_embedder(name: str, runtime: str = "onnx", cache: Path = DEFAULT_CACHE) -> Embedder:
+    """One model per process, name and runtime: loading it takes seconds."""
+    return Embedder(name, runtime=runtime, cache_dir=cache)
+
+
+def embedder_of(settings: Settings) -> Embedder:
+    return load_embedder(settings.model, settings.runtime, settings.model_cache)
 
 
 def open_index(settings: Settings, merge_in_background: bool = False) -> Index:
     return Index(
         settings.index_dir,
-        load_embedder(settings.model),
+        embedder_of(settings),
         merge_in_background=merge_in_background,
         max_doc_chars=settings.max_doc_chars,
     )

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from index import __version__, codec
+from index.batching import QueryBatcher
 from index.embedded import SegmentStorage, StaleRead
 from index.errors import DocumentConflict, IndexBusy, IndexDamaged, IndexMismatch, InvalidDocument
 from index.lexical import BM25Params
@@ -126,6 +127,7 @@ class Index:
         self.merge_in_background = merge_in_background
         self.max_doc_chars = max_doc_chars
         self._closing = threading.Event()
+        self.questions = QueryBatcher(embedder)  # concurrent questions share one forward pass
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._check_meta()
@@ -215,8 +217,8 @@ class Index:
     ) -> SearchResult:
         began = time.perf_counter()
         question = check_query(question, k, mode)
-        vectors, pieces = self.embedder.embed_with_pieces([question])
-        query = Query(question, vectors[0], pieces[0], k, mode, doc_ids)
+        vector, pieces = self.questions.embed(question)
+        query = Query(question, vector, pieces, k, mode, doc_ids)
         for _ in range(STALE_RETRIES):
             try:
                 hits, answer = rank(self.reader(), query, self.ranking)

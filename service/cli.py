@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from eval import bench
 from eval import cli as eval_cli
 from index.client import Client
 from index.config import Settings, open_index, prepare_process
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     add_parser(commands)
     eval_cli.add_parser(commands)
+    bench.add_parser(commands)
     return parser
 
 

@@ -40,14 +40,14 @@ def test_word_match_follows_the_question_words(make_index, embedder) -> None:  #
     _, pieces = embedder.embed_with_pieces([question])
     reader = index.reader()
     match = WordMatch(reader, question, pieces[0])
-    assert len(match.weights) == len(embedder.tokenizer.tokenize(question)) - 1  # "?" left out
+    assert len(match.weights) == len(embedder.pieces_of(question)) - 1  # "?" left out
     d, rocket = (int(reader.allowed([doc_id])[0]) for doc_id in ("d", "rocket"))
     assert match.score(d) > match.score(rocket) + 0.2
     storm, final = (Span(int(a), int(b)) for a, b in reader.sentence_spans(reader.sentences_of([d])[0]))
     assert storm.end < final.start
     assert match.score(d, final) > match.score(d, storm) + 0.2
     # "won" and "final" are in one passage of the two, "the" in both: rarer pieces weigh more
-    weights = dict(zip(embedder.tokenizer.tokenize(question), match.weights, strict=False))
+    weights = dict(zip(embedder.pieces_of(question), match.weights, strict=False))
     assert weights["final"] > weights["the"]
 
 

@@ -1,0 +1,436 @@
+"""`groundqa bench`: groundqa and txtai side by side on the same passages, the same model and the
+same machine, in one interleaved run.
+
+    groundqa bench --out reports/bench
+
+Steps: ingest (the shared SQuAD half into groundqa, then the passages groundqa made into txtai's
+hybrid index), in-process query latency per mode (the systems take turns question by question),
+HTTP throughput and latency at 1, 4 and 16 concurrent clients against `groundqa serve` and
+txtai's API (one uvicorn worker each, in turns), cold start to the first answer, server memory
+and disk. Each step records the load average and the share of the CPUs that processes other than
+the benchmark's own took; when that share passed BUSY_SHARE the report prints no verdict.
+Writes report.json, report.md and latency-throughput.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from urllib.parse import quote
+from typing import Any
+
+import httpx
+import numpy as np
+
+from eval.data import DataError, load_squad
+from index.config import Settings, embedder_of
+from index.index import DocumentInput, Index
+from index.model import bundled_model_dir
+
+SQUAD = (
+    Path(__file__).resolve().parent.parent.parent
+    / "shared"
+    / "data"
+    / "squad"
+    / "dev-v1.1-even-articles.json"
+)
+ROOT = Path(__file__).resolve().parent.parent
+CLIENTS = (1, 4, 16)
+# Past this share of the CPUs taken by other processes during a step, the run was not quiet.
+BUSY_SHARE = 0.15
+TARGETS = {"http_16_ratio": 3.0, "inprocess_hybrid_ratio": 0.35, "one_query_ms": 8.0}
+
+
+def add_parser(commands: Any) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="measure groundqa against txtai on the same passages (needs the peer extra)",
+        description=__doc__.split("\n\n")[0],
+        epilog="example: groundqa bench --out reports/bench",
+    )
+    bench.add_argument("--data", type=Path, default=SQUAD, help="a SQuAD file (the shared even half)")
+    bench.add_argument("--out", type=Path, default=Path("reports/bench"))
+    bench.add_argument("--questions", type=int, default=300, help="questions for in-process latency")
+    bench.add_argument("--seconds", type=float, default=20, help="per HTTP step and system")
+    bench.set_defaults(run=run_bench)
+
+
+def run_bench(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        import txtai  # noqa: F401
+    except ImportError as exc:
+        raise DataError("groundqa bench needs txtai: pip install 'groundqa[peer]'") from exc
+    dataset = load_squad(args.data)
+    rng = random.Random(1)
+    questions = [
+        q.question for q in rng.sample(dataset.questions, min(args.questions, len(dataset.questions)))
+    ]
+    report: dict[str, Any] = {
+        "command": "groundqa bench " + " ".join(sys.argv[2:]),
+        "machine": {"cores": os.cpu_count()},
+        "runtime": settings.runtime,
+        "steps": {},
+    }
+    work = Path(tempfile.mkdtemp(prefix="groundqa-bench-"))
+    try:
+        ours, theirs = work / "groundqa", work / "txtai"
+        with step(report, "ingest") as figures:
+            figures.update(ingest(dataset, ours, theirs, settings))
+        with step(report, "in_process") as figures:
+            figures.update(in_process(ours, theirs, questions, settings))
+        with Servers(ours, theirs) as servers:
+            report["cold_start_s"] = servers.cold_start
+            for clients in CLIENTS:
+                with step(report, f"http_{clients}") as figures:
+                    figures.update(servers.load(clients, args.seconds, questions))
+            report["memory_mb"] = servers.rss_mb()
+        report["disk_mb"] = {
+            name: round(_size(p) / 2**20, 1) for name, p in (("groundqa", ours), ("txtai", theirs))
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    verdict(report)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "report.md").write_text(markdown(report))
+    plot(report, args.out / "latency-throughput.png")
+    print(markdown(report))
+    return 0
+
+
+def ingest(dataset: Any, ours: Path, theirs: Path, settings: Settings) -> dict[str, Any]:
+    from txtai import Embeddings
+
+    index = Index(ours, embedder_of(settings))
+    began = time.perf_counter()
+    for at in range(0, len(dataset.articles), 8):
+        index.add_many([DocumentInput(a.text, a.title, a.doc_id) for a in dataset.articles[at : at + 8]])
+    index.compact()
+    our_seconds = time.perf_counter() - began
+    rows = [(i, p.text, None) for i, p in enumerate(index.passages())]
+    began = time.perf_counter()
+    engine = Embeddings({"path": str(bundled_model_dir()), "content": False, "hybrid": True})
+    engine.index(rows)
+    engine.save(str(theirs))
+    their_seconds = time.perf_counter() - began
+    return {
+        "passages": len(rows),
+        "groundqa_s": round(our_seconds, 1),
+        "txtai_s": round(their_seconds, 1),
+        "ratio": round(our_seconds / their_seconds, 2),
+    }
+
+
+def in_process(ours: Path, theirs: Path, questions: list[str], settings: Settings) -> dict[str, Any]:
+    from txtai import Embeddings
+
+    index = Index(ours, embedder_of(settings))
+    engine = Embeddings()
+    engine.load(str(theirs))
+    systems: dict[str, Callable[[str], object]] = {
+        "groundqa-hybrid": lambda q: index.search(q, 5, "hybrid"),
+        "groundqa-dense": lambda q: index.search(q, 5, "dense"),
+        "groundqa-lexical": lambda q: index.search(q, 5, "lexical"),
+        "txtai-hybrid": lambda q: engine.search(q, limit=5),
+    }
+    for ask in systems.values():  # warm up
+        ask(questions[0])
+    times: dict[str, list[float]] = {name: [] for name in systems}
+    for question in questions:  # turns, question by question
+        for name, ask in systems.items():
+            began = time.perf_counter()
+            ask(question)
+            times[name].append((time.perf_counter() - began) * 1000)
+    return {name: _percentiles(values) for name, values in times.items()}
+
+
+class Servers:
+    """groundqa serve and txtai's API on loopback, one uvicorn worker each."""
+
+    def __init__(self, ours: Path, theirs: Path) -> None:
+        self.work = theirs.parent
+        config = self.work / "txtai.yml"
+        # `embeddings` turns on txtai's search route; the index saved at `path` is loaded.
+        config.write_text(
+            f"path: {theirs}\nwritable: false\n"
+            f"embeddings:\n  path: {bundled_model_dir()}\n  content: false\n  hybrid: true\n"
+        )
+        self.ports = {name: _free_port() for name in ("groundqa", "txtai")}
+        env = {
+            **os.environ,
+            "GROUNDQA_INDEX_DIR": str(ours),
+            "GROUNDQA_LOG": "warning",
+            "CONFIG": str(config),
+        }
+        commands = {
+            "groundqa": [sys.executable, "-m", "service.cli", "serve", "--port", str(self.ports["groundqa"])],
+            "txtai": [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "txtai.api:app",
+                "--port",
+                str(self.ports["txtai"]),
+                "--log-level",
+                "warning",
+            ],
+        }
+        self.paths = {"groundqa": "/v1/query?k=5&q=", "txtai": "/search?limit=5&query="}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.cold_start: dict[str, float] = {}
+        for name, command in commands.items():  # one after the other: cold starts do not share cores
+            began = time.perf_counter()
+            self.processes[name] = subprocess.Popen(command, cwd=ROOT, env=env)
+            self._first_answer(name)
+            self.cold_start[name] = round(time.perf_counter() - began, 1)
+
+    def __enter__(self) -> Servers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for process in self.processes.values():
+            process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    def url(self, name: str, question: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}{self.paths[name]}{quote(question)}"
+
+    def _first_answer(self, name: str) -> None:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url(name, "Who visited China?"), timeout=60).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{name} did not answer")
+
+    def load(self, clients: int, seconds: float, questions: list[str]) -> dict[str, Any]:
+        """Each system in turn, twice (groundqa, txtai, groundqa, txtai), seconds/2 each time."""
+        latencies: dict[str, list[float]] = {"groundqa": [], "txtai": []}
+        spent = {"groundqa": 0.0, "txtai": 0.0}
+        for _ in range(2):
+            for name in latencies:
+                began = time.perf_counter()
+                latencies[name] += _hammer(partial(self.url, name), clients, seconds / 2, questions)
+                spent[name] += time.perf_counter() - began
+        out: dict[str, Any] = {
+            name: {"requests_per_s": round(len(values) / spent[name], 1), **_percentiles(values)}
+            for name, values in latencies.items()
+        }
+        rates = [out[name]["requests_per_s"] for name in ("groundqa", "txtai")]
+        out["throughput_ratio"] = round(rates[0] / rates[1], 2)
+        return out
+
+    def rss_mb(self) -> dict[str, int]:
+        out = {}
+        for name, process in self.processes.items():
+            status = Path(f"/proc/{process.pid}/status").read_text()
+            out[name] = round(
+                int(next(x.split()[1] for x in status.splitlines() if x.startswith("VmRSS"))) / 1024
+            )
+        return out
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes.values()]
+
+
+def _hammer(url: Callable[[str], str], clients: int, seconds: float, questions: list[str]) -> list[float]:
+    """`clients` threads asking in a loop for `seconds`; the latencies of the answers, in ms."""
+    stop = time.monotonic() + seconds
+    found: list[float] = []
+    lock = threading.Lock()
+
+    def client(i: int) -> None:
+        rng = random.Random(i)
+        with httpx.Client(timeout=120) as http:
+            while time.monotonic() < stop:
+                began = time.perf_counter()
+                reply = http.get(url(rng.choice(questions)))
+                reply.raise_for_status()
+                with lock:
+                    found.append((time.perf_counter() - began) * 1000)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return found
+
+
+@contextmanager
+def step(report: dict[str, Any], name: str) -> Iterator[dict[str, Any]]:
+    """A step's figures, with the load average and the CPU share other processes took meanwhile."""
+    figures: dict[str, Any] = {}
+    load = os.getloadavg()[0]
+    busy, ours = _cpu_busy(), _cpu_ours()
+    began = time.perf_counter()
+    yield figures
+    elapsed = time.perf_counter() - began
+    foreign = (_cpu_busy() - busy) - (_cpu_ours() - ours)
+    figures["load_average"] = [round(load, 2), round(os.getloadavg()[0], 2)]
+    figures["other_cpu_share"] = round(max(0.0, foreign / (elapsed * (os.cpu_count() or 1))), 3)
+    report["steps"][name] = figures
+
+
+def _cpu_busy() -> float:
+    """Seconds the CPUs were busy since boot (all processes)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ours() -> float:
+    """CPU seconds of this process and its children (the servers), living or waited for."""
+    total = 0.0
+    for pid in [os.getpid(), *_children()]:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in stat[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _children() -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def verdict(report: dict[str, Any]) -> None:
+    steps = report["steps"]
+    busiest = max(s["other_cpu_share"] for s in steps.values())
+    if busiest > BUSY_SHARE:
+        report["verdict"] = None
+        report["verdict_withheld"] = (
+            f"other processes took up to {busiest:.0%} of the CPUs during a step (limit {BUSY_SHARE:.0%}): "
+            "run it again on a quiet machine"
+        )
+        return
+    inp = steps["in_process"]
+    checks = {
+        "HTTP throughput at 16 clients >= 3x txtai's": steps["http_16"]["throughput_ratio"]
+        >= TARGETS["http_16_ratio"],
+        "p99 at 16 clients no worse than txtai's": steps["http_16"]["groundqa"]["p99"]
+        <= steps["http_16"]["txtai"]["p99"],
+        "in-process hybrid p50 <= 0.35x txtai's": inp["groundqa-hybrid"]["p50"]
+        <= TARGETS["inprocess_hybrid_ratio"] * inp["txtai-hybrid"]["p50"],
+        "one query p50 under 8 ms in-process": inp["groundqa-hybrid"]["p50"] < TARGETS["one_query_ms"],
+        "ingest no slower than txtai's": steps["ingest"]["ratio"] <= 1.0,
+    }
+    report["verdict"] = {name: bool(ok) for name, ok in checks.items()}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    s = report["steps"]
+    lines = [
+        "# groundqa against txtai",
+        "",
+        "Made by:",
+        "",
+        f"    {report['command']}",
+        "",
+        f"{report['machine']['cores']} cores; groundqa's encoder: {report['runtime']}; txtai hybrid "
+        "(its own sentence-transformers encoder) over the same passages and model.",
+        "",
+        f"Ingest of {s['ingest']['passages']} passages: groundqa {s['ingest']['groundqa_s']} s, txtai "
+        f"{s['ingest']['txtai_s']} s (ratio {s['ingest']['ratio']}).",
+        "",
+        "In-process latency (ms), the systems taking turns question by question:",
+        "",
+        "| system | p50 | p95 | p99 |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, f in s["in_process"].items():
+        if isinstance(f, dict) and "p50" in f:
+            lines.append(f"| {name} | {f['p50']} | {f['p95']} | {f['p99']} |")
+    lines += [
+        "",
+        "HTTP, one uvicorn worker each, GET of a hybrid query with k=5:",
+        "",
+        "| clients | system | requests/s | p50 ms | p95 ms | p99 ms |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for clients in CLIENTS:
+        f = s[f"http_{clients}"]
+        for name in ("groundqa", "txtai"):
+            g = f[name]
+            lines.append(
+                f"| {clients} | {name} | {g['requests_per_s']} | {g['p50']} | {g['p95']} | {g['p99']} |"
+            )
+    lines += [
+        "",
+        f"Cold start to the first answer (s): {report['cold_start_s']}. Server memory (MB): "
+        f"{report['memory_mb']}. Disk (MB): {report['disk_mb']}.",
+        "",
+        "| step | load average (before, after) | CPU share taken by other processes |",
+        "|---|---|---:|",
+    ]
+    lines += [f"| {name} | {f['load_average']} | {f['other_cpu_share']:.1%} |" for name, f in s.items()]
+    lines.append("")
+    if report.get("verdict") is None:
+        lines.append(f"No verdict: {report.get('verdict_withheld')}.")
+    else:
+        lines += ["| target | met |", "|---|---|"]
+        lines += [f"| {name} | {'yes' if ok else 'no'} |" for name, ok in report["verdict"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in ("groundqa", "txtai"):
+        points = [report["steps"][f"http_{c}"][name] for c in CLIENTS]
+        ax.plot([p["requests_per_s"] for p in points], [p["p50"] for p in points], marker="o", label=name)
+        for c, p in zip(CLIENTS, points, strict=True):
+            ax.annotate(f"{c}", (p["requests_per_s"], p["p50"]), textcoords="offset points", xytext=(4, 4))
+    ax.set_xlabel("requests per second")
+    ax.set_ylabel("p50 latency (ms)")
+    ax.set_title("HTTP, hybrid queries (labels: concurrent clients)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    a = np.array(values)
+    return {
+        q: round(float(np.percentile(a, n, method="inverted_cdf")), 2)
+        for q, n in (("p50", 50), ("p95", 95), ("p99", 99))
+    }
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
