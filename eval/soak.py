@@ -84,7 +84,7 @@ def soak(seconds: float, clients: int, folder: Path, seed: int = 1) -> dict[str,
         text=True,
     )
     try:
-        _wait_ready(url, server)
+        wait_ready(url, server)
         ledger, tally = Ledger(), Tally()
         load_before = os.getloadavg()[0]
         began = time.monotonic()
@@ -234,7 +234,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_ready(url: str, server: subprocess.Popen[str]) -> None:
+def wait_ready(url: str, server: subprocess.Popen[str]) -> None:
+    """Until the server answers /readyz with 200; RuntimeError if it exits or takes 10 minutes."""
     deadline = time.monotonic() + 600  # a busy machine loads the model slowly
     while time.monotonic() < deadline:
         if server.poll() is not None:

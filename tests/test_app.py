@@ -411,3 +411,21 @@ def test_the_openapi_document_describes_every_error(client: TestClient) -> None:
     assert reply.status_code == 422 and isinstance(reply.json()["detail"], str)
     options = client.options("/v1/documents")
     assert options.status_code == 405 and options.headers["allow"] == "GET, POST"
+
+
+def test_questions_in_other_unicode_forms_find_the_document_over_http(client: TestClient) -> None:
+    """Defect 8: an NFD or full-width question missed the NFC document and hybrid answered from
+    another one. Offsets stay on the stored text."""
+    import unicodedata
+
+    text = "Der Bürgermeister von Zürich eröffnet das Café Größenwahn am Montag."
+    assert client.post("/v1/documents", json={"text": text, "doc_id": "zuerich"}, headers=AUTH).status_code == 201
+    for question in (
+        unicodedata.normalize("NFD", "Wer eröffnet das Café Größenwahn in Zürich?"),
+        "Wer eröffnet das Ｃａｆé Ｇｒößｅｎｗａｈｎ?",  # full-width Latin letters
+    ):
+        for mode in ("lexical", "hybrid"):
+            body = client.post("/v1/query", json={"question": question, "mode": mode, "k": 1}).json()
+            top = body["passages"][0]
+            assert top["doc_id"] == "zuerich", (question, mode, top["doc_id"])
+            assert text[top["start"] : top["end"]] == top["text"]

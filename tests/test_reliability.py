@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from eval.soak import soak
+from eval.soak import soak, wait_ready
 from tests.conftest import ARTICLE, ROOT, LiveServer, _free_port
 
 KEY = {"Authorization": "Bearer k"}
@@ -112,7 +112,7 @@ def test_a_server_stops_soon_after_sigterm_during_a_long_write(tmp_path: Path) -
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url)
+        wait_ready(url, server)
         # About 800,000 characters: minutes of embedding on this machine's two cores.
         words = ARTICLE.read_text(encoding="utf-8").split()
         text = " ".join(words[(i * 31) % len(words)] for i in range(130_000))
@@ -152,18 +152,6 @@ def test_a_server_stops_soon_after_sigterm_during_a_long_write(tmp_path: Path) -
         assert httpx.get(restarted.url + "/v1/documents/big").status_code == 404
     finally:
         restarted.stop()
-
-
-def _wait_ready(url: str) -> None:
-    deadline = time.monotonic() + 600  # generous: a busy machine loads the model slowly
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/readyz").status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{url} did not become ready")
 
 
 @pytest.mark.slow
