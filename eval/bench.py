@@ -65,6 +65,7 @@ def add_parser(commands: Any) -> None:
     bench.add_argument("--out", type=Path, default=Path("reports/bench"))
     bench.add_argument("--questions", type=int, default=300, help="questions for in-process latency")
     bench.add_argument("--seconds", type=float, default=20, help="per HTTP step and system")
+    bench.add_argument("--workers", type=int, default=1, help="uvicorn workers of groundqa serve (txtai: 1)")
     bench.set_defaults(run=run_bench)
 
 
@@ -82,6 +83,7 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
         "command": "groundqa bench " + " ".join(sys.argv[2:]),
         "machine": {"cores": os.cpu_count()},
         "runtime": settings.runtime,
+        "groundqa_workers": args.workers,
         "steps": {},
     }
     work = Path(tempfile.mkdtemp(prefix="groundqa-bench-"))
@@ -91,7 +93,7 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
             figures.update(ingest(dataset, ours, theirs, settings))
         with step(report, "in_process") as figures:
             figures.update(in_process(ours, theirs, questions, settings))
-        with Servers(ours, theirs) as servers:
+        with Servers(ours, theirs, args.workers) as servers:
             report["cold_start_s"] = servers.cold_start
             for clients in CLIENTS:
                 with step(report, f"http_{clients}") as figures:
@@ -160,7 +162,7 @@ def in_process(ours: Path, theirs: Path, questions: list[str], settings: Setting
 class Servers:
     """groundqa serve and txtai's API on loopback, one uvicorn worker each."""
 
-    def __init__(self, ours: Path, theirs: Path) -> None:
+    def __init__(self, ours: Path, theirs: Path, workers: int = 1) -> None:
         self.work = theirs.parent
         config = self.work / "txtai.yml"
         # `embeddings` turns on txtai's search route; the index saved at `path` is loaded.
@@ -176,7 +178,16 @@ class Servers:
             "CONFIG": str(config),
         }
         commands = {
-            "groundqa": [sys.executable, "-m", "service.cli", "serve", "--port", str(self.ports["groundqa"])],
+            "groundqa": [
+                sys.executable,
+                "-m",
+                "service.cli",
+                "serve",
+                "--port",
+                str(self.ports["groundqa"]),
+                "--workers",
+                str(workers),
+            ],
             "txtai": [
                 sys.executable,
                 "-m",
@@ -241,16 +252,15 @@ class Servers:
         return out
 
     def rss_mb(self) -> dict[str, int]:
+        """Resident memory of each server with its workers."""
         out = {}
         for name, process in self.processes.items():
-            status = Path(f"/proc/{process.pid}/status").read_text()
-            out[name] = round(
-                int(next(x.split()[1] for x in status.splitlines() if x.startswith("VmRSS"))) / 1024
-            )
+            kb = 0
+            for pid in [process.pid, *_children(process.pid)]:
+                status = Path(f"/proc/{pid}/status").read_text()
+                kb += int(next(x.split()[1] for x in status.splitlines() if x.startswith("VmRSS")))
+            out[name] = round(kb / 1024)
         return out
-
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.processes.values()]
 
 
 def _hammer(url: Callable[[str], str], clients: int, seconds: float, questions: list[str]) -> list[float]:
@@ -311,11 +321,14 @@ def _cpu_ours() -> float:
     return total
 
 
-def _children() -> list[int]:
+def _children(pid: int | None = None) -> list[int]:
+    """Every process below this one (the servers and their uvicorn workers)."""
+    pid = pid or os.getpid()
     try:
-        return [int(p) for p in Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()]
+        direct = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         return []
+    return direct + [grandchild for child in direct for grandchild in _children(child)]
 
 
 def verdict(report: dict[str, Any]) -> None:
@@ -351,7 +364,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"    {report['command']}",
         "",
-        f"{report['machine']['cores']} cores; groundqa's encoder: {report['runtime']}; txtai hybrid "
+        f"{report['machine']['cores']} cores; groundqa's encoder: {report['runtime']}, "
+        f"{report['groundqa_workers']} uvicorn worker(s); txtai hybrid "
         "(its own sentence-transformers encoder) over the same passages and model.",
         "",
         f"Ingest of {s['ingest']['passages']} passages: groundqa {s['ingest']['groundqa_s']} s, txtai "
@@ -367,7 +381,7 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {name} | {f['p50']} | {f['p95']} | {f['p99']} |")
     lines += [
         "",
-        "HTTP, one uvicorn worker each, GET of a hybrid query with k=5:",
+        "HTTP, GET of a hybrid query with k=5 (txtai: one uvicorn worker):",
         "",
         "| clients | system | requests/s | p50 ms | p95 ms | p99 ms |",
         "|---:|---|---:|---:|---:|---:|",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -38,7 +39,7 @@ from index.errors import (
 from index.index import DocumentInput, Index
 from index.ranking import MAX_K, Mode
 from index.store import Document
-from service.articles import article_input
+from service.articles import article_files, article_input, read_article
 from service.metrics import Metrics
 from service.schemas import (
     BatchItem,
@@ -108,6 +109,14 @@ def create_app(settings: Settings | None = None, seed: list[tuple[Path, str]] | 
     _add_routes(app)
     _add_pages(app)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app as `groundqa serve` runs it in each uvicorn worker: settings from GROUNDQA_*
+    (the CLI puts its flags there), the seed article from GROUNDQA_SEED."""
+    seed = os.environ.get("GROUNDQA_SEED")
+    paths = article_files([seed]) if seed else []
+    return create_app(get_settings(), seed=[(p, read_article(p)) for p in paths])
 
 
 def _load(app: FastAPI, settings: Settings, seed: list[tuple[Path, str]]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,7 @@ def add_parser(commands: Any) -> None:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--seed", metavar="PATH", help="ingest PATH first when the index holds no document")
+    serve.add_argument("--workers", type=int, help="uvicorn worker processes (GROUNDQA_WORKERS, 1)")
     serve.set_defaults(run=run_serve)
 
     docs = command("docs", "list the documents in the index")
@@ -194,15 +196,32 @@ def _index(settings: Settings) -> Index:
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from service.app import GRACEFUL_SHUTDOWN, create_app
+    from service.app import GRACEFUL_SHUTDOWN
 
-    seed = article_files([args.seed]) if args.seed else []
-    app = create_app(settings, seed=[(p, read_article(p)) for p in seed])
+    if args.seed:
+        article_files([args.seed])  # a missing seed is one line here, not an error in each worker
+        os.environ["GROUNDQA_SEED"] = args.seed
+    if args.workers is not None:
+        settings = settings.model_copy(update={"workers": args.workers})
+    if settings.workers < 1:
+        raise UsageError(f"--workers is {settings.workers}; give a positive number")
+    # Each worker builds the app from the environment: the flags go there first.
+    os.environ.update(
+        GROUNDQA_INDEX_DIR=str(settings.index_dir),
+        GROUNDQA_HOST=settings.host,
+        GROUNDQA_PORT=str(settings.port),
+    )
     writes = "on (bearer key)" if settings.api_key is not None else "off (GROUNDQA_API_KEY is not set)"
     where = f"http://{settings.host}:{settings.port}"
-    print(f"groundqa: serving {settings.index_dir} on {where}; HTTP writes {writes}", file=sys.stderr)
+    workers = f"{settings.workers} workers" if settings.workers > 1 else "1 worker"
+    print(
+        f"groundqa: serving {settings.index_dir} on {where} ({workers}); HTTP writes {writes}",
+        file=sys.stderr,
+    )
     uvicorn.run(
-        app,
+        "service.app:app_from_environment",
+        factory=True,
+        workers=settings.workers,
         host=settings.host,
         port=settings.port,
         log_level=settings.log,

@@ -163,3 +163,32 @@ def test_a_short_soak_loses_nothing_and_never_answers_5xx(tmp_path: Path) -> Non
     assert figures["missing_after"] == [], figures["missing_after"]
     assert figures["writes"].get("delete", 0) > 0 and figures["writes"].get("replace", 0) > 0, figures
     assert figures["passed"], figures
+
+
+def test_several_workers_serve_one_index(tmp_path: Path) -> None:
+    """`serve --workers 2`: two processes, one index; a write through one is read by both."""
+    port = _free_port()
+    env = {**os.environ, "GROUNDQA_INDEX_DIR": str(tmp_path / "index"), "GROUNDQA_API_KEY": "k"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers", "2", "--seed", str(ARTICLE)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, server)
+        reply = httpx.post(url + "/v1/documents", json={"text": "The ferry leaves at noon.", "doc_id": "ferry"}, headers=KEY, timeout=300)
+        assert reply.status_code == 201
+        with httpx.Client(base_url=url, timeout=300) as client:  # new connections land on either worker
+            for _ in range(8):
+                listed = {d["doc_id"] for d in client.get("/v1/documents", headers={"Connection": "close"}).json()["documents"]}
+                assert listed == {"ferry", "putin-china-visit"}
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=120)
+    finally:
+        server.kill()
+        server.wait()
+    assert "2 workers" in (server.stderr.read() if server.stderr else "")
