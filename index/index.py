@@ -38,7 +38,9 @@ FORMAT = 3  # 3: segments; 2 (0.2.0): one folder of derived files per revision
 # 1 to 128 of A-Z a-z 0-9 . _ -, but not "." or ".." alone: URLs cannot name them.
 DOC_ID_PATTERN = r"(?!\.\.?$)[A-Za-z0-9._-]{1,128}"
 TITLE_IN_VECTOR = 100
-STALE_RETRIES = 5
+# A query overtaken by a writer reads the new revision and tries again; under a storm of writes to
+# the very documents it finds (the soak) five tries were not always enough.
+STALE_RETRIES = 50
 # Passages embedded between compressions of their word pieces: bounds the float copies to ~90 MB.
 PIECE_BATCH = 256
 # Longest document accepted by default: a long book, about 2 minutes to embed on 2 cores.
