@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,9 +25,10 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from index import __version__
-from index.config import Settings, get_settings, open_index
+from index.config import Settings, get_settings, open_index, prepare_process
 from index.errors import (
     DocumentConflict,
     DocumentNotFound,
@@ -113,7 +115,9 @@ def create_app(settings: Settings | None = None, seed: list[tuple[Path, str]] | 
 
 def app_from_environment() -> FastAPI:
     """The app as `groundqa serve` runs it in each uvicorn worker: settings from GROUNDQA_*
-    (the CLI puts its flags there), the seed article from GROUNDQA_SEED."""
+    (the CLI puts its flags there), the seed article from GROUNDQA_SEED. A worker is a process of
+    its own: it makes the process settings first (one BLAS thread above all)."""
+    prepare_process()
     seed = os.environ.get("GROUNDQA_SEED")
     paths = article_files([seed]) if seed else []
     return create_app(get_settings(), seed=[(p, read_article(p)) for p in paths])
@@ -414,3 +418,15 @@ async def _refuse(send: Send, status: int, detail: str) -> None:
 
 async def _no_body() -> Message:
     return {"type": "http.request", "body": b""}
+
+
+class NoDelayH11(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with Nagle's algorithm off on every connection. With several
+    workers uvicorn binds the socket itself, without the protocol number asyncio looks for, so
+    the accepted sockets kept Nagle on: a keep-alive client waited 40 ms for each answer."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)

@@ -196,7 +196,7 @@ def _index(settings: Settings) -> Index:
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from service.app import GRACEFUL_SHUTDOWN
+    from service.app import GRACEFUL_SHUTDOWN, NoDelayH11
 
     if args.seed:
         article_files([args.seed])  # a missing seed is one line here, not an error in each worker
@@ -222,6 +222,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         "service.app:app_from_environment",
         factory=True,
         workers=settings.workers,
+        http=NoDelayH11,
         host=settings.host,
         port=settings.port,
         log_level=settings.log,
