@@ -100,17 +100,7 @@ def test_clients_that_stall_half_way_are_timed_out(tmp_path: Path) -> None:
 
 def test_a_server_stops_soon_after_sigterm_during_a_long_write(tmp_path: Path) -> None:
     """Defect 4: a server embedding a large document did not stop within 60 s of SIGTERM."""
-    port = _free_port()
-    env = {**os.environ, "GROUNDQA_INDEX_DIR": str(tmp_path / "index"), "GROUNDQA_API_KEY": "k"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    server, url = _serve(tmp_path)
     try:
         wait_ready(url, server)
         # About 800,000 characters: minutes of embedding on this machine's two cores.
@@ -167,24 +157,22 @@ def test_a_short_soak_loses_nothing_and_never_answers_5xx(tmp_path: Path) -> Non
 
 def test_several_workers_serve_one_index(tmp_path: Path) -> None:
     """`serve --workers 2`: two processes, one index; a write through one is read by both."""
-    port = _free_port()
-    env = {**os.environ, "GROUNDQA_INDEX_DIR": str(tmp_path / "index"), "GROUNDQA_API_KEY": "k"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers", "2", "--seed", str(ARTICLE)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    server, url = _serve(tmp_path, "--workers", "2", "--seed", str(ARTICLE))
     try:
         wait_ready(url, server)
-        reply = httpx.post(url + "/v1/documents", json={"text": "The ferry leaves at noon.", "doc_id": "ferry"}, headers=KEY, timeout=300)
+        reply = httpx.post(
+            url + "/v1/documents",
+            json={"text": "The ferry leaves at noon.", "doc_id": "ferry"},
+            headers=KEY,
+            timeout=300,
+        )
         assert reply.status_code == 201
         with httpx.Client(base_url=url, timeout=300) as client:  # new connections land on either worker
             for _ in range(8):
-                listed = {d["doc_id"] for d in client.get("/v1/documents", headers={"Connection": "close"}).json()["documents"]}
+                listed = {
+                    d["doc_id"]
+                    for d in client.get("/v1/documents", headers={"Connection": "close"}).json()["documents"]
+                }
                 assert listed == {"ferry", "putin-china-visit"}
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=120)
@@ -192,3 +180,18 @@ def test_several_workers_serve_one_index(tmp_path: Path) -> None:
         server.kill()
         server.wait()
     assert "2 workers" in (server.stderr.read() if server.stderr else "")
+
+
+def _serve(folder: Path, *flags: str) -> tuple[subprocess.Popen[str], str]:
+    """`groundqa serve` as a process of its own on a free port, with a write key, on folder/index."""
+    port = _free_port()
+    env = {**os.environ, "GROUNDQA_INDEX_DIR": str(folder / "index"), "GROUNDQA_API_KEY": "k"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(port), *flags],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return server, f"http://127.0.0.1:{port}"
