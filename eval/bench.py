@@ -19,7 +19,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ import httpx
 import numpy as np
 
 from eval.data import DataError, load_squad
+from eval.serving import descendants, free_port, rss_mb
 from index.config import Settings, embedder_of
 from index.index import DocumentInput, Index
 from index.model import bundled_model_dir
@@ -170,7 +170,7 @@ class Servers:
             f"path: {theirs}\nwritable: false\n"
             f"embeddings:\n  path: {bundled_model_dir()}\n  content: false\n  hybrid: true\n"
         )
-        self.ports = {name: _free_port() for name in ("groundqa", "txtai")}
+        self.ports = {name: free_port() for name in ("groundqa", "txtai")}
         env = {
             **os.environ,
             "GROUNDQA_INDEX_DIR": str(ours),
@@ -253,14 +253,7 @@ class Servers:
 
     def rss_mb(self) -> dict[str, int]:
         """Resident memory of each server with its workers."""
-        out = {}
-        for name, process in self.processes.items():
-            kb = 0
-            for pid in [process.pid, *_children(process.pid)]:
-                status = Path(f"/proc/{pid}/status").read_text()
-                kb += int(next(x.split()[1] for x in status.splitlines() if x.startswith("VmRSS")))
-            out[name] = round(kb / 1024)
-        return out
+        return {name: rss_mb(process.pid) for name, process in self.processes.items()}
 
 
 def _hammer(url: Callable[[str], str], clients: int, seconds: float, questions: list[str]) -> list[float]:
@@ -312,23 +305,13 @@ def _cpu_busy() -> float:
 def _cpu_ours() -> float:
     """CPU seconds of this process and its children (the servers), living or waited for."""
     total = 0.0
-    for pid in [os.getpid(), *_children()]:
+    for pid in [os.getpid(), *descendants(os.getpid())]:
         try:
             stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         total += sum(int(x) for x in stat[11:15]) / os.sysconf("SC_CLK_TCK")
     return total
-
-
-def _children(pid: int | None = None) -> list[int]:
-    """Every process below this one (the servers and their uvicorn workers)."""
-    pid = pid or os.getpid()
-    try:
-        direct = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-    return direct + [grandchild for child in direct for grandchild in _children(child)]
 
 
 def verdict(report: dict[str, Any]) -> None:
@@ -442,9 +425,3 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 
 def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

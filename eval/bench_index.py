@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import httpx
 import numpy as np
 
 from eval.data import load_squad
+from eval.serving import rss_mb, serve, wait_ready
 from index import segment, store
 from index.config import prepare_process
 from index.index import Index, derive_doc_id
@@ -335,40 +335,17 @@ class Server:
     """`groundqa serve` as a subprocess on a free loopback port, with a key for writes."""
 
     def __init__(self, index_dir: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        env = {
-            **os.environ,
-            "GROUNDQA_INDEX_DIR": str(index_dir),
-            "GROUNDQA_API_KEY": "bench",
-            "GROUNDQA_LOG": "warning",
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--port", str(self.port)], cwd=ROOT, env=env
-        )
-        self.client = httpx.Client(
-            base_url=f"http://127.0.0.1:{self.port}", headers={"Authorization": "Bearer bench"}, timeout=600
-        )
+        self.process, url = serve(index_dir, env={"GROUNDQA_API_KEY": "bench"})
+        self.url = url
+        self.client = httpx.Client(base_url=url, headers={"Authorization": "Bearer bench"}, timeout=600)
 
     def __enter__(self) -> Server:
-        for _ in range(1200):
-            try:
-                if self.client.get("/readyz").status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError("the server did not become ready")
+        wait_ready(self.url, self.process)
+        return self
 
     def figures(self) -> dict[str, Any]:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        rss_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
-        files = [
-            os.readlink(f"/proc/{self.process.pid}/fd/{fd}")
-            for fd in os.listdir(f"/proc/{self.process.pid}/fd")
-        ]
-        return {"rss_mb": round(rss_kb / 1024), "open_files": len(files)}
+        files = os.listdir(f"/proc/{self.process.pid}/fd")
+        return {"rss_mb": rss_mb(self.process.pid), "open_files": len(files)}
 
     def __exit__(self, *exc: object) -> None:
         self.client.close()

@@ -17,7 +17,6 @@ import json
 import os
 import random
 import re
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from eval.serving import serve, wait_ready
 from index.ranking import MODES
 
 KEY = "soak-key"
@@ -68,21 +68,7 @@ class Tally:
 
 def soak(seconds: float, clients: int, folder: Path, seed: int = 1) -> dict[str, Any]:
     """Run the soak against a fresh server on `folder`; returns its figures."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "GROUNDQA_INDEX_DIR": str(folder),
-        "GROUNDQA_API_KEY": KEY,
-        "GROUNDQA_LOG": "warning",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-        env=env,
-        cwd=Path(__file__).resolve().parent.parent,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    server, url = serve(folder, env={"GROUNDQA_API_KEY": KEY})
     try:
         wait_ready(url, server)
         ledger, tally = Ledger(), Tally()
@@ -224,29 +210,6 @@ def _check_after(url: str, ledger: Ledger, tally: Tally) -> list[str]:
                 if not top or f"zq{doc}x{version}" not in top[0]["text"]:
                     missing.append(f"d{doc} not found in {mode} mode ({reply.status_code})")
     return missing
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(url: str, server: subprocess.Popen[str]) -> None:
-    """Until the server answers /readyz with 200; RuntimeError if it exits or takes 10 minutes."""
-    deadline = time.monotonic() + 600  # a busy machine loads the model slowly
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited: {server.stderr.read() if server.stderr else ''}")
-        try:
-            if httpx.get(url + "/readyz").status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} did not become ready")
 
 
 def main() -> int:

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     max_doc_chars: int = MAX_DOC_CHARS
     # Most documents in one bulk request.
     max_batch_docs: int = 1000
+    # A file or folder `serve` ingests first when the index holds no document.
+    seed: str | None = None
     # uvicorn worker processes for `serve`, each with its own encoder, sharing the index's files.
     workers: int = 1
     # uvicorn's log level for `serve`.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import os
 import socket
 import threading
 import time
@@ -115,12 +114,12 @@ def create_app(settings: Settings | None = None, seed: list[tuple[Path, str]] | 
 
 def app_from_environment() -> FastAPI:
     """The app as `groundqa serve` runs it in each uvicorn worker: settings from GROUNDQA_*
-    (the CLI puts its flags there), the seed article from GROUNDQA_SEED. A worker is a process of
-    its own: it makes the process settings first (one BLAS thread above all)."""
+    (the CLI puts its flags there). A worker is a process of its own: it makes the process
+    settings first (one BLAS thread above all)."""
     prepare_process()
-    seed = os.environ.get("GROUNDQA_SEED")
-    paths = article_files([seed]) if seed else []
-    return create_app(get_settings(), seed=[(p, read_article(p)) for p in paths])
+    settings = get_settings()
+    paths = article_files([settings.seed]) if settings.seed else []
+    return create_app(settings, seed=[(p, read_article(p)) for p in paths])
 
 
 def _load(app: FastAPI, settings: Settings, seed: list[tuple[Path, str]]) -> None:

@@ -198,11 +198,10 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from service.app import GRACEFUL_SHUTDOWN, NoDelayH11
 
-    if args.seed:
-        article_files([args.seed])  # a missing seed is one line here, not an error in each worker
-        os.environ["GROUNDQA_SEED"] = args.seed
-    if args.workers is not None:
-        settings = settings.model_copy(update={"workers": args.workers})
+    updates = {k: v for k, v in (("seed", args.seed), ("workers", args.workers)) if v is not None}
+    settings = settings.model_copy(update=updates)
+    if settings.seed:
+        article_files([settings.seed])  # a missing seed is one line here, not an error in each worker
     if settings.workers < 1:
         raise UsageError(f"--workers is {settings.workers}; give a positive number")
     # Each worker builds the app from the environment: the flags go there first.
@@ -210,6 +209,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         GROUNDQA_INDEX_DIR=str(settings.index_dir),
         GROUNDQA_HOST=settings.host,
         GROUNDQA_PORT=str(settings.port),
+        **({"GROUNDQA_SEED": settings.seed} if settings.seed else {}),
     )
     writes = "on (bearer key)" if settings.api_key is not None else "off (GROUNDQA_API_KEY is not set)"
     where = f"http://{settings.host}:{settings.port}"

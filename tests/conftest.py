@@ -1,18 +1,16 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 import uvicorn
 
+from eval.serving import free_port, wait_ready
 from index.config import Settings, prepare_process
 from index.index import Index
 from index.model import Embedder
@@ -54,17 +52,11 @@ def groundqa(*args: str, index: Path | None = None) -> subprocess.CompletedProce
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class LiveServer:
     """The real app under uvicorn on a free loopback port, seeded with the bundled article."""
 
     def __init__(self, folder: Path, **settings: object) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = Settings(index_dir=folder, **settings)  # type: ignore[arg-type]
         self.seed_text = ARTICLE.read_text(encoding="utf-8")
@@ -76,15 +68,7 @@ class LiveServer:
 
     def start(self) -> None:
         self.thread.start()
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(self.url + "/readyz").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError("the server did not become ready")
+        wait_ready(self.url)
 
     def stop(self) -> None:
         self.server.should_exit = True

@@ -3,10 +3,8 @@ clients that stall, a server stopped in the middle of a write."""
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -16,10 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from eval.soak import soak, wait_ready
-from tests.conftest import ARTICLE, ROOT, LiveServer, _free_port
+from eval.serving import serve, wait_ready
+from eval.soak import soak
+from tests.conftest import ARTICLE, LiveServer
 
 KEY = {"Authorization": "Bearer k"}
+KEY_ENV = {"GROUNDQA_API_KEY": "k"}
 QUESTIONS = [
     "How long is the Power of Siberia 2 pipeline?",
     "Who visited China?",
@@ -100,7 +100,7 @@ def test_clients_that_stall_half_way_are_timed_out(tmp_path: Path) -> None:
 
 def test_a_server_stops_soon_after_sigterm_during_a_long_write(tmp_path: Path) -> None:
     """Defect 4: a server embedding a large document did not stop within 60 s of SIGTERM."""
-    server, url = _serve(tmp_path)
+    server, url = serve(tmp_path / "index", env=KEY_ENV)
     try:
         wait_ready(url, server)
         # About 800,000 characters: minutes of embedding on this machine's two cores.
@@ -157,7 +157,7 @@ def test_a_short_soak_loses_nothing_and_never_answers_5xx(tmp_path: Path) -> Non
 
 def test_several_workers_serve_one_index(tmp_path: Path) -> None:
     """`serve --workers 2`: two processes, one index; a write through one is read by both."""
-    server, url = _serve(tmp_path, "--workers", "2", "--seed", str(ARTICLE))
+    server, url = serve(tmp_path / "index", "--workers", "2", "--seed", str(ARTICLE), env=KEY_ENV)
     try:
         wait_ready(url, server)
         reply = httpx.post(
@@ -180,18 +180,3 @@ def test_several_workers_serve_one_index(tmp_path: Path) -> None:
         server.kill()
         server.wait()
     assert "2 workers" in (server.stderr.read() if server.stderr else "")
-
-
-def _serve(folder: Path, *flags: str) -> tuple[subprocess.Popen[str], str]:
-    """`groundqa serve` as a process of its own on a free port, with a write key, on folder/index."""
-    port = _free_port()
-    env = {**os.environ, "GROUNDQA_INDEX_DIR": str(folder / "index"), "GROUNDQA_API_KEY": "k"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port), *flags],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    return server, f"http://127.0.0.1:{port}"
