@@ -6,6 +6,7 @@ The lowest layer both faces (service/ and eval/) build on; it imports neither.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -13,7 +14,9 @@ from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from index.index import MAX_DOC_CHARS, Index
+from index.lexical import BM25Params
 from index.model import DEFAULT_CACHE, DEFAULT_MODEL, Embedder
+from index.storage import Storage
 
 
 class Settings(BaseSettings):
@@ -43,11 +46,26 @@ class Settings(BaseSettings):
     workers: int = 1
     # uvicorn's log level for `serve`.
     log: str = "info"
+    # The index in Qdrant instead of index_dir: a server or cluster URL, or local:DIR for
+    # qdrant-client's local mode (one process; for trials and tests).
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    # Collections are named PREFIX_documents, PREFIX_passages and PREFIX_sentences.
+    qdrant_prefix: str = "groundqa"
+    # Set when the collections are made: shards spread over the cluster's nodes, copies of each.
+    qdrant_shards: int = 1
+    qdrant_replicas: int = 1
 
     @field_validator("api_key")
     @classmethod
     def blank_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
         return None if value is None or not value.get_secret_value().strip() else value
+
+    def where(self) -> str:
+        """Where the index lives, for messages."""
+        if self.qdrant_url:
+            return f"Qdrant at {self.qdrant_url} (collections {self.qdrant_prefix}_*)"
+        return str(self.index_dir)
 
     def cors_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
@@ -83,9 +101,27 @@ def embedder_of(settings: Settings) -> Embedder:
 
 
 def open_index(settings: Settings, merge_in_background: bool = False) -> Index:
+    embedder = embedder_of(settings)
     return Index(
         settings.index_dir,
-        embedder_of(settings),
+        embedder,
         merge_in_background=merge_in_background,
         max_doc_chars=settings.max_doc_chars,
+        backend=qdrant_backend(settings, embedder.info.dimension) if settings.qdrant_url else None,
+    )
+
+
+def qdrant_backend(settings: Settings, dimension: int) -> Callable[[dict[str, object]], Storage]:
+    from index.qdrant import QdrantStorage
+
+    url, key = settings.qdrant_url or "", settings.qdrant_api_key
+    return lambda meta: QdrantStorage(
+        url,
+        meta,
+        dimension,
+        BM25Params(),
+        prefix=settings.qdrant_prefix,
+        api_key=key.get_secret_value() if key else None,
+        shards=settings.qdrant_shards,
+        replicas=settings.qdrant_replicas,
     )

@@ -29,8 +29,8 @@ from filelock import FileLock, Timeout
 from index import segment, store
 from index.errors import DocumentNotFound, IndexBusy
 from index.lexical import BM25Params, Postings, scores, scores_of, stats
-from index.segment import Segment
-from index.storage import Ingested, Prepared, Reader, Storage, decide, not_found
+from index.segment import DocumentVectors, Segment
+from index.storage import Ingested, Prepared, Reader, StaleRead, Storage, decide, not_found
 from index.store import Document, Store
 
 # Merge when this many segments share a size level (sizes within a factor of it): each passage
@@ -131,6 +131,26 @@ class SegmentStorage(Storage):
 
     def counts(self) -> tuple[int, int]:
         return self.store.counts()
+
+    def mean_lengths(self) -> tuple[float, float]:
+        """Measured over the latest commit's rows (the embedded index scores with the current means)."""
+        reader = self.reader()
+        return tuple(  # type: ignore[return-value]
+            stats([getattr(s, name) for s in reader.segments], np.zeros(0, dtype=np.uint64)).mean_length
+            for name in ("passage_postings", "sentence_postings")
+        )
+
+    def adopt_lengths(self, lengths: tuple[float, float]) -> None:
+        """Nothing to adopt: BM25 here always uses the current means."""
+
+    def export(self, doc_ids: list[str]) -> list[DocumentVectors]:
+        """These documents' rows as the latest commit holds them (for copying to another backend)."""
+        places = self.store.places(doc_ids)
+        missing = [d for d in doc_ids if d not in places]
+        if missing:
+            raise not_found(missing[0])
+        opened = {n: Segment.open(self._path(n)) for n in {number for number, _ in places.values()}}
+        return [opened[places[d][0]].export(places[d][1]) for d in doc_ids]
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -489,10 +509,6 @@ class SegmentReader(Reader):
             if doc_id not in found or found[doc_id][2] != sha:
                 raise StaleRead(f"{doc_id} changed after revision {self.revision}")
         return {doc_id: (title, text) for doc_id, (title, text, _) in found.items()}
-
-
-class StaleRead(Exception):
-    """A reader's rows and the stored texts no longer agree: read again from a newer revision."""
 
 
 def _top(keys: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,13 +24,13 @@ import numpy as np
 
 from index import __version__, codec
 from index.batching import QueryBatcher
-from index.embedded import SegmentStorage, StaleRead
+from index.embedded import SegmentStorage
 from index.errors import DocumentConflict, IndexBusy, IndexDamaged, IndexMismatch, InvalidDocument
 from index.lexical import BM25Params
 from index.model import Embedder
 from index.ranking import Answer, Hit, Mode, Query, Ranking, check_query, rank
 from index.segment import DocumentVectors, PassagePieces, encode_pieces
-from index.storage import Ingested, Prepared, Reader, decide
+from index.storage import Ingested, Prepared, Reader, StaleRead, Storage, compare_meta, decide
 from index.store import Document, NewDocument
 from index.text import ENCODING, Chunking, Passage, check_text, sentences
 
@@ -120,7 +120,10 @@ class Index:
         merge_in_background: bool = False,
         max_doc_chars: int = MAX_DOC_CHARS,
         failpoint: str | None = None,
+        backend: Callable[[dict[str, object]], Storage] | None = None,
     ) -> None:
+        """The embedded index in folder, or, given backend, the storage it opens for this
+        index's metadata (which it checks as the embedded index checks meta.json)."""
         self.folder = Path(folder)
         self.embedder = embedder
         self.chunking = chunking
@@ -130,6 +133,10 @@ class Index:
         self.max_doc_chars = max_doc_chars
         self._closing = threading.Event()
         self.questions = QueryBatcher(embedder)  # concurrent questions share one forward pass
+        self.storage: Storage
+        if backend is not None:
+            self.storage = backend(self.meta())
+            return
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._check_meta()
@@ -173,23 +180,7 @@ class Index:
         if not path.exists():
             _write_atomic(path, json.dumps(want, indent=2))
             return
-        have = json.loads(path.read_text())
-        if have.get("format") != FORMAT:
-            raise IndexMismatch(
-                f"index {self.folder} has format {have.get('format')!r} (groundqa "
-                f"{have.get('groundqa_version', 'before 0.3.0')}); this version reads format {FORMAT}. "
-                "Ingest the documents again into a new --index folder (see the README's changelog)"
-            )
-        differ = [
-            f"{key} is {have.get(key)!r} in the index but {value!r} here"
-            for key, value in want.items()
-            if key != "groundqa_version" and have.get(key) != value
-        ]
-        if differ:
-            raise IndexMismatch(
-                f"index {self.folder} was built with other settings: {'; '.join(differ)}. "
-                "Use the settings it was built with, or ingest into a new --index folder"
-            )
+        compare_meta(json.loads(path.read_text()), want, str(self.folder))
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -276,6 +267,27 @@ class Index:
 
     def delete(self, doc_id: str) -> None:
         self.storage.delete(doc_id)
+
+    def copy_to(self, target: Index, batch: int = 64) -> Iterator[list[Ingested]]:
+        """Copy every document of this embedded index into target's storage, vectors and all (no
+        model pass), a commit per batch; yields each batch's results. Target must be built with
+        the same settings (its metadata check says so)."""
+        if not isinstance(self.storage, SegmentStorage):
+            raise IndexMismatch("only an embedded index can be copied from")
+        if target.meta() | {"groundqa_version": ""} != self.meta() | {"groundqa_version": ""}:
+            raise IndexMismatch("the target index is built with other settings than the source")
+        target.storage.adopt_lengths(self.storage.mean_lengths())
+        docs = self.documents()
+        for at in range(0, len(docs), batch):
+            part = docs[at : at + batch]
+            prepared = []
+            for doc, vectors in zip(part, self.storage.export([d.doc_id for d in part]), strict=True):
+                _, text = self.document(doc.doc_id)
+                passages = [lexical_input(doc.title, text[s:e]) for s, e in vectors.passages]
+                spans = [text[s:e] for s, e in vectors.sentences]
+                stored = dataclasses.replace(vectors, passage_texts=passages, sentence_texts=spans)
+                prepared.append(Prepared(NewDocument(doc, text), stored))
+            yield target.storage.commit(prepared, replace=True)
 
     def compact(self) -> None:
         self.storage.compact()

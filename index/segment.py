@@ -143,6 +143,35 @@ class Segment:
             return params
         return faiss.SearchParameters()
 
+    def export(self, n: int) -> DocumentVectors:
+        """Local document n's rows as they were written (texts left empty: the caller has them)."""
+        a = self.arrays
+        p_lo, p_hi = (int(v) for v in a["doc_passages"][n : n + 2])
+        s_lo, s_hi = (int(v) for v in a["doc_sentences"][n : n + 2])
+        pieces = []
+        for lo, hi in a["passage_pieces"][p_lo:p_hi]:
+            cut = slice(int(lo), int(hi))
+            pieces.append(
+                PassagePieces(
+                    a["piece_codes"][cut],
+                    a["piece_centroids"][cut],
+                    a["piece_scales"][cut],
+                    a["piece_spans"][cut],
+                    a["piece_ids"][cut],
+                )
+            )
+        return DocumentVectors(
+            doc_id=self.doc_ids[n],
+            sha256=self.doc_sha256[n],
+            passages=np.array(a["passage_span"][p_lo:p_hi]),
+            passage_vectors=np.array(a["passage_vectors"][p_lo:p_hi]),
+            passage_texts=[],
+            pieces=pieces,
+            sentences=np.array(a["sentence_span"][s_lo:s_hi]),
+            sentence_vectors=np.array(a["sentence_vectors"][s_lo:s_hi], dtype=np.float32),
+            sentence_texts=[],
+        )
+
     def piece_vectors(self, row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Passage row's word pieces: decoded vectors, spans in the text, ids."""
         lo, hi = (int(v) for v in self.arrays["passage_pieces"][row])

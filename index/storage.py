@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from index.errors import DocumentConflict, DocumentNotFound
+from index.errors import DocumentConflict, DocumentNotFound, IndexMismatch
 from index.segment import DocumentVectors
 from index.store import Document, NewDocument
 
@@ -53,6 +53,30 @@ def decide(before: Document | None, doc: Document, replace: bool) -> State:
             "replace it with PUT or choose another doc_id"
         )
     return "replaced"
+
+
+class StaleRead(Exception):
+    """A reader's rows and the stored texts no longer agree: read again from a newer state."""
+
+
+def compare_meta(have: dict[str, object], want: dict[str, object], where: str) -> None:
+    """IndexMismatch naming each setting an index was built with that differs from want's."""
+    if have.get("format") != want["format"]:
+        raise IndexMismatch(
+            f"index {where} has format {have.get('format')!r} (groundqa "
+            f"{have.get('groundqa_version', 'before 0.3.0')}); this version reads format {want['format']}. "
+            "Ingest the documents again into a new index (see the README's changelog)"
+        )
+    differ = [
+        f"{key} is {have.get(key)!r} in the index but {value!r} here"
+        for key, value in want.items()
+        if key != "groundqa_version" and have.get(key) != value
+    ]
+    if differ:
+        raise IndexMismatch(
+            f"index {where} was built with other settings: {'; '.join(differ)}. "
+            "Use the settings it was built with, or ingest into a new index"
+        )
 
 
 def not_found(doc_id: str) -> DocumentNotFound:
@@ -154,3 +178,17 @@ class Storage(ABC):
     @abstractmethod
     def compact(self) -> None:
         """Merge what can be merged and drop deleted rows."""
+
+    @abstractmethod
+    def mean_lengths(self) -> tuple[float, float]:
+        """BM25's mean length in terms of a passage and of a sentence, as this storage scores."""
+
+    @abstractmethod
+    def adopt_lengths(self, lengths: tuple[float, float]) -> None:
+        """Score BM25 with these mean lengths from now on, where the storage fixes them (Qdrant
+        stores each row's BM25 weight): a copy of another index then ranks as the source does."""
+
+    @abstractmethod
+    def merge(self) -> None:
+        """Upkeep after a write (the embedded index merges segments), run in the background by
+        the server."""

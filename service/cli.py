@@ -28,6 +28,7 @@ EXAMPLES = {
     "docs": "example: groundqa docs",
     "rm": "example: groundqa rm putin-china-visit",
     "compact": "example: groundqa compact",
+    "migrate": "example: GROUNDQA_QDRANT_URL=http://qdrant:6333 groundqa migrate --to qdrant",
 }
 # Documents per commit in `ingest`: each batch is one segment, written in one transaction.
 INGEST_BATCH = 64
@@ -110,6 +111,11 @@ def add_parser(commands: Any) -> None:
     compact = command("compact", "merge the index's segments into one, dropping deleted rows")
     compact.set_defaults(run=run_compact)
 
+    migrate = command("migrate", "copy an embedded index into Qdrant (GROUNDQA_QDRANT_URL), vectors and all")
+    migrate.add_argument("--to", choices=["qdrant"], required=True)
+    migrate.add_argument("--batch", type=int, default=INGEST_BATCH, help="documents per commit")
+    migrate.set_defaults(run=run_migrate)
+
 
 def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
     files = article_files(args.paths)
@@ -183,12 +189,34 @@ def run_compact(args: argparse.Namespace, settings: Settings) -> int:
     index = _index(settings)
     index.compact()
     docs, passages = index.counts()
-    print(f"compacted {settings.index_dir}: {docs} documents, {passages} passages")
+    print(f"compacted {settings.where()}: {docs} documents, {passages} passages")
+    return 0
+
+
+def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.qdrant_url:
+        raise UsageError("set GROUNDQA_QDRANT_URL to the Qdrant server to copy the index into")
+    if args.batch < 1:
+        raise UsageError(f"--batch is {args.batch}; give a positive number")
+    source = _index(settings.model_copy(update={"qdrant_url": None}))
+    target = open_index(settings)
+    counts = {"added": 0, "replaced": 0, "unchanged": 0}
+    total = len(source.documents())
+    for done in source.copy_to(target, args.batch):
+        for d in done:
+            counts[d.state] += 1
+        print(f"{sum(counts.values())}/{total} documents copied", flush=True)
+    docs, passages = target.counts()
+    print(
+        f"copied {settings.index_dir} to {settings.where()}: {counts['added']} added, "
+        f"{counts['replaced']} replaced, {counts['unchanged']} unchanged; it holds {docs} documents, "
+        f"{passages} passages"
+    )
     return 0
 
 
 def _index(settings: Settings) -> Index:
-    if not Path(settings.index_dir).exists():
+    if not settings.qdrant_url and not Path(settings.index_dir).exists():
         raise UsageError(f"no index at {settings.index_dir}; ingest documents first or give --index")
     return open_index(settings)
 
@@ -204,6 +232,8 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         article_files([settings.seed])  # a missing seed is one line here, not an error in each worker
     if settings.workers < 1:
         raise UsageError(f"--workers is {settings.workers}; give a positive number")
+    if settings.workers > 1 and (settings.qdrant_url or "").startswith("local:"):
+        raise UsageError("Qdrant's local mode is one process: use --workers 1, or a Qdrant server")
     # Each worker builds the app from the environment: the flags go there first.
     os.environ.update(
         GROUNDQA_INDEX_DIR=str(settings.index_dir),
@@ -215,7 +245,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     where = f"http://{settings.host}:{settings.port}"
     workers = f"{settings.workers} workers" if settings.workers > 1 else "1 worker"
     print(
-        f"groundqa: serving {settings.index_dir} on {where} ({workers}); HTTP writes {writes}",
+        f"groundqa: serving {settings.where()} on {where} ({workers}); HTTP writes {writes}",
         file=sys.stderr,
     )
     uvicorn.run(
