@@ -7,15 +7,16 @@ import dataclasses
 import shlex
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
 from eval import report
-from eval.data import DataError, Dataset, check_spans, load_questions, load_squad, sample
+from eval.data import DataError, Dataset, Question, check_spans, load_questions, load_squad, sample
 from eval.metrics import summarize
 from eval.runner import Ask, ask_index, evaluate, reply_of_json
 from index.client import Client
-from index.config import Settings, embedder_of, open_index
+from index.config import Settings, embedder_of, open_index, qdrant_backend
 from index.index import DocumentInput, Index
 from index.model import Embedder, bundled_model_dir
 from index.progress import progress
@@ -72,22 +73,41 @@ def run_squad(args: argparse.Namespace, settings: Settings) -> int:
     questions = sample(dataset.questions, args.limit, args.seed)
     embedder = embedder_of(settings)
     with tempfile.TemporaryDirectory(prefix="groundqa-eval-") as folder:
-        index = Index(folder, embedder)
-        articles = dataset.articles
-        for start in progress(range(0, len(articles), BATCH), "index", unit="batch"):
-            index.add_many(
-                [DocumentInput(a.text, a.title, a.doc_id) for a in articles[start : start + BATCH]]
-            )
-        results = evaluate(questions, modes, ask_index(index))
-        summaries: dict[str, dict[str, float | None]] = {m: dict(summarize(o)) for m, o in results.items()}
-        if args.peer:
-            from eval.peer import PEER_MODES, TxtaiPeer
+        # With GROUNDQA_QDRANT_URL, the index is built in Qdrant, in collections of its own.
+        own = settings.model_copy(
+            update={"qdrant_prefix": f"{settings.qdrant_prefix}_eval_{uuid.uuid4().hex[:8]}"}
+        )
+        backend = qdrant_backend(own, embedder.info.dimension) if settings.qdrant_url else None
+        index = Index(folder, embedder, backend=backend)
+        try:
+            where = own.where() if settings.qdrant_url else "embedded, in a temporary folder"
+            return _squad(args, dataset, questions, index, modes, embedder, where)
+        finally:
+            index.storage.drop()
 
-            peer = TxtaiPeer(_model_dir(embedder), list(index.passages()))
-            for mode, outcomes in evaluate(questions, list(PEER_MODES), peer.ask).items():
-                summaries[mode] = {**summarize(outcomes), "answer_hit": None, "answer_chars_mean": None}
-        extra = {"seed": args.seed, "limit": args.limit, "peer": args.peer}
-        return _finish(args, dataset, len(questions), index, summaries, extra)
+
+def _squad(
+    args: argparse.Namespace,
+    dataset: Dataset,
+    questions: list[Question],
+    index: Index,
+    modes: list[str],
+    embedder: Embedder,
+    where: str,
+) -> int:
+    articles = dataset.articles
+    for start in progress(range(0, len(articles), BATCH), "index", unit="batch"):
+        index.add_many([DocumentInput(a.text, a.title, a.doc_id) for a in articles[start : start + BATCH]])
+    results = evaluate(questions, modes, ask_index(index))
+    summaries: dict[str, dict[str, float | None]] = {m: dict(summarize(o)) for m, o in results.items()}
+    if args.peer:
+        from eval.peer import PEER_MODES, TxtaiPeer
+
+        peer = TxtaiPeer(_model_dir(embedder), list(index.passages()))
+        for mode, outcomes in evaluate(questions, list(PEER_MODES), peer.ask).items():
+            summaries[mode] = {**summarize(outcomes), "answer_hit": None, "answer_chars_mean": None}
+    extra = {"seed": args.seed, "limit": args.limit, "peer": args.peer, "index": where}
+    return _finish(args, dataset, len(questions), index, summaries, extra)
 
 
 def run_questions(args: argparse.Namespace, settings: Settings) -> int:

@@ -143,6 +143,9 @@ class SegmentStorage(Storage):
     def adopt_lengths(self, lengths: tuple[float, float]) -> None:
         """Nothing to adopt: BM25 here always uses the current means."""
 
+    def drop(self) -> None:
+        """The folder is the caller's to remove."""
+
     def export(self, doc_ids: list[str]) -> list[DocumentVectors]:
         """These documents' rows as the latest commit holds them (for copying to another backend)."""
         places = self.store.places(doc_ids)

@@ -256,6 +256,10 @@ class QdrantStorage(Storage):
         self._lengths = (float(lengths[0]), float(lengths[1]))
         self.client.set_payload(self.documents_name, {"mean_lengths": list(self._lengths)}, points=[_META_ID])
 
+    def drop(self) -> None:
+        for name in (self.documents_name, self.passages_name, self.sentences_name):
+            self.client.delete_collection(name)
+
     def close(self) -> None:
         """Release the client (and, in local mode, the folder's lock)."""
         self.client.close()

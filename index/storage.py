@@ -189,6 +189,10 @@ class Storage(ABC):
         stores each row's BM25 weight): a copy of another index then ranks as the source does."""
 
     @abstractmethod
+    def drop(self) -> None:
+        """Remove everything this storage holds (a temporary evaluation index)."""
+
+    @abstractmethod
     def merge(self) -> None:
         """Upkeep after a write (the embedded index merges segments), run in the background by
         the server."""
