@@ -141,15 +141,23 @@ def doc_point(doc_id: str) -> str:
 
 
 class Client:
-    """qdrant-client's methods, serialized in local mode (which is not thread-safe)."""
+    """qdrant-client's methods for a server; in this process, qdrant-client's local mode
+    (local:DIR, serialized: it is not thread-safe) or Qdrant's engine through qdrant-edge-py
+    (edge:DIR, index/qdrant_edge.py)."""
+
+    raw: Any
 
     def __init__(self, url: str, api_key: str | None, timeout: float = 60) -> None:
-        self.local = url.startswith("local:")
-        if self.local:
+        self.local = url.startswith(("local:", "edge:"))  # in this process: no payload indexes
+        self._lock = threading.RLock() if url.startswith("local:") else None
+        if url.startswith("local:"):
             self.raw = QdrantClient(path=url.removeprefix("local:"))
+        elif url.startswith("edge:"):
+            from index.qdrant_edge import EdgeClient
+
+            self.raw = EdgeClient(url.removeprefix("edge:"))
         else:
             self.raw = QdrantClient(url=url, api_key=api_key, timeout=int(timeout))
-        self._lock = threading.RLock() if self.local else None
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.raw, name)
@@ -188,6 +196,10 @@ class QdrantStorage(Storage):
         self.sentences_name = f"{prefix}_sentences"
         self._create(shards, replicas)
         self._lengths = self._check_meta(meta, mean_lengths)
+        self._df_lock = threading.Lock()
+        self._df: dict[int, float] = {}
+        self._df_rows = 0
+        self._df_token = ""
 
     # --- collections -----------------------------------------------------------------------
 
@@ -233,7 +245,7 @@ class QdrantStorage(Storage):
     def _check_meta(self, want: dict[str, Any], mean_lengths: tuple[float, float]) -> tuple[float, float]:
         found = self.client.retrieve(self.documents_name, [_META_ID], with_payload=True)
         if not found:
-            payload = {"kind": "meta", "meta": want, "mean_lengths": list(mean_lengths), "revision": 0}
+            payload = {"kind": "meta", "meta": want, "mean_lengths": list(mean_lengths), "revision": "0"}
             self.client.upsert(self.documents_name, [m.PointStruct(id=_META_ID, vector={}, payload=payload)])
             return mean_lengths
         stored: dict[str, Any] = found[0].payload or {}
@@ -346,7 +358,39 @@ class QdrantStorage(Storage):
             before = old.get(p.new.document.doc_id)
             if before is not None:
                 self._drop_version(str(before["version"]))
+        if written:
+            self._changed()
         return results
+
+    def _changed(self) -> None:
+        """A new revision token in the metadata point: readers' cached statistics are renewed."""
+        self.client.set_payload(self.documents_name, {"revision": uuid.uuid4().hex}, points=[_META_ID])
+
+    def piece_df(self, pieces: set[int]) -> tuple[int, dict[int, float]]:
+        """The passages and each word piece's document frequency: Qdrant's IDF of the piece_set
+        vector, one query per piece not yet known, inverted. Kept until the revision changes."""
+        meta = self.client.retrieve(self.documents_name, [_META_ID], with_payload=["revision"])
+        token = str((meta[0].payload or {}).get("revision")) if meta else ""
+        with self._df_lock:
+            if token != self._df_token or not self._df_token:
+                self._df_rows = int(self.client.count(self.passages_name, exact=True).count)
+                self._df, self._df_token = {}, token
+            rows, known = self._df_rows, dict(self._df)
+        missing = sorted(pieces - set(known))
+        if missing:
+            requests = [
+                m.QueryRequest(query=m.SparseVector(indices=[p], values=[1.0]), using="piece_set", limit=1)
+                for p in missing
+            ]
+            for piece, answer in zip(
+                missing, self.client.query_batch_points(self.passages_name, requests), strict=True
+            ):
+                found = answer.points  # none: no passage holds the piece
+                known[piece] = float(df_from_idf(np.array([found[0].score]), rows)[0]) if found else 0.0
+            with self._df_lock:
+                if self._df_token == token:
+                    self._df.update({p: known[p] for p in missing})
+        return rows, known
 
     def _write_points(self, vectors: DocumentVectors, version: str) -> None:
         sentences, passages = document_points(vectors, version, self._lengths, self.bm25)
@@ -366,6 +410,7 @@ class QdrantStorage(Storage):
             raise not_found(doc_id)
         self.client.delete(self.documents_name, points_selector=[doc_point(doc_id)], wait=True)
         self._drop_version(str(found["version"]))
+        self._changed()
 
     def merge(self) -> None:
         """Qdrant merges its own segments: nothing to do after a write."""
@@ -401,6 +446,7 @@ class QdrantReader(Reader):
         self.versions: dict[str, str] = {}
         self._payloads: dict[int, dict[str, Any]] = {}
         self._sentences: dict[int, dict[str, Any]] = {}
+        self._pinned: list[str] = []  # the documents allowed() read
 
     # --- versions --------------------------------------------------------------------------
 
@@ -434,6 +480,7 @@ class QdrantReader(Reader):
         for doc_id, record in records.items():
             if self.versions.setdefault(doc_id, str(record["version"])) != record["version"]:
                 raise StaleRead(f"{doc_id} changed during the query")
+        self._pinned = list(doc_ids)
         where = m.Filter(
             must=[m.FieldCondition(key="version", match=m.MatchAny(any=[self.versions[d] for d in doc_ids]))]
         )
@@ -443,12 +490,18 @@ class QdrantReader(Reader):
     def _query(
         self, collection: str, query: Any, using: str, n: int, allowed: np.ndarray | None, **extra: Any
     ) -> list[m.ScoredPoint]:
+        """A search, within the allowed keys if given: then it also checks that their documents
+        still hold the versions allowed() read, or a search over deleted points finds nothing."""
         where = (
             None if allowed is None else m.Filter(must=[m.HasIdCondition(has_id=[int(k) for k in allowed])])
         )
         result = self.client.query_points(
             collection, query=query, using=using, limit=n, query_filter=where, **extra
         )
+        if allowed is not None:
+            now = self.s.records(self._pinned)
+            if any(d not in now or now[d]["version"] != self.versions[d] for d in self._pinned):
+                raise StaleRead("a document changed during the query")
         return list(result.points)
 
     def dense_search(
@@ -565,20 +618,9 @@ class QdrantReader(Reader):
         return vectors, spans, np.array(payload["piece_ids"], dtype=PIECE_ID)
 
     def piece_idf(self, pieces: np.ndarray) -> np.ndarray:
-        """As the embedded index weighs them: Qdrant's IDF of each piece, one query per distinct
-        piece in one batch, inverted to its document frequency."""
+        """As the embedded index weighs them, from each piece's document frequency."""
         pieces = np.asarray(pieces, dtype=np.int64)
-        unique = sorted({int(p) for p in pieces})
-        rows = int(self.client.count(self.s.passages_name, exact=True).count)
-        requests = [
-            m.QueryRequest(query=m.SparseVector(indices=[p], values=[1.0]), using="piece_set", limit=1)
-            for p in unique
-        ]
-        answers = self.client.query_batch_points(self.s.passages_name, requests) if unique else []
-        df: dict[int, float] = {}
-        for piece, answer in zip(unique, answers, strict=True):
-            found = answer.points  # none: no passage holds the piece
-            df[piece] = float(df_from_idf(np.array([found[0].score]), rows)[0]) if found else 0.0
+        rows, df = self.s.piece_df({int(p) for p in pieces})
         values = np.array([df[int(p)] for p in pieces], dtype=np.float64)
         return (np.log((rows + 1) / (values + 1)) + 1).astype(np.float32)
 

@@ -5,20 +5,27 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import uvicorn
 
+from eval.data import Question, load_squad
 from eval.serving import free_port, wait_ready
 from index.config import Settings, prepare_process
 from index.index import Index
+from index.lexical import BM25Params
 from index.model import Embedder
+from index.qdrant import QdrantStorage
 from service.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 prepare_process()
 ARTICLE = ROOT / "corpus" / "putin-china-visit.txt"
+SQUAD = ROOT.parent / "shared" / "data" / "squad" / "dev-v1.1-even-articles.json"
+# Passages of the SQuAD slice the Qdrant backend is compared on.
+SLICE_PASSAGES = 1000
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +38,37 @@ def article() -> str:
     return ARTICLE.read_text(encoding="utf-8")
 
 
+@dataclass(frozen=True)
+class SquadSlice:
+    """The first SQuAD articles of the shared even half, about SLICE_PASSAGES passages, in an
+    embedded index, with their questions."""
+
+    index: Index
+    questions: list[Question]
+
+
+@pytest.fixture(scope="session")
+def squad_slice(embedder: Embedder, tmp_path_factory: pytest.TempPathFactory) -> SquadSlice:
+    dataset = load_squad(SQUAD)
+    index = Index(tmp_path_factory.mktemp("squad-slice") / "index", embedder)
+    for article in dataset.articles:
+        index.add(article.text, article.title, article.doc_id)
+        if index.counts()[1] >= SLICE_PASSAGES:
+            break
+    held = {d.doc_id for d in index.documents()}
+    return SquadSlice(index, [q for q in dataset.questions if q.doc_id in held])
+
+
+def qdrant_index(folder: Path, embedder: Embedder, **kwargs: object) -> Index:
+    """An index in Qdrant's local mode, in folder."""
+    return Index(
+        folder,
+        embedder,
+        backend=lambda meta: QdrantStorage(f"local:{folder}", meta, embedder.info.dimension, BM25Params()),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
 @pytest.fixture
 def make_index(tmp_path: Path, embedder: Embedder) -> Callable[..., Index]:
     def make(name: str = "index", **kwargs: object) -> Index:
@@ -39,9 +77,11 @@ def make_index(tmp_path: Path, embedder: Embedder) -> Callable[..., Index]:
     return make
 
 
-def groundqa(*args: str, index: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """The CLI as a user runs it: a fresh process, its own index folder."""
-    env = {**os.environ, "GROUNDQA_INDEX_DIR": str(index or "/nonexistent/never-used")}
+def groundqa(
+    *args: str, index: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user runs it: a fresh process, its own index folder (and env's settings)."""
+    env = {**os.environ, "GROUNDQA_INDEX_DIR": str(index or "/nonexistent/never-used"), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "service.cli", *args],
         capture_output=True,

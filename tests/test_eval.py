@@ -8,9 +8,8 @@ import pytest
 
 from eval.data import DataError, load_questions, load_squad
 from eval.metrics import Located, Outcome, covers, first_rank, hit_at, mrr, percentile, summarize
-from tests.conftest import ROOT, LiveServer, groundqa
+from tests.conftest import ROOT, SQUAD, LiveServer, groundqa
 
-SQUAD = ROOT.parent / "shared" / "data" / "squad" / "dev-v1.1-even-articles.json"
 QUESTIONS = ROOT / "eval" / "questions" / "putin-china-visit.jsonl"
 
 

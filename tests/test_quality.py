@@ -10,9 +10,8 @@ from eval.data import load_questions, load_squad, sample
 from eval.metrics import summarize
 from eval.runner import ask_index, evaluate
 from index.index import Index
-from tests.conftest import ARTICLE, ROOT
+from tests.conftest import ARTICLE, ROOT, SQUAD
 
-SQUAD = ROOT.parent / "shared" / "data" / "squad" / "dev-v1.1-even-articles.json"
 QUESTIONS = ROOT / "eval" / "questions" / "putin-china-visit.jsonl"
 
 pytestmark = pytest.mark.slow

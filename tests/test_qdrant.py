@@ -1,0 +1,265 @@
+"""The Qdrant backend through qdrant-client's local mode (layer 1), its parity with the embedded
+index on a SQuAD slice (layer 3), and the same contract against a real server when
+GROUNDQA_QDRANT_URL is set (layer 4). The engine itself is tested in test_qdrant_engine.py."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eval.data import sample
+from eval.metrics import summarize
+from eval.runner import ask_index, evaluate
+from index import qdrant
+from index.config import Settings, open_index
+from index.errors import DocumentConflict, DocumentNotFound, IndexMismatch
+from index.index import Index
+from index.lexical import BM25Params
+from index.model import Embedder
+from index.qdrant import QdrantStorage
+from index.ranking import Hit
+from index.storage import StaleRead
+from index.text import Chunking
+from tests.conftest import ARTICLE, SquadSlice, groundqa, qdrant_index
+
+QUESTION = "How long is the Power of Siberia 2 pipeline?"
+MIXED = "Intro 😀😀 emoji 🇨🇳 first.\r\n\r\n中文句子在这里。第二句话！\r\nCafe\u0301 au lait is served.\r\n\r\nThe answer is 42 kilometres."
+SERVER = os.environ.get("GROUNDQA_QDRANT_URL", "")
+
+
+@pytest.fixture(params=["local", "server"])
+def index(request: pytest.FixtureRequest, tmp_path: Path, embedder: Embedder) -> Index:
+    """Local mode always; a real server too when GROUNDQA_QDRANT_URL names one (in collections
+    of its own, dropped after)."""
+    if request.param == "local":
+        return qdrant_index(tmp_path / "qdrant", embedder)
+    if not SERVER or SERVER.startswith("local:"):
+        pytest.skip("no Qdrant server: set GROUNDQA_QDRANT_URL=http://HOST:6333 to run these against one")
+    settings = Settings(qdrant_url=SERVER, qdrant_prefix=f"test_{uuid.uuid4().hex[:8]}")
+    opened = open_index(settings)
+    request.addfinalizer(opened.storage.drop)
+    return opened
+
+
+def _exact(index: Index, hits: list[Hit]) -> None:
+    for hit in hits:
+        _, text = index.document(hit.passage.doc_id)
+        assert text[hit.passage.start : hit.passage.end] == hit.passage.text
+
+
+def test_documents_round_trip_with_exact_offsets(index: Index) -> None:
+    article = ARTICLE.read_text(encoding="utf-8")
+    assert index.add(article, doc_id="putin").state == "added"
+    assert index.add(MIXED, title="Mixed", doc_id="mixed").state == "added"
+    assert index.add(article, doc_id="putin").state == "unchanged"  # idempotent by content hash
+    assert {d.doc_id for d in index.documents()} == {"putin", "mixed"}
+    for mode in ("hybrid", "dense", "lexical"):
+        result = index.search(QUESTION, k=5, mode=mode)  # type: ignore[arg-type]
+        assert result.hits and result.hits[0].passage.doc_id == "putin"
+        _exact(index, result.hits)
+        assert result.answer is not None and "2,500 km" in result.answer.text
+        assert article[result.answer.span.start : result.answer.span.end] == result.answer.text
+    emoji = index.search("What is the answer in kilometres?", doc_ids=["mixed"])
+    assert [h.passage.doc_id for h in emoji.hits] == ["mixed"]
+    assert (
+        emoji.answer is not None
+        and MIXED[emoji.answer.span.start : emoji.answer.span.end] == emoji.answer.text
+    )
+    assert "42" in emoji.answer.text
+    with pytest.raises(DocumentNotFound):
+        index.search(QUESTION, doc_ids=["nope"])
+
+
+def test_replace_and_delete_leave_no_trace(index: Index) -> None:
+    index.add("The red fox lives in the forest near the river.", title="Fox", doc_id="fox")
+    with pytest.raises(DocumentConflict):
+        index.add("The blue whale swims in the deep ocean.", title="Fox", doc_id="fox")
+    assert index.add(
+        "The blue whale swims in the deep ocean.", title="Whale", doc_id="fox", replace=True
+    ).state == ("replaced")
+    hits = index.search("Where does the whale swim?", mode="lexical").hits
+    assert [h.passage.text for h in hits] == ["The blue whale swims in the deep ocean."]
+    assert index.search("red fox forest", mode="lexical").hits == []
+    assert index.document("fox")[0].title == "Whale"
+    index.delete("fox")
+    assert index.documents() == [] and index.counts() == (0, 0)
+    assert index.search("whale", mode="hybrid").hits == []
+    with pytest.raises(DocumentNotFound):
+        index.delete("fox")
+    storage = index.storage
+    assert isinstance(storage, QdrantStorage)
+    for name in (storage.passages_name, storage.sentences_name):  # no point left behind
+        assert storage.client.count(name, exact=True).count == 0
+
+
+def test_the_index_reopens_and_checks_its_settings(tmp_path: Path, embedder: Embedder) -> None:
+    index = qdrant_index(tmp_path / "q", embedder)
+    index.add(ARTICLE.read_text(encoding="utf-8"), doc_id="putin")
+    _close(index)
+    again = qdrant_index(tmp_path / "q", embedder)
+    assert again.counts() == (1, 15)
+    assert again.search(QUESTION).hits[0].passage.doc_id == "putin"
+    _close(again)
+    with pytest.raises(IndexMismatch, match=r"chunking is .* but "):
+        qdrant_index(tmp_path / "q", embedder, chunking=Chunking(max_tokens=64))
+
+
+def _close(index: Index) -> None:
+    assert isinstance(index.storage, QdrantStorage)
+    index.storage.close()
+
+
+def test_a_reader_sees_a_document_whole_while_it_is_replaced(tmp_path: Path, embedder: Embedder) -> None:
+    """Two versions with different passages: every read shows all of one, never a mix."""
+    index = qdrant_index(tmp_path / "q", embedder)
+    article = ARTICLE.read_text(encoding="utf-8")
+    versions = [article, article[: len(article) // 2]]
+    spans = []
+    for text in versions:
+        index.add(text, title="Putin", doc_id="putin", replace=True)
+        reader = index.reader()
+        spans.append(sorted((s, e) for _, s, e in reader.passages(reader.allowed(["putin"]))))
+    assert spans[0] != spans[1]
+    stop, seen, errors = threading.Event(), [], []
+
+    def replace() -> None:
+        try:
+            for i in range(6):
+                index.add(versions[i % 2], title="Putin", doc_id="putin", replace=True)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            stop.set()
+
+    writer = threading.Thread(target=replace)
+    writer.start()
+    while not stop.is_set():
+        reader = index.reader()
+        try:
+            keys = reader.allowed(["putin"])
+            seen.append(sorted((s, e) for _, s, e in reader.passages(keys)))
+        except StaleRead:
+            continue
+        assert index.search(QUESTION, doc_ids=["putin"]).hits
+    writer.join()
+    assert not errors
+    assert seen and all(s in spans for s in seen)
+
+
+def test_concurrent_writers_lose_nothing(tmp_path: Path, embedder: Embedder) -> None:
+    """Writers on threads of one process (local mode is one process; a server takes many)."""
+    index = qdrant_index(tmp_path / "q", embedder)
+    errors: list[Exception] = []
+
+    def write(prefix: str) -> None:
+        try:
+            for i in range(6):
+                index.add(
+                    f"The {prefix} report number {i} says the {prefix}{i} bridge opened.",
+                    doc_id=f"{prefix}-{i}",
+                )
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(p,)) for p in ("north", "south")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(index.documents()) == 12
+    for prefix in ("north", "south"):
+        for i in range(6):
+            for mode in ("hybrid", "dense", "lexical"):
+                hits = index.search(f"{prefix}{i} bridge", mode=mode, doc_ids=[f"{prefix}-{i}"]).hits  # type: ignore[arg-type]
+                assert hits and hits[0].passage.doc_id == f"{prefix}-{i}"
+
+
+def test_compact_removes_what_a_dead_writer_left(
+    tmp_path: Path, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = qdrant_index(tmp_path / "q", embedder)
+    index.add("The red fox lives in the forest.", doc_id="fox")
+    storage = index.storage
+    assert isinstance(storage, QdrantStorage)
+    before = storage.client.count(storage.passages_name, exact=True).count
+    # A writer that died after writing its points and before switching the document to them:
+    prepared = index._prepare([index_new("The grey wolf hunts at night.", "wolf")])
+    storage._write_points(prepared[0].vectors, "dead-writer")
+    assert storage.client.count(storage.passages_name, exact=True).count == before + 1
+    assert index.search("grey wolf", mode="lexical").hits == []  # never visible
+    index.compact()  # too recent: a live writer may be about to switch
+    assert storage.client.count(storage.passages_name, exact=True).count == before + 1
+    monkeypatch.setattr(qdrant, "ORPHAN_AGE", 0.0)
+    index.compact()
+    assert storage.client.count(storage.passages_name, exact=True).count == before
+    assert index.search("red fox", mode="lexical").hits[0].passage.doc_id == "fox"
+
+
+def index_new(text: str, doc_id: str):  # type: ignore[no-untyped-def]
+    from index.index import DocumentInput, new_document
+
+    return new_document(DocumentInput(text, doc_id=doc_id))
+
+
+def test_the_cli_works_on_qdrant(tmp_path: Path) -> None:
+    """ingest, ask, docs, rm and migrate, each a fresh process, as a user runs them."""
+    env = {"GROUNDQA_QDRANT_URL": f"local:{tmp_path / 'q'}"}
+    done = groundqa("ingest", str(ARTICLE), "--doc-id", "putin", env=env)
+    assert done.returncode == 0, done.stderr
+    asked = groundqa("ask", QUESTION, env=env)
+    assert asked.returncode == 0 and "2,500 km" in asked.stdout, asked.stderr
+    listed = groundqa("docs", env=env)
+    assert listed.stdout.startswith("putin\t15 passages"), listed.stdout
+    assert groundqa("rm", "putin", env=env).returncode == 0
+    assert "0 documents" in groundqa("docs", env=env).stdout
+    # migrate: an embedded index copied, vectors and all, then asked through Qdrant
+    embedded = tmp_path / "embedded"
+    assert groundqa("ingest", str(ARTICLE), "--doc-id", "putin", index=embedded).returncode == 0
+    target = {"GROUNDQA_QDRANT_URL": f"local:{tmp_path / 'copy'}"}
+    copied = groundqa("migrate", "--to", "qdrant", index=embedded, env=target)
+    assert copied.returncode == 0, copied.stderr
+    assert "1 added" in copied.stdout
+    assert "2,500 km" in groundqa("ask", QUESTION, env=target).stdout
+    missing = groundqa("migrate", "--to", "qdrant", index=embedded)
+    assert missing.returncode == 1 and "GROUNDQA_QDRANT_URL" in missing.stderr
+
+
+def test_parity_with_the_embedded_index(squad_slice: SquadSlice, tmp_path: Path, embedder: Embedder) -> None:
+    """Layer 3: the same ~1,000 passages (copied, not embedded again) rank the same."""
+    source = squad_slice.index
+    target = qdrant_index(tmp_path / "q", embedder)
+    for _ in source.copy_to(target):
+        pass
+    assert sorted((p.doc_id, p.start, p.end) for p in target.passages()) == sorted(
+        (p.doc_id, p.start, p.end) for p in source.passages()
+    )
+    questions = sample(squad_slice.questions, 300, seed=0)
+    summaries, tops = {}, {}
+    for name, idx in (("embedded", source), ("qdrant", target)):
+        replies: list[tuple] = []  # type: ignore[type-arg]
+
+        def ask(question: str, k: int, mode: str, idx: Index = idx, replies: list = replies):  # type: ignore[type-arg, no-untyped-def]
+            reply = ask_index(idx)(question, k, mode)
+            replies.append(tuple((p.doc_id, p.start, p.end) for p in reply.passages[:5]))
+            return reply
+
+        summaries[name] = summarize(evaluate(questions, ["hybrid"], ask)["hybrid"])
+        tops[name] = replies
+    print(summaries)
+    for metric in ("hit@1", "hit@5", "mrr@10", "answer_hit"):
+        assert abs(summaries["embedded"][metric] - summaries["qdrant"][metric]) <= 0.005, metric
+    same = np.mean([a == b for a, b in zip(tops["embedded"], tops["qdrant"], strict=True)])
+    assert same >= 0.97, same  # the same five passages, with the same offsets, in the same order
+
+
+def test_a_local_qdrant_folder_is_one_process(tmp_path: Path, embedder: Embedder) -> None:
+    index = qdrant_index(tmp_path / "q", embedder)
+    assert index.counts() == (0, 0)
+    with pytest.raises(RuntimeError, match="already accessed by another instance"):
+        QdrantStorage(f"local:{tmp_path / 'q'}", index.meta(), embedder.info.dimension, BM25Params())
