@@ -32,9 +32,12 @@ def _wait_ready(client: TestClient) -> None:
     raise AssertionError("the index never became ready")
 
 
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    with _client(tmp_path, api_key=KEY) as c:
+@pytest.fixture(params=["embedded", "qdrant"])
+def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
+    """Every route on both backends: the embedded index, and Qdrant through qdrant-client's
+    local mode (layer 1 of the Qdrant backend's tests)."""
+    backend = {"qdrant_url": f"local:{tmp_path / 'qdrant'}"} if request.param == "qdrant" else {}
+    with _client(tmp_path, api_key=KEY, **backend) as c:
         _wait_ready(c)
         yield c
 

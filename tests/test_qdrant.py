@@ -9,12 +9,8 @@ import threading
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from eval.data import sample
-from eval.metrics import summarize
-from eval.runner import ask_index, evaluate
 from index import qdrant
 from index.config import Settings, open_index
 from index.errors import DocumentConflict, DocumentNotFound, IndexMismatch
@@ -25,7 +21,7 @@ from index.qdrant import QdrantStorage
 from index.ranking import Hit
 from index.storage import StaleRead
 from index.text import Chunking
-from tests.conftest import ARTICLE, SquadSlice, groundqa, qdrant_index
+from tests.conftest import ARTICLE, groundqa, qdrant_index
 
 QUESTION = "How long is the Power of Siberia 2 pipeline?"
 MIXED = "Intro 😀😀 emoji 🇨🇳 first.\r\n\r\n中文句子在这里。第二句话！\r\nCafe\u0301 au lait is served.\r\n\r\nThe answer is 42 kilometres."
@@ -228,34 +224,6 @@ def test_the_cli_works_on_qdrant(tmp_path: Path) -> None:
     assert "2,500 km" in groundqa("ask", QUESTION, env=target).stdout
     missing = groundqa("migrate", "--to", "qdrant", index=embedded)
     assert missing.returncode == 1 and "GROUNDQA_QDRANT_URL" in missing.stderr
-
-
-def test_parity_with_the_embedded_index(squad_slice: SquadSlice, tmp_path: Path, embedder: Embedder) -> None:
-    """Layer 3: the same ~1,000 passages (copied, not embedded again) rank the same."""
-    source = squad_slice.index
-    target = qdrant_index(tmp_path / "q", embedder)
-    for _ in source.copy_to(target):
-        pass
-    assert sorted((p.doc_id, p.start, p.end) for p in target.passages()) == sorted(
-        (p.doc_id, p.start, p.end) for p in source.passages()
-    )
-    questions = sample(squad_slice.questions, 300, seed=0)
-    summaries, tops = {}, {}
-    for name, idx in (("embedded", source), ("qdrant", target)):
-        replies: list[tuple] = []  # type: ignore[type-arg]
-
-        def ask(question: str, k: int, mode: str, idx: Index = idx, replies: list = replies):  # type: ignore[type-arg, no-untyped-def]
-            reply = ask_index(idx)(question, k, mode)
-            replies.append(tuple((p.doc_id, p.start, p.end) for p in reply.passages[:5]))
-            return reply
-
-        summaries[name] = summarize(evaluate(questions, ["hybrid"], ask)["hybrid"])
-        tops[name] = replies
-    print(summaries)
-    for metric in ("hit@1", "hit@5", "mrr@10", "answer_hit"):
-        assert abs(summaries["embedded"][metric] - summaries["qdrant"][metric]) <= 0.005, metric
-    same = np.mean([a == b for a, b in zip(tops["embedded"], tops["qdrant"], strict=True)])
-    assert same >= 0.97, same  # the same five passages, with the same offsets, in the same order
 
 
 def test_a_local_qdrant_folder_is_one_process(tmp_path: Path, embedder: Embedder) -> None:
