@@ -205,30 +205,39 @@ class QdrantStorage(Storage):
 
     def _create(self, shards: int, replicas: int) -> None:
         have = {c.name for c in self.client.get_collections().collections}
-        spread: dict[str, Any] = {"shard_number": shards, "replication_factor": replicas}
+        # Every copy of a shard confirms a write before it returns: a replica reading from any copy
+        # finds a document's points once its document point names them.
+        spread: dict[str, Any] = {
+            "shard_number": shards,
+            "replication_factor": replicas,
+            "write_consistency_factor": replicas,
+        }
         dense = m.VectorParams(size=self.dimension, distance=m.Distance.DOT)
+        # Vectors only ever read by id (sentences, word pieces) stay on disk, with no HNSW graph.
+        by_id: dict[str, Any] = {"on_disk": True, "hnsw_config": m.HnswConfigDiff(m=0)}
         idf = m.SparseVectorParams(modifier=m.Modifier.IDF)
         wanted: dict[str, dict[str, Any]] = {
             self.documents_name: {"vectors_config": {}},
             self.passages_name: {
                 "vectors_config": {
                     "dense": dense,
+                    # Half precision: 2 bytes a dimension; MaxSim ranks a query against them.
                     "pieces": m.VectorParams(
                         size=self.dimension,
                         distance=m.Distance.DOT,
-                        on_disk=True,
                         datatype=m.Datatype.FLOAT16,
                         multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM),
-                        # MaxSim over word pieces is not a nearest-neighbour search: no HNSW graph.
-                        hnsw_config=m.HnswConfigDiff(m=0),
-                        quantization_config=m.ScalarQuantization(
-                            scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, always_ram=False)
-                        ),
+                        **by_id,
                     ),
                 },
                 "sparse_vectors_config": {"bm25": idf, "piece_set": idf},
             },
-            self.sentences_name: {"vectors_config": {"dense": dense}, "sparse_vectors_config": {"bm25": idf}},
+            self.sentences_name: {
+                "vectors_config": {
+                    "dense": m.VectorParams(size=self.dimension, distance=m.Distance.DOT, **by_id)
+                },
+                "sparse_vectors_config": {"bm25": idf},
+            },
         }
         for name, config in wanted.items():
             if name in have:
