@@ -117,7 +117,7 @@ def run_questions(args: argparse.Namespace, settings: Settings) -> int:
     if args.url:
         ask, texts = _remote(args.url)
     else:
-        if not Path(settings.index_dir).exists():
+        if not settings.qdrant_url and not Path(settings.index_dir).exists():
             raise DataError(f"no index at {settings.index_dir}; ingest documents first or give --index")
         index = open_index(settings)
         ask = ask_index(index)

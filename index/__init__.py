@@ -1,3 +1,3 @@
 """Turns text into a searchable, saved index."""
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,10 @@ from index.qdrant import QdrantStorage
 from service.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
+# A real Qdrant server for the fourth layer of the Qdrant backend's tests: taken out of the
+# environment so that every other test keeps its embedded index.
+QDRANT_SERVER = os.environ.pop("GROUNDQA_QDRANT_URL", "")
+QDRANT_SERVER_KEY = os.environ.pop("GROUNDQA_QDRANT_API_KEY", "") or None
 prepare_process()
 ARTICLE = ROOT / "corpus" / "putin-china-visit.txt"
 SQUAD = ROOT.parent / "shared" / "data" / "squad" / "dev-v1.1-even-articles.json"
@@ -57,6 +62,18 @@ def squad_slice(embedder: Embedder, tmp_path_factory: pytest.TempPathFactory) ->
             break
     held = {d.doc_id for d in index.documents()}
     return SquadSlice(index, [q for q in dataset.questions if q.doc_id in held])
+
+
+def server_settings() -> dict[str, object]:
+    """Settings for the real Qdrant server of GROUNDQA_QDRANT_URL, in collections of the test's
+    own; skips the test, saying so, when none is set."""
+    if not QDRANT_SERVER or QDRANT_SERVER.startswith(("local:", "edge:")):
+        pytest.skip("no Qdrant server: set GROUNDQA_QDRANT_URL=http://HOST:6333 to run this against one")
+    return {
+        "qdrant_url": QDRANT_SERVER,
+        "qdrant_api_key": QDRANT_SERVER_KEY,
+        "qdrant_prefix": f"test_{uuid.uuid4().hex[:8]}",
+    }
 
 
 def qdrant_index(folder: Path, embedder: Embedder, **kwargs: object) -> Index:

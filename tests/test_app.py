@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from index.config import Settings
 from service.app import create_app
-from tests.conftest import ARTICLE
+from tests.conftest import ARTICLE, server_settings
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -32,12 +32,17 @@ def _wait_ready(client: TestClient) -> None:
     raise AssertionError("the index never became ready")
 
 
-@pytest.fixture(params=["embedded", "qdrant"])
+@pytest.fixture(params=["embedded", "qdrant", "qdrant-server"])
 def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
-    """Every route on both backends: the embedded index, and Qdrant through qdrant-client's
-    local mode (layer 1 of the Qdrant backend's tests)."""
-    backend = {"qdrant_url": f"local:{tmp_path / 'qdrant'}"} if request.param == "qdrant" else {}
-    with _client(tmp_path, api_key=KEY, **backend) as c:
+    """Every route on both backends: the embedded index, Qdrant through qdrant-client's local
+    mode (layer 1 of the Qdrant backend's tests) and a real Qdrant server when
+    GROUNDQA_QDRANT_URL names one (layer 4; skipped otherwise)."""
+    backend: dict[str, object] = {}
+    if request.param == "qdrant":
+        backend = {"qdrant_url": f"local:{tmp_path / 'qdrant'}"}
+    elif request.param == "qdrant-server":
+        backend = server_settings()
+    with _client(tmp_path, api_key=KEY, **backend) as c:  # type: ignore[arg-type]
         _wait_ready(c)
         yield c
 
@@ -422,7 +427,10 @@ def test_questions_in_other_unicode_forms_find_the_document_over_http(client: Te
     import unicodedata
 
     text = "Der Bürgermeister von Zürich eröffnet das Café Größenwahn am Montag."
-    assert client.post("/v1/documents", json={"text": text, "doc_id": "zuerich"}, headers=AUTH).status_code == 201
+    assert (
+        client.post("/v1/documents", json={"text": text, "doc_id": "zuerich"}, headers=AUTH).status_code
+        == 201
+    )
     for question in (
         unicodedata.normalize("NFD", "Wer eröffnet das Café Größenwahn in Zürich?"),
         "Wer eröffnet das Ｃａｆé Ｇｒößｅｎｗａｈｎ?",  # full-width Latin letters

@@ -4,9 +4,7 @@ GROUNDQA_QDRANT_URL is set (layer 4). The engine itself is tested in test_qdrant
 
 from __future__ import annotations
 
-import os
 import threading
-import uuid
 from pathlib import Path
 
 import pytest
@@ -21,11 +19,10 @@ from index.qdrant import QdrantStorage
 from index.ranking import Hit
 from index.storage import StaleRead
 from index.text import Chunking
-from tests.conftest import ARTICLE, groundqa, qdrant_index
+from tests.conftest import ARTICLE, groundqa, qdrant_index, server_settings
 
 QUESTION = "How long is the Power of Siberia 2 pipeline?"
 MIXED = "Intro 😀😀 emoji 🇨🇳 first.\r\n\r\n中文句子在这里。第二句话！\r\nCafe\u0301 au lait is served.\r\n\r\nThe answer is 42 kilometres."
-SERVER = os.environ.get("GROUNDQA_QDRANT_URL", "")
 
 
 @pytest.fixture(params=["local", "server"])
@@ -34,10 +31,7 @@ def index(request: pytest.FixtureRequest, tmp_path: Path, embedder: Embedder) ->
     of its own, dropped after)."""
     if request.param == "local":
         return qdrant_index(tmp_path / "qdrant", embedder)
-    if not SERVER or SERVER.startswith("local:"):
-        pytest.skip("no Qdrant server: set GROUNDQA_QDRANT_URL=http://HOST:6333 to run these against one")
-    settings = Settings(qdrant_url=SERVER, qdrant_prefix=f"test_{uuid.uuid4().hex[:8]}")
-    opened = open_index(settings)
+    opened = open_index(Settings(**server_settings()))  # type: ignore[arg-type]
     request.addfinalizer(opened.storage.drop)
     return opened
 
