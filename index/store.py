@@ -7,6 +7,7 @@ replaced. Readers read the revision, the segments and the live documents in one 
 
 from __future__ import annotations
 
+import queue
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,26 +63,41 @@ class State:
     segments: dict[int, list[int]]
 
 
+# Idle connections kept for reuse: opening one cost 0.5 ms of a 13 ms query.
+IDLE_CONNECTIONS = 4
+
+
 class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         with self._connection() as db:
             db.execute("PRAGMA journal_mode = WAL")  # kept in the file: readers never wait for a writer
             db.executescript(_SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        # Pooled (_connection): used by one thread at a time, not always the one that opened it.
+        db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA synchronous = FULL")  # a commit is on disk when it returns, WAL or not
         return db
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
-        """A connection that is closed afterwards (sqlite3's own context manager leaves it open)."""
-        db = self._connect()
+        """An idle connection (or a new one), outside any transaction; kept afterwards while fewer
+        than IDLE_CONNECTIONS wait, else closed (sqlite3's own context manager leaves it open)."""
+        try:
+            db = self._idle.get_nowait()
+        except queue.Empty:
+            db = self._connect()
         try:
             yield db
-        finally:
+        except BaseException:
             db.close()
+            raise
+        if db.in_transaction or self._idle.qsize() >= IDLE_CONNECTIONS:
+            db.close()
+        else:
+            self._idle.put(db)
 
     @contextmanager
     def transaction(self, write: bool = False) -> Iterator[sqlite3.Connection]:
