@@ -494,7 +494,14 @@ class QdrantReader(Reader):
             must=[m.FieldCondition(key="version", match=m.MatchAny(any=[self.versions[d] for d in doc_ids]))]
         )
         keys = [int(p["_id"]) for p in self.s._scroll(self.s.passages_name, where, fields=[])]
+        self._check_pinned()  # the points may have been replaced while they were listed
         return np.array(sorted(keys), dtype=np.int64)
+
+    def _check_pinned(self) -> None:
+        """StaleRead unless the documents allowed() read still hold the versions it read."""
+        now = self.s.records(self._pinned)
+        if any(d not in now or now[d]["version"] != self.versions[d] for d in self._pinned):
+            raise StaleRead("a document changed during the query")
 
     def _query(
         self, collection: str, query: Any, using: str, n: int, allowed: np.ndarray | None, **extra: Any
@@ -508,9 +515,7 @@ class QdrantReader(Reader):
             collection, query=query, using=using, limit=n, query_filter=where, **extra
         )
         if allowed is not None:
-            now = self.s.records(self._pinned)
-            if any(d not in now or now[d]["version"] != self.versions[d] for d in self._pinned):
-                raise StaleRead("a document changed during the query")
+            self._check_pinned()
         return list(result.points)
 
     def dense_search(
@@ -625,6 +630,14 @@ class QdrantReader(Reader):
         vectors = np.array(found[0].vector["pieces"], dtype=np.float32).reshape(-1, self.s.dimension)
         spans = np.array(payload["piece_spans"], dtype=np.int32).reshape(-1, 2)
         return vectors, spans, np.array(payload["piece_ids"], dtype=PIECE_ID)
+
+    def word_match(self, keys: np.ndarray, folded: np.ndarray) -> np.ndarray | None:
+        """Qdrant's MaxSim over the passages' word pieces: one call, no vectors sent back."""
+        found = self._query(
+            self.s.passages_name, folded.tolist(), "pieces", len(keys), keys, with_payload=False
+        )
+        scores = {int(p.id): p.score for p in found}
+        return np.array([scores.get(int(k), 0.0) for k in keys], dtype=np.float64)
 
     def piece_idf(self, pieces: np.ndarray) -> np.ndarray:
         """As the embedded index weighs them, from each piece's document frequency."""

@@ -134,7 +134,7 @@ def rank(reader: Reader, query: Query, ranking: Ranking) -> tuple[list[Hit], Ans
     pool, pool_scores = np.array(order, dtype=np.int64), scores[order]
     match = WordMatch(reader, query.question, query.pieces)
     if query.mode == "hybrid" and len(pool):
-        matched = np.array([match.score(int(keys[i])) for i in pool])
+        matched = match.scores(keys[pool])
         pool_scores = _minmax(pool_scores) + ranking.match_weight * matched
         resort = np.argsort(-pool_scores, kind="stable")
         pool, pool_scores = pool[resort], pool_scores[resort]
@@ -192,6 +192,15 @@ class WordMatch:
         self.vectors = pieces.vectors[words]  # punctuation left out
         self.weights = reader.piece_idf(pieces.ids[words])
         self._cosines: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def scores(self, keys: np.ndarray) -> np.ndarray:
+        """The match with each of these passages, by the storage where it can."""
+        total = float(self.weights.sum())
+        if len(self.vectors) and total > 0:
+            found = self.reader.word_match(keys, self.vectors * (self.weights / total)[:, None])
+            if found is not None:
+                return found
+        return np.array([self.score(int(k)) for k in keys])
 
     def score(self, key: int, span: Span | None = None) -> float:
         """The match with passage `key`, or with the part of it inside span."""

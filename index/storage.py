@@ -138,6 +138,12 @@ class Reader(ABC):
     def pieces(self, key: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A passage's word pieces: vectors [n, dim], spans in the text [n, 2], ids [n]."""
 
+    def word_match(self, keys: np.ndarray, folded: np.ndarray) -> np.ndarray | None:
+        """Each passage's word match, sum_i max_j q_i . d_j over its word pieces d_j, for the
+        question's piece vectors with their weights folded in (q_i = w_i v_i / sum w), where the
+        storage computes it (Qdrant's MaxSim); None leaves it to ranking, piece by piece."""
+        return None
+
     @abstractmethod
     def piece_idf(self, pieces: np.ndarray) -> np.ndarray:
         """log((N + 1) / (df + 1)) + 1 over the N passages: rare word pieces weigh more."""

@@ -28,7 +28,7 @@ EXAMPLES = {
     "docs": "example: groundqa docs",
     "rm": "example: groundqa rm putin-china-visit",
     "compact": "example: groundqa compact",
-    "migrate": "example: GROUNDQA_QDRANT_URL=http://qdrant:6333 groundqa migrate --to qdrant",
+    "migrate": "example: groundqa migrate --to qdrant --index var/index  (GROUNDQA_QDRANT_URL set)",
 }
 # Documents per commit in `ingest`: each batch is one segment, written in one transaction.
 INGEST_BATCH = 64
