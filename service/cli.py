@@ -133,12 +133,14 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
         for done in index.add_many(inputs, replace=True):
             counts[done.state] += 1
             print(f"{done.document.doc_id}\t{done.document.passages} passages\t{done.state}", flush=True)
-    docs, passages = index.counts()
-    print(
-        f"{len(files)} files: {counts['added']} added, {counts['replaced']} replaced, "
-        f"{counts['unchanged']} unchanged; the index holds {docs} documents, {passages} passages"
-    )
+    print(f"{len(files)} files: {_summary(counts, index)}")
     return 0
+
+
+def _summary(counts: dict[str, int], index: Index) -> str:
+    docs, passages = index.counts()
+    done = f"{counts['added']} added, {counts['replaced']} replaced, {counts['unchanged']} unchanged"
+    return f"{done}; the index holds {docs} documents, {passages} passages"
 
 
 def run_ask(args: argparse.Namespace, settings: Settings) -> int:
@@ -206,12 +208,7 @@ def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
         for d in done:
             counts[d.state] += 1
         print(f"{sum(counts.values())}/{total} documents copied", flush=True)
-    docs, passages = target.counts()
-    print(
-        f"copied {settings.index_dir} to {settings.where()}: {counts['added']} added, "
-        f"{counts['replaced']} replaced, {counts['unchanged']} unchanged; it holds {docs} documents, "
-        f"{passages} passages"
-    )
+    print(f"copied {settings.index_dir} to {settings.where()}: {_summary(counts, target)}")
     return 0
 
 
