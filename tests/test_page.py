@@ -37,9 +37,12 @@ def _require_browser() -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = LiveServer(tmp_path_factory.mktemp("page") / "index", api_key=KEY)
+@pytest.fixture(scope="module", params=["embedded", "qdrant"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The page on both backends: the embedded index and Qdrant (qdrant-client's local mode)."""
+    folder = tmp_path_factory.mktemp("page")
+    backend = {"qdrant_url": f"local:{folder / 'qdrant'}"} if request.param == "qdrant" else {}
+    live = LiveServer(folder / "index", api_key=KEY, **backend)
     live.start()
     reply = httpx.put(
         f"{live.url}/v1/documents/emoji-doc",
