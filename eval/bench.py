@@ -93,6 +93,7 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
             figures.update(ingest(dataset, ours, theirs, settings))
         with step(report, "in_process") as figures:
             figures.update(in_process(ours, theirs, questions, settings))
+        report["profile"] = profile(ours, questions, settings)
         with Servers(ours, theirs, args.workers) as servers:
             report["cold_start_s"] = servers.cold_start
             for clients in CLIENTS:
@@ -362,6 +363,13 @@ def markdown(report: dict[str, Any]) -> str:
     for name, f in s["in_process"].items():
         if isinstance(f, dict) and "p50" in f:
             lines.append(f"| {name} | {f['p50']} | {f['p95']} | {f['p99']} |")
+    if report.get("profile"):
+        prof = report["profile"]
+        lines += ["", f"Where a hybrid query's time goes (cProfile, {prof['total']} ms a query):", ""]
+        lines += ["| part | ms | share |", "|---|---:|---:|"]
+        lines += [
+            f"| {part} | {ms} | {ms / prof['total']:.0%} |" for part, ms in prof.items() if part != "total"
+        ]
     lines += [
         "",
         "HTTP, GET of a hybrid query with k=5 (txtai: one uvicorn worker):",
@@ -413,6 +421,59 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+# Where a hybrid query's time goes: each part is the cumulative time of these functions (the
+# encoder's is the wait for the encoding thread, which cProfile does not follow).
+PARTS = {
+    "encoder (question's forward pass)": [("index/batching.py", "embed")],
+    "word pieces decoded": [("index/codec.py", "decode")],
+    "word match, decoding left out": [("index/ranking.py", "scores"), ("index/ranking.py", "score")],
+    "texts read from SQLite": [("index/embedded.py", "texts")],
+    "BM25": [
+        ("index/embedded.py", "lexical_search"),
+        ("index/embedded.py", "passage_bm25"),
+        ("index/embedded.py", "sentence_bm25"),
+    ],
+    "dense search (FAISS)": [("index/embedded.py", "dense_search")],
+}
+
+
+def profile(ours: Path, questions: list[str], settings: Settings) -> dict[str, float]:
+    """ms per in-process hybrid query, in total and per part (cProfile, which slows Python code
+    a little: the parts are shares more than times)."""
+    import cProfile
+    import pstats
+
+    index = Index(ours, embedder_of(settings))
+    index.search(questions[0])
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for question in questions:
+        index.search(question, 5, "hybrid")
+    profiler.disable()
+    stats: dict[Any, Any] = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+
+    def cumulative(where: str, name: str) -> float:
+        """Time in the function and below, less its calls from a function of the same part
+        (WordMatch.scores calls WordMatch.score)."""
+        own = {func for f in PARTS.values() if (where, name) in f for _, func in f}
+        total = 0.0
+        for (file, _, func), (_, _, _, ct, callers) in stats.items():
+            if file.endswith(where) and func == name:
+                # Called from where profiling began, it has no caller on record: all of it counts.
+                total += (
+                    sum(c[3] for (_, _, caller), c in callers.items() if caller not in own) if callers else ct
+                )
+        return total
+
+    total = cumulative("index/index.py", "search")
+    out = {part: sum(cumulative(*f) for f in funcs) for part, funcs in PARTS.items()}
+    out["word match, decoding left out"] -= out["word pieces decoded"]
+    out["everything else (ranking's numpy, candidates, SQLite places)"] = total - sum(out.values())
+    return {"total": round(total / len(questions) * 1000, 2)} | {
+        part: round(value / len(questions) * 1000, 2) for part, value in out.items()
+    }
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:

@@ -1,9 +1,10 @@
 """Micro-batching: questions that arrive together are encoded in one forward pass.
 
 One worker thread owns the query side of the encoder. It takes the first question waiting, then
-whatever else arrives within `max_wait` (or is already queued: while a pass runs, the next
-questions pile up), up to `max_batch`, and encodes them at once: 16 questions in one pass cost
-about a third each of 16 passes. A lone question waits at most `max_wait`. Questions are served in
+whatever else is already queued (while a pass runs, the next questions pile up) and, when the
+last pass held more than one question (questions come concurrently), whatever arrives within
+`max_wait`, up to `max_batch`, and encodes them at once: 16 questions in one pass cost about a
+third each of 16 passes. A lone client's question is not held at all. Questions are served in
 the order they came. If a pass fails, each of its questions is encoded alone, so an error reaches
 the caller whose question caused it and no other.
 """
@@ -52,14 +53,16 @@ class QueryBatcher:
                 self._worker.start()
 
     def _run(self) -> None:
+        together = False  # did the last pass hold more than one question?
         while True:
             batch = [self._queue.get()]
-            deadline = time.monotonic() + self.max_wait
+            deadline = time.monotonic() + (self.max_wait if together else 0.0)
             while len(batch) < self.max_batch:
                 try:
                     batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
+            together = len(batch) > 1
             self._encode(batch)
 
     def _encode(self, batch: list[_Job]) -> None:
