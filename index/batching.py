@@ -1,10 +1,11 @@
 """Micro-batching: questions that arrive together are encoded in one forward pass.
 
 One worker thread owns the query side of the encoder. It takes the first question waiting, then
-whatever else is already queued (while a pass runs, the next questions pile up) and, when the
-last pass held more than one question (questions come concurrently), whatever arrives within
-`max_wait`, up to `max_batch`, and encodes them at once: 16 questions in one pass cost about a
-third each of 16 passes. A lone client's question is not held at all. Questions are served in
+whatever else is already queued (while a pass runs, the next questions pile up) and, when
+questions come close together (the previous one arrived less than `max_gap` before), whatever
+arrives within `max_wait`, up to `max_batch`, and encodes them at once: 16 questions in one pass
+cost about a third each of 16 passes. A lone client's question (one every 10 ms at best) is not
+held at all. Questions are served in
 the order they came. If a pass fails, each of its questions is encoded alone, so an error reaches
 the caller whose question caused it and no other.
 """
@@ -26,12 +27,16 @@ from index.model import Embedder, PieceVectors
 class _Job:
     text: str
     done: Future[tuple[np.ndarray, PieceVectors]]
+    arrived: float
 
 
 class QueryBatcher:
-    def __init__(self, embedder: Embedder, max_wait: float = 0.001, max_batch: int = 32) -> None:
+    def __init__(
+        self, embedder: Embedder, max_wait: float = 0.001, max_batch: int = 32, max_gap: float = 0.005
+    ) -> None:
         self.embedder = embedder
         self.max_wait = max_wait
+        self.max_gap = max_gap
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
@@ -41,7 +46,7 @@ class QueryBatcher:
 
     def embed(self, text: str) -> tuple[np.ndarray, PieceVectors]:
         """The text's vector and word pieces, as Embedder.embed_with_pieces([text]) gives them."""
-        job = _Job(text, Future())
+        job = _Job(text, Future(), time.monotonic())
         self._ensure_worker()
         self._queue.put(job)
         return job.done.result()
@@ -53,16 +58,17 @@ class QueryBatcher:
                 self._worker.start()
 
     def _run(self) -> None:
-        together = False  # did the last pass hold more than one question?
+        last = float("-inf")  # when the previous question arrived
         while True:
             batch = [self._queue.get()]
-            deadline = time.monotonic() + (self.max_wait if together else 0.0)
+            close = batch[0].arrived - last < self.max_gap
+            deadline = time.monotonic() + (self.max_wait if close else 0.0)
             while len(batch) < self.max_batch:
                 try:
                     batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
-            together = len(batch) > 1
+            last = batch[-1].arrived
             self._encode(batch)
 
     def _encode(self, batch: list[_Job]) -> None:
