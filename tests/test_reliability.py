@@ -160,6 +160,13 @@ def test_several_workers_serve_one_index(tmp_path: Path) -> None:
     server, url = serve(tmp_path / "index", "--workers", "2", "--seed", str(ARTICLE), env=KEY_ENV)
     try:
         wait_ready(url, server)
+        # /readyz answers for the worker a connection lands on: until both are ready, a request
+        # may get the other's 503 ("loading"). New connections, until 8 in a row are ready.
+        in_a_row, deadline = 0, time.monotonic() + 600
+        while in_a_row < 8 and time.monotonic() < deadline:
+            ready = httpx.get(url + "/readyz", headers={"Connection": "close"}).status_code == 200
+            in_a_row = in_a_row + 1 if ready else 0
+            time.sleep(0 if ready else 0.2)
         reply = httpx.post(
             url + "/v1/documents",
             json={"text": "The ferry leaves at noon.", "doc_id": "ferry"},
