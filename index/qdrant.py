@@ -13,8 +13,8 @@ reads the text). The old version's points are deleted after the switch; points o
 writer that died in between are removed by `compact` once they are older than ORPHAN_AGE.
 Two replicas that write the same doc_id at once: the last switch wins, nothing else is lost.
 
-`GROUNDQA_QDRANT_URL=local:DIR` runs qdrant-client's local mode (one process, brute-force search):
-for trials and tests.
+`GROUNDQA_QDRANT_URL=local:DIR` runs qdrant-client's local mode (one process, brute-force search)
+and `edge:DIR` Qdrant's own engine in this process (index/qdrant_edge.py): for trials and tests.
 """
 
 from __future__ import annotations
