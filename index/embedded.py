@@ -75,14 +75,16 @@ class SegmentStorage(Storage):
 
     # --- reading ---------------------------------------------------------------------------
 
-    def reader(self) -> SegmentReader:
-        """The reader of the latest commit; a stat of the SQLite files tells whether there is one."""
+    def reader(self, fresh: bool = False) -> SegmentReader:
+        """The reader of the latest commit; a stat of the SQLite files tells whether there is one.
+        The stat can miss a commit (two commits within one tick of the file system's clock that
+        leave the WAL the same size): fresh asks SQLite for the revision itself."""
         seen = self._signature()
         current = self._reader
-        if current is not None and seen == self._seen:
+        if current is not None and seen == self._seen and not fresh:
             return current
         with self._reload:
-            if self._reader is None or self._signature() != self._seen:
+            if self._reader is None or fresh or self._signature() != self._seen:
                 self._seen = self._signature()
                 if self._reader is None or self.store.revision() != self._reader.revision:
                     self._reader = self._load()

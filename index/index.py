@@ -212,12 +212,14 @@ class Index:
         question = check_query(question, k, mode)
         vector, pieces = self.questions.embed(question)
         query = Query(question, vector, pieces, k, mode, doc_ids)
-        for _ in range(STALE_RETRIES):
+        reader = self.reader()
+        for attempt in range(STALE_RETRIES):
             try:
-                hits, answer = rank(self.reader(), query, self.ranking)
+                hits, answer = rank(reader, query, self.ranking)
                 break
             except StaleRead:  # a writer changed a document under the query: read the new revision
-                continue
+                time.sleep(0.001 * attempt)  # from the second try, give a burst of writes time to end
+                reader = self.storage.reader(fresh=True)
         else:
             raise IndexBusy("the documents kept changing during the query; ask again")
         took = round((time.perf_counter() - began) * 1000, 2)

@@ -287,7 +287,8 @@ class QdrantStorage(Storage):
 
     # --- reading ---------------------------------------------------------------------------
 
-    def reader(self) -> QdrantReader:
+    def reader(self, fresh: bool = False) -> QdrantReader:
+        """A new reader each time: it reads versions as it goes."""
         return QdrantReader(self)
 
     def records(self, doc_ids: Iterable[str], text: bool = False) -> dict[str, dict[str, Any]]:

@@ -158,8 +158,9 @@ class Storage(ABC):
     """Where an index keeps its documents and vectors; writes are atomic per call."""
 
     @abstractmethod
-    def reader(self) -> Reader:
-        """The latest committed state (another process's commits included)."""
+    def reader(self, fresh: bool = False) -> Reader:
+        """The latest committed state (another process's commits included); fresh: checked
+        against the store itself, after a read found the state stale."""
 
     @abstractmethod
     def existing(self, doc_ids: list[str]) -> dict[str, Document]: ...
