@@ -4,7 +4,7 @@ mode and as the embedded index; and layer 3, the parity of both backends on ~1,0
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -59,19 +59,20 @@ def _places(reader: Reader, keys: np.ndarray) -> list[tuple[str, int, int]]:
     return reader.passages(keys)
 
 
-def _same_top(
-    reader: Reader,
-    found: np.ndarray,
-    their: np.ndarray,
-    ours: Reader,
-    keys: np.ndarray,
-    scores: np.ndarray,
-    n: int,
-) -> None:
-    """Our top n passages are in theirs with the same scores (ties may come in another order)."""
-    got = dict(zip(_places(reader, found), their, strict=True))
-    for place, score in zip(_places(ours, keys)[:n], scores[:n], strict=True):
-        assert got.get(place) == pytest.approx(float(score), rel=1e-4, abs=1e-5), place
+def _compare(
+    ours: Reader, copies: dict[str, Index], search: Callable[[Reader], tuple[np.ndarray, np.ndarray]], n: int
+) -> Iterator[tuple[Reader, np.ndarray, np.ndarray]]:
+    """Each copy's search against ours: the same scores, and our top n among theirs with the same
+    score (ties may come in another order). Yields each copy's reader, its keys and ours."""
+    keys, scores = search(ours)
+    for kind, index in copies.items():
+        reader = index.reader()
+        found, their = search(reader)
+        np.testing.assert_allclose(their, scores, rtol=1e-4, atol=1e-5, err_msg=kind)
+        got = dict(zip(_places(reader, found), their, strict=True))
+        for place, score in zip(_places(ours, keys)[:n], scores[:n], strict=True):
+            assert got.get(place) == pytest.approx(float(score), rel=1e-4, abs=1e-5), (kind, place)
+        yield reader, found, keys
 
 
 def test_bm25_with_idf_scores_as_the_embedded_index(
@@ -81,12 +82,9 @@ def test_bm25_with_idf_scores_as_the_embedded_index(
     ours = squad_slice.index.reader()
     for question in questions:
         terms = query_terms(question)
-        keys, scores = ours.lexical_search(terms, 50, None)
-        for kind, index in copies.items():
-            reader = index.reader()
-            found, their = reader.lexical_search(terms, 50, None)
-            np.testing.assert_allclose(their, scores, rtol=1e-4, err_msg=kind)
-            _same_top(reader, found, their, ours, keys, scores, 10)
+        for reader, found, keys in _compare(
+            ours, copies, lambda r, t=terms: r.lexical_search(t, 50, None), 10
+        ):
             sentences = np.concatenate(reader.sentences_of(found[:5]))
             mine = np.concatenate(ours.sentences_of(keys[:5]))
             # Qdrant's N leaves out rows with no term (sentences of stopwords only): 0.04 % apart.
@@ -101,12 +99,7 @@ def test_dense_search_finds_the_same_passages(
     ours = squad_slice.index.reader()
     for question in questions:
         vector = embedder.embed([question])[0]
-        keys, sims = ours.dense_search(vector, 50, None)
-        for kind, index in copies.items():
-            reader = index.reader()
-            found, their = reader.dense_search(vector, 50, None)
-            np.testing.assert_allclose(their, sims, atol=1e-5, err_msg=kind)
-            _same_top(reader, found, their, ours, keys, sims, 20)
+        assert len(list(_compare(ours, copies, lambda r, v=vector: r.dense_search(v, 50, None), 20))) == 2
 
 
 def test_maxsim_with_idf_in_the_question_is_our_word_match(
