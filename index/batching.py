@@ -5,9 +5,8 @@ whatever else is already queued (while a pass runs, the next questions pile up) 
 questions come close together (the previous one arrived less than `max_gap` before), whatever
 arrives within `max_wait`, up to `max_batch`, and encodes them at once: 16 questions in one pass
 cost about a third each of 16 passes. A lone client's question (one every 10 ms at best) is not
-held at all. Questions are served in
-the order they came. If a pass fails, each of its questions is encoded alone, so an error reaches
-the caller whose question caused it and no other.
+held at all. Questions are served in the order they came. If a pass fails, each of its
+questions is encoded alone, so an error reaches the caller whose question caused it and no other.
 """
 
 from __future__ import annotations

@@ -77,8 +77,9 @@ class SegmentStorage(Storage):
 
     def reader(self, fresh: bool = False) -> SegmentReader:
         """The reader of the latest commit; a stat of the SQLite files tells whether there is one.
-        The stat can miss a commit (two commits within one tick of the file system's clock that
-        leave the WAL the same size): fresh asks SQLite for the revision itself."""
+        A stat can miss a commit (where the file system's timestamps are coarse, two commits in one
+        tick that leave the WAL the same size): fresh, after a read found its state stale, asks
+        SQLite for the revision itself."""
         seen = self._signature()
         current = self._reader
         if current is not None and seen == self._seen and not fresh:
@@ -148,14 +149,15 @@ class SegmentStorage(Storage):
     def drop(self) -> None:
         """The folder is the caller's to remove."""
 
-    def export(self, doc_ids: list[str]) -> list[DocumentVectors]:
-        """These documents' rows as the latest commit holds them (for copying to another backend)."""
-        places = self.store.places(doc_ids)
-        missing = [d for d in doc_ids if d not in places]
+    def export(self, doc_ids: list[str]) -> list[tuple[DocumentVectors, str]]:
+        """These documents' rows as the latest commit holds them, each with its text (for copying
+        to another backend): one query for the places, one for the texts."""
+        places, texts = self.store.places(doc_ids), self.store.texts(set(doc_ids))
+        missing = [d for d in doc_ids if d not in places or d not in texts]
         if missing:
             raise not_found(missing[0])
         opened = {n: Segment.open(self._path(n)) for n in {number for number, _ in places.values()}}
-        return [opened[places[d][0]].export(places[d][1]) for d in doc_ids]
+        return [(opened[places[d][0]].export(places[d][1]), texts[d][1]) for d in doc_ids]
 
     # --- writing ---------------------------------------------------------------------------
 

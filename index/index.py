@@ -283,8 +283,7 @@ class Index:
         for at in range(0, len(docs), batch):
             part = docs[at : at + batch]
             prepared = []
-            for doc, vectors in zip(part, self.storage.export([d.doc_id for d in part]), strict=True):
-                _, text = self.document(doc.doc_id)
+            for doc, (vectors, text) in zip(part, self.storage.export([d.doc_id for d in part]), strict=True):
                 passages = [lexical_input(doc.title, text[s:e]) for s, e in vectors.passages]
                 spans = [text[s:e] for s, e in vectors.sentences]
                 stored = dataclasses.replace(vectors, passage_texts=passages, sentence_texts=spans)

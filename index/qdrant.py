@@ -49,18 +49,20 @@ SENTENCE_TERMS = 13.7
 # Extra candidates asked of Qdrant, for the points of other versions a reader drops.
 SLACK = 20
 UPSERT_BATCH = 64
+# Seconds between looks at the revision token that renews the cached word-piece frequencies.
+REVISION_CHECK = 1.0
 _META_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "groundqa:meta"))
 
 
-def sparse_index(term: str) -> int:
-    """Qdrant's sparse indices are 32-bit: the low half of the term's 64-bit id."""
-    return term_id(term) & 0xFFFFFFFF
+def sparse_index(term: int) -> int:
+    """Qdrant's sparse indices are 32-bit: the low half of lexical.term_id's 64-bit id."""
+    return int(term) & 0xFFFFFFFF
 
 
 def bm25_document(text: str, mean_length: float, params: BM25Params) -> m.SparseVector:
     """A row's BM25 term weights without idf (Qdrant multiplies by idf at query time)."""
     words = terms(text)
-    counts: Counter[int] = Counter(sparse_index(t) for t in words)
+    counts: Counter[int] = Counter(sparse_index(term_id(t)) for t in words)
     norm = params.k1 * (1 - params.b + params.b * len(words) / mean_length)
     indices = sorted(counts)
     values = [counts[i] * (params.k1 + 1) / (counts[i] + norm) for i in indices]
@@ -69,7 +71,7 @@ def bm25_document(text: str, mean_length: float, params: BM25Params) -> m.Sparse
 
 def bm25_query(term_ids: np.ndarray) -> m.SparseVector:
     """A query's terms (lexical.query_terms, repeated as they occur) as a sparse vector."""
-    counts = Counter(int(t) & 0xFFFFFFFF for t in term_ids)
+    counts = Counter(sparse_index(t) for t in term_ids)
     return m.SparseVector(indices=sorted(counts), values=[float(counts[i]) for i in sorted(counts)])
 
 
@@ -187,7 +189,6 @@ class QdrantStorage(Storage):
         replicas: int = 1,
         mean_lengths: tuple[float, float] = (PASSAGE_TERMS, SENTENCE_TERMS),
     ) -> None:
-        self.url = url
         self.client = Client(url, api_key)
         self.dimension = dimension
         self.bm25 = bm25
@@ -200,6 +201,7 @@ class QdrantStorage(Storage):
         self._df: dict[int, float] = {}
         self._df_rows = 0
         self._df_token = ""
+        self._df_checked = float("-inf")
 
     # --- collections -----------------------------------------------------------------------
 
@@ -314,8 +316,10 @@ class QdrantStorage(Storage):
         return _document(found), str(found["text"])
 
     def counts(self) -> tuple[int, int]:
-        docs = self.documents()
-        return len(docs), sum(d.passages for d in docs)
+        """Counted by the engine (readiness and metrics ask often): exact at rest; while a write
+        is between its new points and the removal of the old ones, passages count both."""
+        docs = self.client.count(self.documents_name, count_filter=_kind("document"), exact=True).count
+        return int(docs), int(self.client.count(self.passages_name, exact=True).count)
 
     def _scroll(
         self,
@@ -378,14 +382,18 @@ class QdrantStorage(Storage):
 
     def piece_df(self, pieces: set[int]) -> tuple[int, dict[int, float]]:
         """The passages and each word piece's document frequency: Qdrant's IDF of the piece_set
-        vector, one query per piece not yet known, inverted. Kept until the revision changes."""
-        meta = self.client.retrieve(self.documents_name, [_META_ID], with_payload=["revision"])
-        token = str((meta[0].payload or {}).get("revision")) if meta else ""
+        vector, one query per piece not yet known, inverted. Kept until the revision changes, which
+        is looked at once every REVISION_CHECK seconds: word-match weights may lag a write by that."""
+        if time.monotonic() - self._df_checked > REVISION_CHECK:
+            meta = self.client.retrieve(self.documents_name, [_META_ID], with_payload=["revision"])
+            token = str((meta[0].payload or {}).get("revision")) if meta else ""
+            with self._df_lock:
+                if token != self._df_token:
+                    self._df_rows = int(self.client.count(self.passages_name, exact=True).count)
+                    self._df, self._df_token = {}, token
+                self._df_checked = time.monotonic()
         with self._df_lock:
-            if token != self._df_token or not self._df_token:
-                self._df_rows = int(self.client.count(self.passages_name, exact=True).count)
-                self._df, self._df_token = {}, token
-            rows, known = self._df_rows, dict(self._df)
+            token, rows, known = self._df_token, self._df_rows, dict(self._df)
         missing = sorted(pieces - set(known))
         if missing:
             requests = [
@@ -507,15 +515,16 @@ class QdrantReader(Reader):
     def _query(
         self, collection: str, query: Any, using: str, n: int, allowed: np.ndarray | None, **extra: Any
     ) -> list[m.ScoredPoint]:
-        """A search, within the allowed keys if given: then it also checks that their documents
-        still hold the versions allowed() read, or a search over deleted points finds nothing."""
+        """A search, within the allowed keys if given. Found points are checked against their
+        document's version later (texts()); finding none within the allowed keys may mean their
+        version was deleted meanwhile, so then the documents allowed() read are checked."""
         where = (
             None if allowed is None else m.Filter(must=[m.HasIdCondition(has_id=[int(k) for k in allowed])])
         )
         result = self.client.query_points(
             collection, query=query, using=using, limit=n, query_filter=where, **extra
         )
-        if allowed is not None:
+        if allowed is not None and not result.points:
             self._check_pinned()
         return list(result.points)
 

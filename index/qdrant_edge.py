@@ -6,6 +6,7 @@ measured on the real engine where no Qdrant server can be installed; a deploymen
 
 from __future__ import annotations
 
+import shutil
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -72,8 +73,6 @@ class EdgeClient:
             )
 
     def delete_collection(self, name: str) -> None:
-        import shutil
-
         with self._lock:
             shard = self.shards.pop(name, None)
             if shard is not None:
@@ -129,9 +128,10 @@ class EdgeClient:
             points, after = self.shards[name].scroll(request)
         return list(points), after
 
-    def count(self, name: str, exact: bool = True) -> Any:
+    def count(self, name: str, count_filter: m.Filter | None = None, exact: bool = True) -> Any:
+        request = e.CountRequest(exact=exact, filter=_filter(count_filter))
         with self._lock:
-            return SimpleNamespace(count=self.shards[name].count(e.CountRequest(exact=exact)))
+            return SimpleNamespace(count=self.shards[name].count(request))
 
     def query_points(
         self,

@@ -110,8 +110,8 @@ class Answer:
 
 def rank(reader: Reader, query: Query, ranking: Ranking) -> tuple[list[Hit], Answer | None]:
     allowed = None if query.doc_ids is None else reader.allowed(query.doc_ids)
-    if (allowed is not None and len(allowed) == 0) or reader.passage_count() == 0:
-        return [], None
+    if allowed is not None and len(allowed) == 0:
+        return [], None  # (an empty index needs no check here: its searches find nothing)
     terms = query_terms(query.question)
     keys = _candidates(reader, query, terms, allowed, ranking.candidates)
     if len(keys) == 0:

@@ -76,12 +76,12 @@ def server_settings() -> dict[str, object]:
     }
 
 
-def qdrant_index(folder: Path, embedder: Embedder, **kwargs: object) -> Index:
-    """An index in Qdrant's local mode, in folder."""
+def qdrant_index(folder: Path, embedder: Embedder, engine: str = "local", **kwargs: object) -> Index:
+    """An index in Qdrant in folder: qdrant-client's local mode, or Qdrant's engine (edge)."""
     return Index(
         folder,
         embedder,
-        backend=lambda meta: QdrantStorage(f"local:{folder}", meta, embedder.info.dimension, BM25Params()),
+        backend=lambda meta: QdrantStorage(f"{engine}:{folder}", meta, embedder.info.dimension, BM25Params()),
         **kwargs,  # type: ignore[arg-type]
     )
 

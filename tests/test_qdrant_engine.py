@@ -14,22 +14,18 @@ from eval.data import sample
 from eval.metrics import summarize
 from eval.runner import ask_index, evaluate
 from index.index import Index
-from index.lexical import BM25Params, query_terms
+from index.lexical import query_terms
 from index.model import Embedder
 from index.qdrant import QdrantStorage
 from index.ranking import WordMatch
 from index.storage import Reader
-from tests.conftest import SquadSlice
+from tests.conftest import SquadSlice, qdrant_index
 
 ENGINES = ("edge", "local")
 
 
-def _copy(source: Index, embedder: Embedder, url: str) -> Index:
-    target = Index(
-        Path("/nonexistent"),
-        embedder,
-        backend=lambda meta: QdrantStorage(url, meta, embedder.info.dimension, BM25Params()),
-    )
+def _copy(source: Index, embedder: Embedder, folder: Path, engine: str) -> Index:
+    target = qdrant_index(folder, embedder, engine)
     for _ in source.copy_to(target):
         pass
     return target
@@ -40,10 +36,7 @@ def copies(
     squad_slice: SquadSlice, embedder: Embedder, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Index]]:
     """The slice copied (vectors and all) onto Qdrant's engine and onto local mode."""
-    out = {
-        kind: _copy(squad_slice.index, embedder, f"{kind}:{tmp_path_factory.mktemp(kind)}")
-        for kind in ENGINES
-    }
+    out = {kind: _copy(squad_slice.index, embedder, tmp_path_factory.mktemp(kind), kind) for kind in ENGINES}
     yield out
     for index in out.values():
         assert isinstance(index.storage, QdrantStorage)
@@ -152,13 +145,7 @@ def test_word_piece_frequencies_come_back_exact_from_idf(
 
 @pytest.mark.parametrize("kind", ENGINES)
 def test_filters_and_deletes_are_seen_at_once(kind: str, tmp_path: Path, embedder: Embedder) -> None:
-    index = Index(
-        tmp_path / "x",
-        embedder,
-        backend=lambda meta: QdrantStorage(
-            f"{kind}:{tmp_path / 'q'}", meta, embedder.info.dimension, BM25Params()
-        ),
-    )
+    index = qdrant_index(tmp_path / "q", embedder, kind)
     index.add("The red fox lives in the forest near the river.", doc_id="fox")
     index.add("The red deer lives in the forest near the lake.", doc_id="deer")
     for mode in ("hybrid", "dense", "lexical"):
