@@ -6,7 +6,7 @@ PIP := PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip
 BIN := $(VENV)/bin
 CORPUS := corpus/putin-china-visit.txt
 
-.PHONY: install dev serve test lint clean constraints
+.PHONY: install dev serve test test-fast lint clean constraints
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -31,9 +31,13 @@ serve: install
 test: dev lint
 	$(BIN)/pytest -q
 
+# The quick loop: everything but the tests marked slow or browser.
+test-fast: dev lint
+	$(BIN)/pytest -q -m "not slow and not browser"
+
 lint: dev
-	$(BIN)/ruff check index service eval tests
-	$(BIN)/mypy index service eval
+	$(BIN)/ruff check groundqa index service eval tests
+	$(BIN)/mypy groundqa
 
 # Pin what is installed now (after `make dev` and a passing `make test`).
 constraints: dev

@@ -34,11 +34,11 @@ from urllib.parse import quote
 import httpx
 import numpy as np
 
-from eval.data import DataError, load_squad
-from eval.serving import descendants, free_port, rss_mb
-from index.config import Settings, embedder_of
-from index.index import DocumentInput, Index
-from index.model import bundled_model_dir
+from groundqa.eval.data import DataError, load_squad
+from groundqa.eval.serving import descendants, free_port, groundqa_command, rss_mb
+from groundqa.index.config import IndexSettings, embedder_of
+from groundqa.index.index import DocumentInput, Index
+from groundqa.index.model import bundled_model_dir
 
 SQUAD = (
     Path(__file__).resolve().parent.parent.parent
@@ -69,7 +69,7 @@ def add_parser(commands: Any) -> None:
     bench.set_defaults(run=run_bench)
 
 
-def run_bench(args: argparse.Namespace, settings: Settings) -> int:
+def run_bench(args: argparse.Namespace, settings: IndexSettings) -> int:
     try:
         import txtai  # noqa: F401
     except ImportError as exc:
@@ -114,7 +114,7 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def ingest(dataset: Any, ours: Path, theirs: Path, settings: Settings) -> dict[str, Any]:
+def ingest(dataset: Any, ours: Path, theirs: Path, settings: IndexSettings) -> dict[str, Any]:
     from txtai import Embeddings
 
     index = Index(ours, embedder_of(settings))
@@ -137,7 +137,7 @@ def ingest(dataset: Any, ours: Path, theirs: Path, settings: Settings) -> dict[s
     }
 
 
-def in_process(ours: Path, theirs: Path, questions: list[str], settings: Settings) -> dict[str, Any]:
+def in_process(ours: Path, theirs: Path, questions: list[str], settings: IndexSettings) -> dict[str, Any]:
     from txtai import Embeddings
 
     index = Index(ours, embedder_of(settings))
@@ -179,16 +179,9 @@ class Servers:
             "CONFIG": str(config),
         }
         commands = {
-            "groundqa": [
-                sys.executable,
-                "-m",
-                "service.cli",
-                "serve",
-                "--port",
-                str(self.ports["groundqa"]),
-                "--workers",
-                str(workers),
-            ],
+            "groundqa": groundqa_command(
+                "serve", "--port", str(self.ports["groundqa"]), "--workers", str(workers)
+            ),
             "txtai": [
                 sys.executable,
                 "-m",
@@ -439,7 +432,7 @@ PARTS = {
 }
 
 
-def profile(ours: Path, questions: list[str], settings: Settings) -> dict[str, float]:
+def profile(ours: Path, questions: list[str], settings: IndexSettings) -> dict[str, float]:
     """ms per in-process hybrid query, in total and per part (cProfile, which slows Python code
     a little: the parts are shares more than times)."""
     import cProfile

@@ -28,14 +28,15 @@ from typing import Any
 import httpx
 import numpy as np
 
-from eval.data import load_squad
-from eval.serving import rss_mb, serve, wait_ready
-from index import segment, store
-from index.config import prepare_process
-from index.index import Index, derive_doc_id
-from index.model import Embedder, bundled_model_dir
-from index.segment import Segment
-from index.store import Store
+from groundqa.eval.data import load_squad
+from groundqa.eval.serving import groundqa_command, rss_mb, serve, wait_ready
+from groundqa.index import segment, store
+from groundqa.index.config import prepare_process
+from groundqa.index.index import Index, derive_doc_id
+from groundqa.index.model import Embedder, bundled_model_dir
+from groundqa.index.segment import Segment
+from groundqa.index.storage import NewDocument
+from groundqa.index.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 SQUAD = ROOT.parent / "shared" / "data" / "squad" / "dev-v1.1-even-articles.json"
@@ -128,7 +129,7 @@ def ingest(folder: Path, index_dir: Path) -> dict[str, Any]:
     began = time.perf_counter()
     load = os.getloadavg()
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "ingest", str(folder)],
+        groundqa_command("ingest", str(folder)),
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -265,7 +266,7 @@ def grow(source: Path, target: Path, passages: int, embedder: Embedder) -> dict[
         store.add_segment(tx, 1, seg.passages * copies)
         for n, (doc_id, _) in enumerate(docs):
             doc, text = texts[doc_id.split("~")[0]]
-            new = store.NewDocument(doc.__class__(**{**doc.__dict__, "doc_id": doc_id}), text)
+            new = NewDocument(doc.__class__(**{**doc.__dict__, "doc_id": doc_id}), text)
             store.put_document(tx, new, 1, n)
         store.bump_revision(tx)
     grown = Index(target, embedder)

@@ -11,17 +11,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from eval import report
-from eval.data import DataError, Dataset, Question, check_spans, load_questions, load_squad, sample
-from eval.metrics import summarize
-from eval.runner import Ask, ask_index, evaluate, reply_of_json
-from index.client import Client
-from index.config import Settings, embedder_of, open_index, qdrant_backend
-from index.index import DocumentInput, Index
-from index.model import Embedder, bundled_model_dir
-from index.progress import progress
-from index.ranking import MODES
-from index.text import count_tokens
+from groundqa.eval import report
+from groundqa.eval.client import Client
+from groundqa.eval.data import DataError, Dataset, Question, check_spans, load_questions, load_squad, sample
+from groundqa.eval.metrics import summarize
+from groundqa.eval.progress import progress
+from groundqa.eval.runner import Ask, ask_index, evaluate, reply_of_json
+from groundqa.index.config import IndexSettings, embedder_of, open_index
+from groundqa.index.index import DocumentInput, Index
+from groundqa.index.model import Embedder, bundled_model_dir
+from groundqa.index.ranking import DEFAULT_MODE, MODES
+from groundqa.index.text import count_tokens
 
 EXAMPLE = "example: groundqa eval squad data.json --limit 200 --modes hybrid,dense"
 # Articles per commit when building an evaluation index.
@@ -65,7 +65,7 @@ def parse_modes(text: str | None, default: str) -> list[str]:
     return modes
 
 
-def run_squad(args: argparse.Namespace, settings: Settings) -> int:
+def run_squad(args: argparse.Namespace, settings: IndexSettings) -> int:
     modes = parse_modes(args.modes, ",".join(MODES))
     if args.limit is not None and args.limit < 1:
         raise DataError(f"--limit is {args.limit}; give a positive number")
@@ -75,10 +75,12 @@ def run_squad(args: argparse.Namespace, settings: Settings) -> int:
     with tempfile.TemporaryDirectory(prefix="groundqa-eval-") as folder:
         # With GROUNDQA_QDRANT_URL, the index is built in Qdrant, in collections of its own.
         own = settings.model_copy(
-            update={"qdrant_prefix": f"{settings.qdrant_prefix}_eval_{uuid.uuid4().hex[:8]}"}
+            update={
+                "index_dir": Path(folder),
+                "qdrant_prefix": f"{settings.qdrant_prefix}_eval_{uuid.uuid4().hex[:8]}",
+            }
         )
-        backend = qdrant_backend(own, embedder.info.dimension) if settings.qdrant_url else None
-        index = Index(folder, embedder, backend=backend)
+        index = Index(own.location(), embedder)
         try:
             where = own.where() if settings.qdrant_url else "embedded, in a temporary folder"
             return _squad(args, dataset, questions, index, modes, embedder, where)
@@ -101,7 +103,7 @@ def _squad(
     results = evaluate(questions, modes, ask_index(index))
     summaries: dict[str, dict[str, float | None]] = {m: dict(summarize(o)) for m, o in results.items()}
     if args.peer:
-        from eval.peer import PEER_MODES, TxtaiPeer
+        from groundqa.eval.peer import PEER_MODES, TxtaiPeer
 
         peer = TxtaiPeer(_model_dir(embedder), list(index.passages()))
         for mode, outcomes in evaluate(questions, list(PEER_MODES), peer.ask).items():
@@ -110,8 +112,8 @@ def _squad(
     return _finish(args, dataset, len(questions), index, summaries, extra)
 
 
-def run_questions(args: argparse.Namespace, settings: Settings) -> int:
-    modes = parse_modes(args.modes, "hybrid")
+def run_questions(args: argparse.Namespace, settings: IndexSettings) -> int:
+    modes = parse_modes(args.modes, DEFAULT_MODE)
     dataset = load_questions(args.file)
     index: Index | None = None
     if args.url:

@@ -7,8 +7,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from index.errors import GroundQAError
-from index.index import derive_doc_id
+from groundqa.index.errors import GroundQAError
+from groundqa.index.index import derive_doc_id
 
 PARAGRAPH_SEPARATOR = "\n\n"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eval.data import DataError
-from eval.metrics import Located
-from eval.runner import Reply
-from index.text import Passage
+from groundqa.eval.data import DataError
+from groundqa.eval.metrics import Located
+from groundqa.eval.runner import Reply
+from groundqa.index.text import Passage
 
 PEER_MODES = {"txtai-dense": {}, "txtai-hybrid": {"hybrid": True}}
 

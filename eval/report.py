@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from eval.metrics import KS
+from groundqa.eval.metrics import KS
 
 COLUMNS = [
     "hit@1",

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from eval.data import Question
-from eval.metrics import Located, Outcome, covers, first_rank
-from index.index import Index, SearchResult
-from index.progress import progress
+from groundqa.eval.data import Question
+from groundqa.eval.metrics import Located, Outcome, covers, first_rank
+from groundqa.eval.progress import progress
+from groundqa.index.index import Index, SearchResult
 
 # The contract asks every question with k = 20: enough for hit@20.
 ASK_K = 20

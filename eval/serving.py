@@ -15,6 +15,12 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def groundqa_command(*args: str) -> list[str]:
+    """The command line as a user runs it, in a process of its own: the benchmarks measure the
+    service from outside, through its public command, never by importing it."""
+    return [sys.executable, "-m", "groundqa", *args]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -33,7 +39,7 @@ def serve(
         "GROUNDQA_INDEX_DIR": str(index_dir),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port), *flags],
+        groundqa_command("serve", "--port", str(port), *flags),
         cwd=ROOT,
         env=environment,
         stdout=subprocess.DEVNULL,

@@ -28,8 +28,8 @@ from typing import Any
 
 import httpx
 
-from eval.serving import serve, wait_ready
-from index.ranking import MODES
+from groundqa.eval.serving import serve, wait_ready
+from groundqa.index.ranking import MODES
 
 KEY = "soak-key"
 CODE = re.compile(r"zq(\d+)x(\d+)")

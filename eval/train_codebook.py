@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from index import codec
-from index.config import prepare_process
-from index.index import vector_input
-from index.model import Embedder
+from groundqa.index import codec
+from groundqa.index.config import prepare_process
+from groundqa.index.index import vector_input
+from groundqa.index.model import Embedder
 
 CENTROIDS = 8192
 

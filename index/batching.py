@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from index.model import Embedder, PieceVectors
+from groundqa.index.model import Embedder, PieceVectors
 
 
 @dataclass(frozen=True)

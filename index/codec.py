@@ -11,11 +11,14 @@ the index metadata records the codebook's sha256 and refuses another one.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from groundqa.index.storage import PIECE_ID, PassagePieces
 
 NAME = "residual-2bit"
 PATH = Path(__file__).parent / "data" / "residual-2bit.npz"
@@ -109,3 +112,18 @@ def train(vectors: np.ndarray, centroids: int, seed: int = 0) -> dict[str, np.nd
         "cutoffs": np.quantile(residual, [0.25, 0.5, 0.75], axis=0).astype(np.float32),
         "weights": np.quantile(residual, [0.125, 0.375, 0.625, 0.875], axis=0).astype(np.float32),
     }
+
+
+def encode_pieces(found: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> list[PassagePieces]:
+    """Compress passages' word-piece vectors, spans and ids in one codec call: per passage, the
+    centroid search took 13% of ingest; per batch, float vectors are not kept past the model."""
+    counts = [len(vectors) for vectors, _, _ in found]
+    dim = found[0][0].shape[1] if found else codebook().centroids.shape[1]
+    vectors = [v.astype(np.float32) for v, _, _ in found]
+    encoded = codebook().encode(np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32))
+    cuts = np.cumsum(counts)[:-1]
+    codes, centroids, scales = (np.split(array, cuts) for array in encoded)
+    return [
+        PassagePieces(c, k, s, spans.astype(np.int32), ids.astype(PIECE_ID))
+        for c, k, s, (_, spans, ids) in zip(codes, centroids, scales, found, strict=True)
+    ]

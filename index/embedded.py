@@ -12,8 +12,11 @@ the lock is held. Only the lock holder removes files that no committed state nam
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
+import shutil
 import signal
 import sqlite3
 import threading
@@ -26,12 +29,24 @@ import faiss
 import numpy as np
 from filelock import FileLock, Timeout
 
-from index import segment, store
-from index.errors import DocumentNotFound, IndexBusy
-from index.lexical import BM25Params, Postings, scores, scores_of, stats
-from index.segment import DocumentVectors, Segment
-from index.storage import Ingested, Prepared, Reader, StaleRead, Storage, decide, not_found
-from index.store import Document, Store
+from groundqa.index import segment, store
+from groundqa.index.errors import DocumentNotFound, IndexBusy, IndexDamaged
+from groundqa.index.lexical import BM25Params, Postings, lexical_input, piece_idf, scores, scores_of, stats
+from groundqa.index.segment import Segment
+from groundqa.index.storage import (
+    Document,
+    DocumentVectors,
+    Ingested,
+    NewDocument,
+    Prepared,
+    Reader,
+    StaleRead,
+    Storage,
+    compare_meta,
+    not_found,
+    settle,
+)
+from groundqa.index.store import Store
 
 # Merge when this many segments share a size level (sizes within a factor of it): each passage
 # is rewritten about log_10(N) times over the life of an index.
@@ -46,19 +61,29 @@ class SegmentStorage(Storage):
     def __init__(
         self,
         folder: Path,
+        meta: dict[str, object],
         dimension: int,
         bm25: BM25Params,
         lock_timeout: float = 120,
         failpoint: str | None = None,
     ) -> None:
+        """The index in folder (made if missing), checked against the settings in meta."""
         self.folder = folder
+        try:
+            self._make(meta)
+        except OSError as exc:
+            raise IndexDamaged(
+                f"cannot open the index at {folder}: {exc.strerror or exc}; "
+                "give a folder you can write with --index or GROUNDQA_INDEX_DIR"
+            ) from exc
+        except (sqlite3.DatabaseError, json.JSONDecodeError) as exc:
+            raise IndexDamaged(
+                f"the index at {folder} is damaged ({exc}); "
+                "ingest the documents again into a new --index folder"
+            ) from exc
+        self.dimension = dimension
         self.dimension = dimension
         self.bm25 = bm25
-        self.segments_dir = folder / "segments"
-        self.tmp_dir = folder / "tmp"
-        self.segments_dir.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir.mkdir(exist_ok=True)
-        self.store = Store(folder / "store.sqlite")
         self.lock_timeout = lock_timeout
         # For crash tests: the step of a commit at which this process kills itself (FAILPOINTS).
         self.failpoint = failpoint
@@ -72,6 +97,21 @@ class SegmentStorage(Storage):
         self._seen: tuple[int, ...] = ()
         self._reader: SegmentReader | None = None
         self._sweep_if_free()
+
+    def _make(self, meta: dict[str, object]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / "meta.json"
+        if path.exists():
+            compare_meta(json.loads(path.read_text()), meta, str(self.folder))
+        else:
+            tmp = path.with_name(f"meta.json.{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_text(json.dumps(meta, indent=2))
+            tmp.replace(path)
+        self.segments_dir = self.folder / "segments"
+        self.tmp_dir = self.folder / "tmp"
+        self.segments_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(exist_ok=True)
+        self.store = Store(self.folder / "store.sqlite")
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -143,21 +183,39 @@ class SegmentStorage(Storage):
             for name in ("passage_postings", "sentence_postings")
         )
 
-    def adopt_lengths(self, lengths: tuple[float, float]) -> None:
-        """Nothing to adopt: BM25 here always uses the current means."""
-
     def drop(self) -> None:
-        """The folder is the caller's to remove."""
+        """Remove the index's files; the folder itself stays."""
+        self.close()
+        for path in (self.segments_dir, self.tmp_dir):
+            shutil.rmtree(path, ignore_errors=True)
+        for name in ("store.sqlite", "store.sqlite-wal", "store.sqlite-shm", "meta.json"):
+            (self.folder / name).unlink(missing_ok=True)
 
-    def export(self, doc_ids: list[str]) -> list[tuple[DocumentVectors, str]]:
-        """These documents' rows as the latest commit holds them, each with its text (for copying
-        to another backend): one query for the places, one for the texts."""
-        places, texts = self.store.places(doc_ids), self.store.texts(set(doc_ids))
+    def close(self) -> None:
+        self.store.close()
+        with self._open_lock:
+            self._open = {}
+        self._reader = None
+
+    def export(self, doc_ids: list[str]) -> list[tuple[NewDocument, DocumentVectors]]:
+        """These documents as the latest commit holds them: one query for the places, one for the
+        rows, the texts BM25 reads made again from the text."""
+        places, docs = self.store.places(doc_ids), self.existing(doc_ids)
+        texts = self.store.texts(set(doc_ids))
         missing = [d for d in doc_ids if d not in places or d not in texts]
         if missing:
             raise not_found(missing[0])
         opened = {n: Segment.open(self._path(n)) for n in {number for number, _ in places.values()}}
-        return [(opened[places[d][0]].export(places[d][1]), texts[d][1]) for d in doc_ids]
+        out = []
+        for d in doc_ids:
+            vectors, text, title = opened[places[d][0]].export(places[d][1]), texts[d][1], docs[d].title
+            vectors = dataclasses.replace(
+                vectors,
+                passage_texts=[lexical_input(title, text[s:e]) for s, e in vectors.passages],
+                sentence_texts=[text[s:e] for s, e in vectors.sentences],
+            )
+            out.append((NewDocument(docs[d], text), vectors))
+        return out
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -182,12 +240,8 @@ class SegmentStorage(Storage):
         self, db: sqlite3.Connection, tmp: Path, batch: list[Prepared], replace: bool
     ) -> list[Ingested]:
         old = store.existing(db, [p.new.document.doc_id for p in batch])
-        # Again under the lock: another writer may have stored one of these meanwhile.
-        states = [decide(old.get(p.new.document.doc_id), p.new.document, replace) for p in batch]
-        results = [
-            Ingested(old[p.new.document.doc_id] if s == "unchanged" else p.new.document, s)
-            for p, s in zip(batch, states, strict=True)
-        ]
+        results = settle(old, [p.new.document for p in batch], replace)
+        states = [r.state for r in results]
         if any(s != "unchanged" for s in states):
             number = store.next_segment(db)
             for seg_doc, (p, s) in enumerate(zip(batch, states, strict=True)):
@@ -355,7 +409,6 @@ class SegmentReader(Reader):
             self.live.append(live_docs[seg.arrays["passage_doc"]])
         self.p_base = np.cumsum([0] + [s.passages for s in self.segments])
         self.s_base = np.cumsum([0] + [len(s.arrays["sentence_doc"]) for s in self.segments])
-        self.live_count = int(sum(m.sum() for m in self.live))
         self.rows = int(self.p_base[-1])
         df_len = max((len(s.arrays["piece_df"]) for s in self.segments), default=0)
         self.piece_df = np.zeros(df_len, dtype=np.int64)
@@ -374,9 +427,6 @@ class SegmentReader(Reader):
             yield int(i), at, keys[at] - base[i]
 
     # --- passages ----------------------------------------------------------------------------
-
-    def passage_count(self) -> int:
-        return self.live_count
 
     def allowed(self, doc_ids: list[str]) -> np.ndarray:
         places = self.db.places(doc_ids)
@@ -501,7 +551,7 @@ class SegmentReader(Reader):
         known = pieces < len(self.piece_df)
         df = np.zeros(len(pieces), dtype=np.float64)
         df[known] = self.piece_df[pieces[known]]
-        return (np.log((self.rows + 1) / (df + 1)) + 1).astype(np.float32)
+        return piece_idf(df, self.rows)
 
     def texts(self, keys: np.ndarray) -> dict[str, tuple[str, str]]:
         """From SQLite, which may have moved on since this reader's revision: a text whose sha256

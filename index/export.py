@@ -11,6 +11,7 @@ Nothing is downloaded: the graph comes from the weights on disk.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -19,11 +20,15 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from index.errors import ModelError
-from index.model import sha256_file
+from groundqa.index.errors import ModelError
 
 OPSET = 18
 FILES = {"fp32": "model.onnx", "int8": "model-int8.onnx"}
+
+
+def sha256_file(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def exported(model_dir: Path, weights_sha256: str, cache: Path, variant: str = "fp32") -> Path:

@@ -9,30 +9,51 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import re
-import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from index import __version__, codec
-from index.batching import QueryBatcher
-from index.embedded import SegmentStorage
-from index.errors import DocumentConflict, IndexBusy, IndexDamaged, IndexMismatch, InvalidDocument
-from index.lexical import BM25Params
-from index.model import Embedder
-from index.ranking import Answer, Hit, Mode, Query, Ranking, check_query, rank
-from index.segment import DocumentVectors, PassagePieces, encode_pieces
-from index.storage import Ingested, Prepared, Reader, StaleRead, Storage, compare_meta, decide
-from index.store import Document, NewDocument
-from index.text import ENCODING, Chunking, Passage, check_text, sentences
+from groundqa import __version__
+from groundqa.index import codec
+from groundqa.index.backends import Location, open_storage
+from groundqa.index.batching import QueryBatcher
+from groundqa.index.codec import encode_pieces
+from groundqa.index.errors import DocumentConflict, IndexBusy, IndexMismatch, InvalidDocument
+from groundqa.index.lexical import BM25Params, lexical_input
+from groundqa.index.model import Embedder
+from groundqa.index.ranking import (
+    DEFAULT_K,
+    DEFAULT_MODE,
+    Answer,
+    Hit,
+    Mode,
+    Query,
+    Ranking,
+    check_query,
+    rank,
+)
+from groundqa.index.storage import (
+    Document,
+    DocumentVectors,
+    FixedLengths,
+    Ingested,
+    Merging,
+    NewDocument,
+    PassagePieces,
+    Prepared,
+    Reader,
+    StaleRead,
+    Storage,
+    settle,
+)
+from groundqa.index.text import ENCODING, Chunking, Passage, check_text, sentences
 
 FORMAT = 3  # 3: segments; 2 (0.2.0): one folder of derived files per revision
 # 1 to 128 of A-Z a-z 0-9 . _ -, but not "." or ".." alone: URLs cannot name them.
@@ -73,11 +94,6 @@ def vector_input(title: str, text: str) -> str:
     return f"{title[:TITLE_IN_VECTOR]}: {text}"
 
 
-def lexical_input(title: str, text: str) -> str:
-    """BM25 indexes the title with each passage: questions often name the article's subject."""
-    return f"{title}\n{text}"
-
-
 def passage_id(p: Passage) -> str:
     """Stable across re-indexing of the same text: the document and the span."""
     return f"{p.doc_id}:{p.start}-{p.end}"
@@ -111,7 +127,7 @@ def check_doc_id(doc_id: str) -> str:
 class Index:
     def __init__(
         self,
-        folder: Path | str,
+        where: Location | Path | str,
         embedder: Embedder,
         chunking: Chunking = Chunking(),
         ranking: Ranking = Ranking(),
@@ -120,11 +136,10 @@ class Index:
         merge_in_background: bool = False,
         max_doc_chars: int = MAX_DOC_CHARS,
         failpoint: str | None = None,
-        backend: Callable[[dict[str, object]], Storage] | None = None,
     ) -> None:
-        """The embedded index in folder, or, given backend, the storage it opens for this
-        index's metadata (which it checks as the embedded index checks meta.json)."""
-        self.folder = Path(folder)
+        """The index at where (a folder: the embedded index), opened by backends.open_storage,
+        which checks that it was built with this index's settings."""
+        self.where = where if isinstance(where, Location) else Location(Path(where))
         self.embedder = embedder
         self.chunking = chunking
         self.ranking = ranking
@@ -133,24 +148,9 @@ class Index:
         self.max_doc_chars = max_doc_chars
         self._closing = threading.Event()
         self.questions = QueryBatcher(embedder)  # concurrent questions share one forward pass
-        self.storage: Storage
-        if backend is not None:
-            self.storage = backend(self.meta())
-            return
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self._check_meta()
-            self.storage = SegmentStorage(self.folder, embedder.info.dimension, bm25, lock_timeout, failpoint)
-        except OSError as exc:
-            raise IndexDamaged(
-                f"cannot open the index at {self.folder}: {exc.strerror or exc}; "
-                "give a folder you can write with --index or GROUNDQA_INDEX_DIR"
-            ) from exc
-        except (sqlite3.DatabaseError, json.JSONDecodeError) as exc:
-            raise IndexDamaged(
-                f"the index at {self.folder} is damaged ({exc}); "
-                "ingest the documents again into a new --index folder"
-            ) from exc
+        self.storage: Storage = open_storage(
+            self.where, self.meta(), embedder.info.dimension, bm25, lock_timeout, failpoint
+        )
 
     # --- metadata -------------------------------------------------------------------------
 
@@ -173,14 +173,6 @@ class Index:
             },
             "groundqa_version": __version__,
         }
-
-    def _check_meta(self) -> None:
-        path = self.folder / "meta.json"
-        want = self.meta()
-        if not path.exists():
-            _write_atomic(path, json.dumps(want, indent=2))
-            return
-        compare_meta(json.loads(path.read_text()), want, str(self.folder))
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -206,7 +198,7 @@ class Index:
                 yield Passage(doc_id, start, end, text[start:end])
 
     def search(
-        self, question: str, k: int = 5, mode: Mode = "hybrid", doc_ids: list[str] | None = None
+        self, question: str, k: int = DEFAULT_K, mode: Mode = DEFAULT_MODE, doc_ids: list[str] | None = None
     ) -> SearchResult:
         began = time.perf_counter()
         question = check_query(question, k, mode)
@@ -247,20 +239,18 @@ class Index:
             raise DocumentConflict(
                 f"doc_id {twice[0]!r} appears twice in one batch; give each document its own"
             )
-        old = self.storage.existing(ids)
-        results: dict[int, Ingested] = {}
-        todo = []
-        for i, new in enumerate(news):
-            if decide(old.get(new.document.doc_id), new.document, replace) == "unchanged":
-                results[i] = Ingested(old[new.document.doc_id], "unchanged")
-            else:
-                todo.append(i)
+        # Unchanged documents are settled before the model runs; the storage settles the rest
+        # again under its lock.
+        before = settle(self.storage.existing(ids), [n.document for n in news], replace)
+        results = dict(enumerate(before))
+        todo = [i for i, r in enumerate(before) if r.state != "unchanged"]
         committed = self.storage.commit(self._prepare([news[i] for i in todo]) if todo else [], replace)
         results.update(zip(todo, committed, strict=True))
-        if todo and self.merge_in_background:  # the server: a write does not wait for a merge
-            threading.Thread(target=self.storage.merge, daemon=True).start()
-        elif todo:
-            self.storage.merge()
+        if todo and isinstance(self.storage, Merging):
+            if self.merge_in_background:  # the server: a write does not wait for a merge
+                threading.Thread(target=self.storage.merge, daemon=True).start()
+            else:
+                self.storage.merge()
         return [results[i] for i in range(len(news))]
 
     def close(self) -> None:
@@ -271,24 +261,17 @@ class Index:
         self.storage.delete(doc_id)
 
     def copy_to(self, target: Index, batch: int = 64) -> Iterator[list[Ingested]]:
-        """Copy every document of this embedded index into target's storage, vectors and all (no
-        model pass), a commit per batch; yields each batch's results. Target must be built with
-        the same settings (its metadata check says so)."""
-        if not isinstance(self.storage, SegmentStorage):
-            raise IndexMismatch("only an embedded index can be copied from")
+        """Copy every document of this index into target's storage, vectors and all (no model
+        pass), a commit per batch; yields each batch's results. Target must be built with the same
+        settings (its metadata check says so)."""
         if target.meta() | {"groundqa_version": ""} != self.meta() | {"groundqa_version": ""}:
             raise IndexMismatch("the target index is built with other settings than the source")
-        target.storage.adopt_lengths(self.storage.mean_lengths())
+        if isinstance(target.storage, FixedLengths):
+            target.storage.adopt_lengths(self.storage.mean_lengths())
         docs = self.documents()
         for at in range(0, len(docs), batch):
-            part = docs[at : at + batch]
-            prepared = []
-            for doc, (vectors, text) in zip(part, self.storage.export([d.doc_id for d in part]), strict=True):
-                passages = [lexical_input(doc.title, text[s:e]) for s, e in vectors.passages]
-                spans = [text[s:e] for s, e in vectors.sentences]
-                stored = dataclasses.replace(vectors, passage_texts=passages, sentence_texts=spans)
-                prepared.append(Prepared(NewDocument(doc, text), stored))
-            yield target.storage.commit(prepared, replace=True)
+            exported = self.storage.export([d.doc_id for d in docs[at : at + batch]])
+            yield target.storage.commit([Prepared(new, vectors) for new, vectors in exported], replace=True)
 
     def compact(self) -> None:
         self.storage.compact()
@@ -366,9 +349,3 @@ def new_document(item: DocumentInput, max_doc_chars: int = MAX_DOC_CHARS) -> New
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _write_atomic(path: Path, content: str) -> None:
-    tmp = path.with_name(f"{path.name}.{threading.get_ident()}.tmp")
-    tmp.write_text(content)
-    tmp.replace(path)

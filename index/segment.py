@@ -13,14 +13,15 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import faiss
 import numpy as np
 
-from index import codec
-from index.errors import IndexDamaged
-from index.lexical import Postings
+from groundqa.index import codec
+from groundqa.index.errors import IndexDamaged
+from groundqa.index.lexical import Postings
+from groundqa.index.storage import PIECE_ID, DocumentVectors, PassagePieces
 
 MAGIC = b"GQASEG3\0"
 ALIGN = 64
@@ -29,49 +30,6 @@ ALIGN = 64
 ANN_MIN_PASSAGES = 100_000
 # Lists probed per query; recall@100 against exact search is in the README's benchmark table.
 NPROBE = 32
-# The model's vocabulary has 30,522 word pieces: their ids fit in 16 bits.
-PIECE_ID = np.uint16
-
-
-class PassagePieces(NamedTuple):
-    """One passage's word pieces, compressed (see codec.py), with their spans in the text."""
-
-    codes: np.ndarray  # [n, dim / 4] uint8
-    centroids: np.ndarray  # [n] uint16
-    scales: np.ndarray  # [n] float16
-    spans: np.ndarray  # [n, 2] int32
-    ids: np.ndarray  # [n] PIECE_ID
-
-
-def encode_pieces(found: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> list[PassagePieces]:
-    """Compress passages' word-piece vectors, spans and ids in one codec call: per passage, the
-    centroid search took 13% of ingest; per batch, float vectors are not kept past the model."""
-    counts = [len(vectors) for vectors, _, _ in found]
-    dim = found[0][0].shape[1] if found else codec.codebook().centroids.shape[1]
-    encoded = codec.codebook().encode(_cat([v for v, _, _ in found], np.float32, (0, dim)))
-    cuts = np.cumsum(counts)[:-1]
-    codes, centroids, scales = (np.split(array, cuts) for array in encoded)
-    return [
-        PassagePieces(c, k, s, spans.astype(np.int32), ids.astype(PIECE_ID))
-        for c, k, s, (_, spans, ids) in zip(codes, centroids, scales, found, strict=True)
-    ]
-
-
-@dataclass(frozen=True)
-class DocumentVectors:
-    """What the model made of one document, ready to be stored."""
-
-    doc_id: str
-    sha256: str  # of the text the offsets index
-    passages: np.ndarray  # [p, 2] int32: start, end in the text
-    passage_vectors: np.ndarray  # [p, dim] float32
-    passage_texts: list[str]  # as BM25 reads them (title included)
-    pieces: list[PassagePieces]  # one per passage
-    sentences: np.ndarray  # [s, 2] int32
-    sentence_vectors: np.ndarray  # [s, dim]
-    sentence_texts: list[str]
-
-
 @dataclass
 class Segment:
     path: Path

@@ -1,23 +1,69 @@
 """The storage interface: what ranking reads and what the index writes, whatever holds the data.
 
-The embedded backend (segment files and SQLite in one folder, index/embedded.py) implements it; a
-second backend (a distributed engine) implements the same two classes and ranking stays as it is.
-Passages and sentences are named by opaque integer keys that are valid within one Reader.
+A backend implements Storage (writes, documents, export) and Reader (one committed state, read by
+ranking); backends.open_storage is the one place that picks one. This module defines every type
+that crosses the interface and imports no backend. Passages and sentences are named by opaque
+integer keys that are valid within one Reader. Upkeep that only some backends need is an optional
+protocol (Merging, FixedLengths), never a method left empty.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
-from index.errors import DocumentConflict, DocumentNotFound, IndexMismatch
-from index.segment import DocumentVectors
-from index.store import Document, NewDocument
+from groundqa.index.errors import DocumentConflict, DocumentNotFound, IndexMismatch
 
 State = Literal["added", "replaced", "unchanged"]
+# The model's vocabulary has 30,522 word pieces: their ids fit in 16 bits.
+PIECE_ID = np.uint16
+
+
+@dataclass(frozen=True)
+class Document:
+    doc_id: str
+    title: str
+    source: str | None
+    sha256: str
+    chars: int
+    passages: int
+    created_at: str
+
+
+@dataclass(frozen=True)
+class NewDocument:
+    """A document's row and text, before it is stored."""
+
+    document: Document
+    text: str
+
+
+class PassagePieces(NamedTuple):
+    """One passage's word pieces, compressed (see codec.py), with their spans in the text."""
+
+    codes: np.ndarray  # [n, dim / 4] uint8
+    centroids: np.ndarray  # [n] uint16
+    scales: np.ndarray  # [n] float16
+    spans: np.ndarray  # [n, 2] int32
+    ids: np.ndarray  # [n] PIECE_ID
+
+
+@dataclass(frozen=True)
+class DocumentVectors:
+    """What the model made of one document, ready to be stored."""
+
+    doc_id: str
+    sha256: str  # of the text the offsets index
+    passages: np.ndarray  # [p, 2] int32: start, end in the text
+    passage_vectors: np.ndarray  # [p, dim] float32
+    passage_texts: list[str]  # as BM25 reads them (title included)
+    pieces: list[PassagePieces]  # one per passage
+    sentences: np.ndarray  # [s, 2] int32
+    sentence_vectors: np.ndarray  # [s, dim]
+    sentence_texts: list[str]
 
 
 @dataclass(frozen=True)
@@ -55,6 +101,17 @@ def decide(before: Document | None, doc: Document, replace: bool) -> State:
     return "replaced"
 
 
+def settle(stored: dict[str, Document], docs: list[Document], replace: bool) -> list[Ingested]:
+    """What storing each of docs does, given the stored documents of their doc_ids: the index
+    asks before the model runs, and each backend again while it holds its write lock (another
+    writer may have stored one of them meanwhile). An unchanged document keeps its stored row."""
+    out = []
+    for doc in docs:
+        state = decide(stored.get(doc.doc_id), doc, replace)
+        out.append(Ingested(stored[doc.doc_id] if state == "unchanged" else doc, state))
+    return out
+
+
 class StaleRead(Exception):
     """A reader's rows and the stored texts no longer agree: read again from a newer state."""
 
@@ -89,9 +146,6 @@ class Reader(ABC):
     revision: int
 
     # --- passages -------------------------------------------------------------------------
-    @abstractmethod
-    def passage_count(self) -> int: ...
-
     @abstractmethod
     def allowed(self, doc_ids: list[str]) -> np.ndarray:
         """The keys of these documents' passages; DocumentNotFound names any the index lacks."""
@@ -184,22 +238,37 @@ class Storage(ABC):
 
     @abstractmethod
     def compact(self) -> None:
-        """Merge what can be merged and drop deleted rows."""
+        """Reclaim what deleted and replaced documents left behind."""
 
     @abstractmethod
     def mean_lengths(self) -> tuple[float, float]:
         """BM25's mean length in terms of a passage and of a sentence, as this storage scores."""
 
     @abstractmethod
-    def adopt_lengths(self, lengths: tuple[float, float]) -> None:
-        """Score BM25 with these mean lengths from now on, where the storage fixes them (Qdrant
-        stores each row's BM25 weight): a copy of another index then ranks as the source does."""
+    def export(self, doc_ids: list[str]) -> list[tuple[NewDocument, DocumentVectors]]:
+        """These documents as stored, with their vectors: what another storage's commit takes, so
+        an index can be copied with no model pass."""
 
     @abstractmethod
     def drop(self) -> None:
         """Remove everything this storage holds (a temporary evaluation index)."""
 
     @abstractmethod
-    def merge(self) -> None:
-        """Upkeep after a write (the embedded index merges segments), run in the background by
-        the server."""
+    def close(self) -> None:
+        """Release files and connections; the storage is not used after."""
+
+
+@runtime_checkable
+class Merging(Protocol):
+    """A storage with upkeep after each write (the embedded index merges segments), which the
+    server runs in the background."""
+
+    def merge(self) -> None: ...
+
+
+@runtime_checkable
+class FixedLengths(Protocol):
+    """A storage that fixes BM25's mean lengths in each stored row (Qdrant): a copy of another
+    index adopts the source's means first, so that it ranks as the source does."""
+
+    def adopt_lengths(self, lengths: tuple[float, float]) -> None: ...

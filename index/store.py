@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from groundqa.index.storage import Document, NewDocument
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
     doc_id TEXT PRIMARY KEY,
@@ -34,25 +36,6 @@ INSERT OR IGNORE INTO state VALUES ('revision', 0);
 INSERT OR IGNORE INTO state VALUES ('next_segment', 1);
 """
 _DOCUMENT = "doc_id, title, source, sha256, chars, passages, created_at"
-
-
-@dataclass(frozen=True)
-class Document:
-    doc_id: str
-    title: str
-    source: str | None
-    sha256: str
-    chars: int
-    passages: int
-    created_at: str
-
-
-@dataclass(frozen=True)
-class NewDocument:
-    """A document's row, before it has a place in a segment."""
-
-    document: Document
-    text: str
 
 
 @dataclass(frozen=True)
@@ -98,6 +81,14 @@ class Store:
             db.close()
         else:
             self._idle.put(db)
+
+    def close(self) -> None:
+        """Close the idle connections (one in use closes when its user is done)."""
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
 
     @contextmanager
     def transaction(self, write: bool = False) -> Iterator[sqlite3.Connection]:

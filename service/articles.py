@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from index.errors import GroundQAError
-from index.index import DocumentInput, derive_doc_id
+from groundqa.index.errors import GroundQAError
+from groundqa.index.index import DocumentInput, derive_doc_id
 
 SUFFIXES = {".txt", ".md"}
 

@@ -10,16 +10,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from eval import bench
-from eval import cli as eval_cli
-from index.client import Client
-from index.config import Settings, open_index, prepare_process
-from index.errors import GroundQAError
-from index.index import Index, new_document
-from index.progress import progress
-from index.ranking import MODES, check_query
-from service.articles import UsageError, article_files, article_input, read_article
-from service.schemas import QueryResponse
+from groundqa import __version__
+from groundqa.eval import bench
+from groundqa.eval import cli as eval_cli
+from groundqa.eval.client import Client
+from groundqa.eval.progress import progress
+from groundqa.index.config import open_index, prepare_process
+from groundqa.index.errors import GroundQAError
+from groundqa.index.index import Index, new_document
+from groundqa.index.ranking import DEFAULT_K, DEFAULT_MODE, MAX_K, MODES, check_query
+from groundqa.service.articles import UsageError, article_files, article_input, read_article
+from groundqa.service.config import Settings
+from groundqa.service.schemas import QueryResponse
 
 EXAMPLES = {
     "ingest": "example: groundqa ingest corpus/putin-china-visit.txt",
@@ -59,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Grounded question answering over articles, with exact character offsets.",
         epilog='example: groundqa ingest corpus/ && groundqa ask "Who visited China?"',
     )
+    parser.add_argument("--version", action="version", version=f"groundqa {__version__}")
     parser.set_defaults(index=None, host=None, port=None)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     add_parser(commands)
@@ -88,8 +91,8 @@ def add_parser(commands: Any) -> None:
 
     ask = command("ask", "ask a question; prints the answer sentence and the best passages")
     ask.add_argument("question")
-    ask.add_argument("-k", type=int, default=5, help="passages to return (1 to 50)")
-    ask.add_argument("--mode", choices=MODES, default="hybrid")
+    ask.add_argument("-k", type=int, default=DEFAULT_K, help=f"passages to return (1 to {MAX_K})")
+    ask.add_argument("--mode", choices=MODES, default=DEFAULT_MODE)
     ask.add_argument("--json", action="store_true", help="print the QueryResponse as JSON")
     ask.add_argument("--url", help="ask a running server, e.g. http://127.0.0.1:8000")
     ask.set_defaults(run=run_ask)
@@ -221,7 +224,7 @@ def _index(settings: Settings) -> Index:
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from service.app import GRACEFUL_SHUTDOWN, NoDelayH11
+    from groundqa.service.app import GRACEFUL_SHUTDOWN, NoDelayH11
 
     updates = {k: v for k, v in (("seed", args.seed), ("workers", args.workers)) if v is not None}
     settings = settings.model_copy(update=updates)
@@ -246,7 +249,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         file=sys.stderr,
     )
     uvicorn.run(
-        "service.app:app_from_environment",
+        "groundqa.service.app:app_from_environment",
         factory=True,
         workers=settings.workers,
         http=NoDelayH11,

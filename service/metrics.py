@@ -30,6 +30,10 @@ class Metrics:
         self.query_seconds = Histogram(
             "groundqa_query_seconds", "Search latency inside the service", ["mode"], registry=self.registry
         )
+        # Writes past their checks, embedding or committing: a stopping server cuts these short.
+        self.writes = Gauge(
+            "groundqa_writes_in_progress", "Document writes in progress", registry=self.registry
+        )
         documents = Gauge("groundqa_documents", "Documents in the index", registry=self.registry)
         passages = Gauge("groundqa_passages", "Passages in the index", registry=self.registry)
         documents.set_function(lambda: index().counts()[0] if index() else 0)

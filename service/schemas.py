@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from index.index import DOC_ID_PATTERN, SearchResult, check_doc_id, passage_id
-from index.ranking import MAX_K, QUESTION_PATTERN, Mode, clean_question
-from index.storage import Ingested
-from index.text import NOT_BLANK_PATTERN, check_text
+from groundqa.index.index import DOC_ID_PATTERN, SearchResult, check_doc_id, passage_id
+from groundqa.index.ranking import DEFAULT_K, DEFAULT_MODE, MAX_K, QUESTION_PATTERN, Mode, clean_question
+from groundqa.index.storage import Ingested
+from groundqa.index.text import NOT_BLANK_PATTERN, check_text
 
 # The index's own checks, run at the edge so that bad input is a 422 naming the field.
 # The patterns only describe the rules in the OpenAPI document; the checks themselves are the
@@ -37,9 +37,9 @@ STRICT = ConfigDict(strict=True)
 class QueryRequest(BaseModel):
     model_config = STRICT
     question: Question
-    k: K = 5
-    mode: Mode = "hybrid"
-    doc_ids: list[str] | None = None
+    k: K = DEFAULT_K
+    mode: Mode = DEFAULT_MODE
+    doc_ids: list[DocId] | None = None
 
 
 class AnswerOut(BaseModel):
@@ -201,3 +201,16 @@ def errors(*codes: int) -> Responses:
 def stored(status: int, description: str) -> Responses:
     """A second success status of a write route, with the DocumentOut body."""
     return {status: {"model": DocumentOut, "description": description}}
+
+
+class Limits(BaseModel):
+    """The API's limits, for clients (the chat page reads them rather than keeping copies)."""
+
+    question_chars: int
+    k_max: int
+    k_default: int
+    modes: list[str]
+    default_mode: str
+    doc_chars: int
+    batch_documents: int
+    body_bytes: int

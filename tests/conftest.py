@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -12,14 +11,14 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from eval.data import Question, load_squad
-from eval.serving import free_port, wait_ready
-from index.config import Settings, prepare_process
-from index.index import Index
-from index.lexical import BM25Params
-from index.model import Embedder
-from index.qdrant import QdrantStorage
-from service.app import create_app
+from groundqa.eval.data import Question, load_squad
+from groundqa.eval.serving import free_port, groundqa_command, wait_ready
+from groundqa.index.backends import Location
+from groundqa.index.config import prepare_process
+from groundqa.index.index import DocumentInput, Index
+from groundqa.index.model import Embedder
+from groundqa.service.app import create_app
+from groundqa.service.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 # A real Qdrant server for the fourth layer of the Qdrant backend's tests: taken out of the
@@ -28,9 +27,17 @@ QDRANT_SERVER = os.environ.pop("GROUNDQA_QDRANT_URL", "")
 QDRANT_SERVER_KEY = os.environ.pop("GROUNDQA_QDRANT_API_KEY", "") or None
 prepare_process()
 ARTICLE = ROOT / "corpus" / "putin-china-visit.txt"
+# The whole shared half, for the tests that need all of it (CI has it; a clone alone skips them),
+# and the slice of its first four articles that ships in tests/data.
 SQUAD = ROOT.parent / "shared" / "data" / "squad" / "dev-v1.1-even-articles.json"
-# Passages of the SQuAD slice the Qdrant backend is compared on.
-SLICE_PASSAGES = 1000
+SQUAD_SLICE = ROOT / "tests" / "data" / "squad-v1.1-slice.json"
+
+
+def need_shared(path: Path) -> Path:
+    """path, or a skip that names it: the shared data lies beside the repository, not in it."""
+    if not path.exists():
+        pytest.skip(f"needs {path} (the shared data beside the repository); CI has it")
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +52,7 @@ def article() -> str:
 
 @dataclass(frozen=True)
 class SquadSlice:
-    """The first SQuAD articles of the shared even half, about SLICE_PASSAGES passages, in an
-    embedded index, with their questions."""
+    """The shipped SQuAD slice (four articles) in an embedded index, with their questions."""
 
     index: Index
     questions: list[Question]
@@ -54,14 +60,10 @@ class SquadSlice:
 
 @pytest.fixture(scope="session")
 def squad_slice(embedder: Embedder, tmp_path_factory: pytest.TempPathFactory) -> SquadSlice:
-    dataset = load_squad(SQUAD)
+    dataset = load_squad(SQUAD_SLICE)
     index = Index(tmp_path_factory.mktemp("squad-slice") / "index", embedder)
-    for article in dataset.articles:
-        index.add(article.text, article.title, article.doc_id)
-        if index.counts()[1] >= SLICE_PASSAGES:
-            break
-    held = {d.doc_id for d in index.documents()}
-    return SquadSlice(index, [q for q in dataset.questions if q.doc_id in held])
+    index.add_many([DocumentInput(a.text, a.title, a.doc_id) for a in dataset.articles])
+    return SquadSlice(index, dataset.questions)
 
 
 def server_settings() -> dict[str, object]:
@@ -78,12 +80,7 @@ def server_settings() -> dict[str, object]:
 
 def qdrant_index(folder: Path, embedder: Embedder, engine: str = "local", **kwargs: object) -> Index:
     """An index in Qdrant in folder: qdrant-client's local mode, or Qdrant's engine (edge)."""
-    return Index(
-        folder,
-        embedder,
-        backend=lambda meta: QdrantStorage(f"{engine}:{folder}", meta, embedder.info.dimension, BM25Params()),
-        **kwargs,  # type: ignore[arg-type]
-    )
+    return Index(Location(folder, f"{engine}:{folder}"), embedder, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -100,7 +97,7 @@ def groundqa(
     """The CLI as a user runs it: a fresh process, its own index folder (and env's settings)."""
     env = {**os.environ, "GROUNDQA_INDEX_DIR": str(index or "/nonexistent/never-used"), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
+        groundqa_command(*args),
         capture_output=True,
         text=True,
         env=env,

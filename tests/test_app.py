@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.routing import Route
 
-from index.config import Settings
-from service.app import create_app
-from tests.conftest import ARTICLE, server_settings
+from groundqa.service.app import create_app
+from groundqa.service.config import Settings
+from tests.conftest import ARTICLE, ROOT, server_settings
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -440,3 +441,43 @@ def test_questions_in_other_unicode_forms_find_the_document_over_http(client: Te
             top = body["passages"][0]
             assert top["doc_id"] == "zuerich", (question, mode, top["doc_id"])
             assert text[top["start"] : top["end"]] == top["text"]
+
+
+def test_every_route_is_documented_in_the_readme(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    app = create_app(Settings(index_dir=tmp_path / "index"))  # type: ignore[call-arg]
+    routes = [(m, r.path) for r in app.routes if isinstance(r, Route) for m in sorted(r.methods or ()) if m != "HEAD"]
+    assert len(routes) > 10
+    assert [f"{m} {p}" for m, p in routes if f"{m} {p}" not in readme] == []
+
+
+def test_the_limits_are_the_apis_own(tmp_path: Path) -> None:
+    """The chat page reads these; the API refuses one past each."""
+    with _client(tmp_path, seed=False) as client:
+        _wait_ready(client)
+        limits = client.get("/v1/limits").json()
+        assert limits["modes"] == ["hybrid", "dense", "lexical"] and limits["default_mode"] == "hybrid"
+        long = "x" * (limits["question_chars"] + 1)
+        assert client.post("/v1/query", json={"question": long}).status_code == 422
+        assert client.post("/v1/query", json={"question": "x" * limits["question_chars"]}).status_code == 200
+        too_many = {"question": "Who?", "k": limits["k_max"] + 1}
+        assert client.post("/v1/query", json=too_many).status_code == 422
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        ("GET", "/v1/documents/bad%20id"),
+        ("DELETE", "/v1/documents/bad%20id"),
+        ("GET", "/v1/query?q=Who%3F&doc_ids=bad%20id"),
+        ("POST", "/v1/query"),
+    ],
+)
+def test_the_doc_id_rule_holds_on_every_route(tmp_path: Path, request_line: tuple[str, str]) -> None:
+    method, path = request_line
+    with _client(tmp_path, seed=False, api_key=KEY) as client:
+        _wait_ready(client)
+        body = {"question": "Who?", "doc_ids": ["bad id"]} if method == "POST" else None
+        reply = client.request(method, path, json=body, headers=AUTH)
+        assert reply.status_code == 422, reply.text
+        assert "doc_id" in reply.json()["detail"]

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from index.batching import QueryBatcher
-from index.model import Embedder
+from groundqa.index.batching import QueryBatcher
+from groundqa.index.model import Embedder
 
 QUESTIONS = [
     "How long is the Power of Siberia 2 pipeline?",

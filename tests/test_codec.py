@@ -4,8 +4,8 @@ import hashlib
 
 import numpy as np
 
-from index import codec
-from index.model import Embedder
+from groundqa.index import codec
+from groundqa.index.model import Embedder
 from tests.conftest import ARTICLE
 
 

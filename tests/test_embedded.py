@@ -15,10 +15,11 @@ import httpx
 import pytest
 from filelock import FileLock
 
-from index.embedded import FAILPOINTS
-from index.errors import IndexBusy
-from index.index import DocumentInput, Index
-from index.store import IDLE_CONNECTIONS
+from groundqa.eval.serving import groundqa_command
+from groundqa.index.embedded import FAILPOINTS
+from groundqa.index.errors import IndexBusy
+from groundqa.index.index import DocumentInput, Index
+from groundqa.index.store import IDLE_CONNECTIONS
 from tests.conftest import ROOT, LiveServer
 from tests.test_index import HEADLINES, assert_whole
 
@@ -96,9 +97,9 @@ def test_a_writer_that_finds_the_lock_held_says_so(make_index, tmp_path: Path) -
 
 KILLED_WRITER = """
 import sys
-from index.config import prepare_process
-from index.index import Index, DocumentInput
-from index.model import Embedder
+from groundqa.index.config import prepare_process
+from groundqa.index.index import Index, DocumentInput
+from groundqa.index.model import Embedder
 prepare_process()
 index = Index(sys.argv[1], Embedder(), failpoint=sys.argv[2])
 if sys.argv[2].startswith("merge"):
@@ -175,7 +176,7 @@ def test_two_writer_processes_and_a_server_lose_nothing(tmp_path: Path, embedder
         env = {**os.environ, "GROUNDQA_INDEX_DIR": str(folder)}
         writers = [
             subprocess.Popen(
-                [sys.executable, "-m", "service.cli", "ingest", str(sub), "--batch", "8"],
+                groundqa_command("ingest", str(sub), "--batch", "8"),
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -229,7 +230,7 @@ def test_two_writer_processes_and_a_server_lose_nothing(tmp_path: Path, embedder
 
 
 def test_a_large_segment_searches_an_approximate_index(make_index, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from index import segment
+    from groundqa.index import segment
 
     monkeypatch.setattr(segment, "ANN_MIN_PASSAGES", 20)
     index: Index = make_index()

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from eval.data import DataError, load_questions, load_squad
-from eval.metrics import Located, Outcome, covers, first_rank, hit_at, mrr, percentile, summarize
-from tests.conftest import ROOT, SQUAD, LiveServer, groundqa
+from groundqa.eval.data import DataError, load_questions, load_squad
+from groundqa.eval.metrics import Located, Outcome, covers, first_rank, hit_at, mrr, percentile, summarize
+from tests.conftest import ROOT, SQUAD, SQUAD_SLICE, LiveServer, groundqa, need_shared
 
 QUESTIONS = ROOT / "eval" / "questions" / "putin-china-visit.jsonl"
 
@@ -76,7 +76,7 @@ def test_summary_has_the_contract_keys() -> None:
 
 
 def test_squad_offsets_are_shifted_into_the_joined_article() -> None:
-    dataset = load_squad(SQUAD)
+    dataset = load_squad(need_shared(SQUAD))
     texts = {a.doc_id: a.text for a in dataset.articles}
     assert len(dataset.articles) == 24 and len(dataset.questions) == 5397
     raw = json.loads(SQUAD.read_text(encoding="utf-8"))
@@ -154,7 +154,7 @@ def test_eval_questions_over_http_writes_the_reports(server: LiveServer, tmp_pat
 
 @pytest.mark.slow
 def test_eval_squad_with_the_txtai_peer(tmp_path: Path) -> None:
-    raw = json.loads(SQUAD.read_text(encoding="utf-8"))
+    raw = json.loads(SQUAD_SLICE.read_text(encoding="utf-8"))
     small = tmp_path / "small.json"
     small.write_text(
         json.dumps(

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.errors import ModelError
-from index.export import exported
-from index.model import Embedder
+from groundqa.index.errors import ModelError
+from groundqa.index.export import exported
+from groundqa.index.model import Embedder
 
 TEXTS = [
     "Xi met Putin in 北京 🚀 on Tuesday; café prices rose.",

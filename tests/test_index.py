@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from index.errors import DocumentConflict, DocumentNotFound, IndexMismatch, InvalidDocument
-from index.index import Index, check_doc_id, derive_doc_id
-from index.lexical import BM25Params
-from index.text import Chunking
+from groundqa.index.errors import DocumentConflict, DocumentNotFound, IndexMismatch, InvalidDocument
+from groundqa.index.index import Index, check_doc_id, derive_doc_id
+from groundqa.index.lexical import BM25Params
+from groundqa.index.text import Chunking
 
 HEADLINES = {
     "pipeline": "The Power of Siberia 2 gas pipeline will run 2,500 km from Russia to China.",
@@ -56,7 +56,10 @@ def test_dense_finds_paraphrases_lexical_does_not(headlines: Index) -> None:
 
 def test_doc_ids_restrict_the_search(headlines: Index) -> None:
     result = headlines.search("Who won the final match?", k=5, doc_ids=["storm", "rocket"])
+    assert result.hits, "the narrowed search found nothing"
     assert {h.passage.doc_id for h in result.hits} <= {"storm", "rocket"}
+    everywhere = headlines.search("Who won the final match?", k=5)
+    assert everywhere.hits[0].passage.doc_id not in {"storm", "rocket"}  # narrowing changed the answer
     with pytest.raises(DocumentNotFound, match="nope"):
         headlines.search("anything", doc_ids=["nope"])
 
@@ -159,9 +162,9 @@ def test_opening_with_other_settings_says_what_differs(make_index) -> None:  # t
 
 CRASH_WRITER = """
 import sys
-from index.config import prepare_process
-from index.index import Index, check_doc_id, derive_doc_id
-from index.model import Embedder
+from groundqa.index.config import prepare_process
+from groundqa.index.index import Index, check_doc_id, derive_doc_id
+from groundqa.index.model import Embedder
 prepare_process()
 index = Index(sys.argv[1], Embedder())
 text = open(sys.argv[2], encoding="utf-8").read()
@@ -184,7 +187,7 @@ def assert_whole(index: Index) -> None:
         total += doc.passages
         for doc_id, start, end in places:
             assert doc_id == doc.doc_id and 0 <= start < end <= len(text)
-    assert reader.passage_count() == total
+    assert index.counts() == (len(index.documents()), total)
 
 
 def test_a_killed_ingest_leaves_a_readable_index(tmp_path: Path, embedder, article: str) -> None:  # type: ignore[no-untyped-def]

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from index.lexical import BM25Params, Postings, query_terms, scores, scores_of, stats, terms
+from groundqa.index.lexical import BM25Params, Postings, query_terms, scores, scores_of, stats, terms
 
 TEXTS = [
     "The pipeline runs from Siberia to China.",

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.errors import ModelError
-from index.model import DEFAULT_MODEL, PINNED_SHA256, Embedder, bundled_model_dir, sha256_file
+from groundqa.index.errors import ModelError
+from groundqa.index.export import sha256_file
+from groundqa.index.model import DEFAULT_MODEL, PINNED_SHA256, Embedder, bundled_model_dir
 
 
 def test_bundled_model_matches_the_pinned_hashes() -> None:

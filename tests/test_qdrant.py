@@ -9,16 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from index import qdrant
-from index.config import Settings, open_index
-from index.errors import DocumentConflict, DocumentNotFound, IndexMismatch
-from index.index import Index
-from index.lexical import BM25Params
-from index.model import Embedder
-from index.qdrant import QdrantStorage
-from index.ranking import Hit
-from index.storage import StaleRead
-from index.text import Chunking
+from groundqa.index import qdrant
+from groundqa.index.config import open_index
+from groundqa.index.errors import DocumentConflict, DocumentNotFound, IndexMismatch
+from groundqa.index.index import Index
+from groundqa.index.lexical import BM25Params
+from groundqa.index.model import Embedder
+from groundqa.index.qdrant import QdrantStorage
+from groundqa.index.ranking import Hit
+from groundqa.index.storage import StaleRead
+from groundqa.index.text import Chunking
+from groundqa.service.config import Settings
 from tests.conftest import ARTICLE, groundqa, qdrant_index, server_settings
 
 QUESTION = "How long is the Power of Siberia 2 pipeline?"
@@ -192,7 +193,7 @@ def test_compact_removes_what_a_dead_writer_left(
 
 
 def index_new(text: str, doc_id: str):  # type: ignore[no-untyped-def]
-    from index.index import DocumentInput, new_document
+    from groundqa.index.index import DocumentInput, new_document
 
     return new_document(DocumentInput(text, doc_id=doc_id))
 

@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval.data import sample
-from eval.metrics import summarize
-from eval.runner import ask_index, evaluate
-from index.index import Index
-from index.lexical import query_terms
-from index.model import Embedder
-from index.qdrant import QdrantStorage
-from index.ranking import WordMatch
-from index.storage import Reader
+from groundqa.eval.data import sample
+from groundqa.eval.metrics import summarize
+from groundqa.eval.runner import ask_index, evaluate
+from groundqa.index.index import Index
+from groundqa.index.lexical import query_terms
+from groundqa.index.model import Embedder
+from groundqa.index.qdrant import QdrantStorage
+from groundqa.index.ranking import WordMatch
+from groundqa.index.storage import Reader
 from tests.conftest import SquadSlice, qdrant_index
 
 ENGINES = ("edge", "local")

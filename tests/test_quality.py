@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from eval.data import load_questions, load_squad, sample
-from eval.metrics import summarize
-from eval.runner import ask_index, evaluate
-from index.index import Index
-from tests.conftest import ARTICLE, ROOT, SQUAD
+from groundqa.eval.data import load_questions, load_squad, sample
+from groundqa.eval.metrics import summarize
+from groundqa.eval.runner import ask_index, evaluate
+from groundqa.index.index import Index
+from tests.conftest import ARTICLE, ROOT, SQUAD_SLICE
 
 QUESTIONS = ROOT / "eval" / "questions" / "putin-china-visit.jsonl"
 
@@ -27,8 +27,8 @@ def test_bundled_article_questions(make_index) -> None:  # type: ignore[no-untyp
 
 
 def test_squad_sample(make_index, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Four whole articles and 300 of their questions, fixed by the seed."""
-    dataset = load_squad(SQUAD)
+    """Four whole articles (the shipped slice) and 300 of their questions, fixed by the seed."""
+    dataset = load_squad(SQUAD_SLICE)
     articles = dataset.articles[:4]
     index: Index = make_index()
     for article in articles:

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from eval.serving import serve, wait_ready
-from eval.soak import soak
+from groundqa.eval.serving import serve, wait_ready
+from groundqa.eval.soak import soak
 from tests.conftest import ARTICLE, LiveServer
 
 KEY = {"Authorization": "Bearer k"}
@@ -98,6 +98,14 @@ def test_clients_that_stall_half_way_are_timed_out(tmp_path: Path) -> None:
         server.stop()
 
 
+def wait_for_metric(url: str, line: str, seconds: float = 600) -> None:
+    """Until the server's /metrics holds this line (a signal from the server, not a guess)."""
+    deadline = time.monotonic() + seconds
+    while line not in httpx.get(url + "/metrics").text.splitlines():
+        assert time.monotonic() < deadline, f"{line!r} never showed in /metrics"
+        time.sleep(0.1)
+
+
 def test_a_server_stops_soon_after_sigterm_during_a_long_write(tmp_path: Path) -> None:
     """Defect 4: a server embedding a large document did not stop within 60 s of SIGTERM."""
     server, url = serve(tmp_path / "index", env=KEY_ENV)
@@ -120,7 +128,7 @@ def test_a_server_stops_soon_after_sigterm_during_a_long_write(tmp_path: Path) -
 
         writer = threading.Thread(target=post)
         writer.start()
-        time.sleep(8)  # the document is being embedded
+        wait_for_metric(url, "groundqa_writes_in_progress 1.0")  # the document is being embedded
         began = time.monotonic()
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=120)

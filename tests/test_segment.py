@@ -5,8 +5,10 @@ from pathlib import Path
 
 import numpy as np
 
-from index import segment
-from index.segment import DocumentVectors, Segment
+from groundqa.index import segment
+from groundqa.index.codec import encode_pieces
+from groundqa.index.segment import Segment
+from groundqa.index.storage import DocumentVectors
 
 DIM = 384
 RAW: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}  # each test document's word pieces
@@ -31,7 +33,7 @@ def _doc(doc_id: str, passages: int, seed: int) -> DocumentVectors:
         passages=spans,
         passage_vectors=rng.normal(size=(passages, DIM)).astype(np.float32),
         passage_texts=[f"{doc_id} passage {i} word{seed}" for i in range(passages)],
-        pieces=segment.encode_pieces(raw),
+        pieces=encode_pieces(raw),
         sentences=sentences,
         sentence_vectors=rng.normal(size=(passages * 2, DIM)).astype(np.float32),
         sentence_texts=[f"{doc_id} sentence {i}" for i in range(passages * 2)],

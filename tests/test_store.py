@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from index import store
-from index.store import Document, NewDocument, Store
+from groundqa.index import store
+from groundqa.index.store import Document, NewDocument, Store
 
 
 def _new(doc_id: str, text: str = "Some text.") -> NewDocument:

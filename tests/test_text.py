@@ -4,8 +4,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from index.errors import InvalidDocument
-from index.text import MAX_SENTENCE_CHARS, Chunking, count_tokens, sentences, token_starts
+from groundqa.index.errors import InvalidDocument
+from groundqa.index.text import MAX_SENTENCE_CHARS, Chunking, count_tokens, sentences, token_starts
 
 # Pieces that break naive offset code: astral emoji, CJK, combining marks, CRLF, runs of spaces.
 PIECES = [

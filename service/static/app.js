@@ -3,8 +3,9 @@
 // so every slice and highlight goes through codePoints() below.
 "use strict";
 
-const MAX_QUESTION = 1000;
 const CITATIONS = 3;
+// The API's own limits (GET /v1/limits), read at start: the page keeps no copy of them.
+let limits = null;
 const $ = (id) => document.getElementById(id);
 
 function codePoints(text) {
@@ -159,8 +160,8 @@ async function ask(event) {
     box.focus();
     return;
   }
-  if (codePoints(question).length > MAX_QUESTION) {
-    say(`The question is too long: ${codePoints(question).length} characters, at most ${MAX_QUESTION}.`, true);
+  if (limits && codePoints(question).length > limits.question_chars) {
+    say(`The question is too long: ${codePoints(question).length} characters, at most ${limits.question_chars}.`, true);
     return;
   }
   say("");
@@ -171,7 +172,7 @@ async function ask(event) {
     const response = await fetch("/v1/query", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ question, k: 5, mode: $("mode").value, doc_ids: selectedDocs() }),
+      body: JSON.stringify({ question, mode: $("mode").value, doc_ids: selectedDocs() }),
     });
     if (!response.ok) {
       showError(reply, `The server could not answer: ${await errorText(response)}`);
@@ -225,6 +226,25 @@ async function openArticle(passage, answer) {
   if (target) target.scrollIntoView({ block: "center" });
 }
 
+async function loadLimits() {
+  try {
+    const reply = await fetch("/v1/limits");
+    if (!reply.ok) throw new Error(await errorText(reply));
+    limits = await reply.json();
+  } catch (err) {
+    say("Could not read the server's limits: " + (err.message || "the server cannot be reached"), true);
+    return;
+  }
+  $("question").maxLength = limits.question_chars;
+  $("mode").replaceChildren(
+    ...limits.modes.map((mode) => {
+      const option = el("option", { value: mode }, mode);
+      option.selected = mode === limits.default_mode;
+      return option;
+    }),
+  );
+}
+
 function init() {
   $("ask").addEventListener("submit", ask);
   $("question").addEventListener("keydown", (event) => {
@@ -234,6 +254,7 @@ function init() {
     }
   });
   $("viewer-close").addEventListener("click", () => $("viewer").close());
+  loadLimits();
   loadDocuments();
   $("question").focus();
 }

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from index.errors import GroundQAError
+from groundqa.index.errors import GroundQAError
 
 
 class ServerError(GroundQAError):

@@ -2,7 +2,7 @@
 event loop (asyncio or uvloop), one worker each over one index, measured interleaved at 16
 clients; and what a fast JSON encoder (orjson) would save on a typical answer.
 
-    python -m eval.http_options --index /tmp/bench-work/index-2k --out reports/http-options
+    python -m groundqa.service.http_options --index /tmp/bench-work/index-2k --out reports/http-options
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from eval.bench import _hammer, _percentiles
-from eval.data import load_squad
-from eval.serving import ROOT, free_port, wait_ready
+from groundqa.eval.bench import _hammer, _percentiles
+from groundqa.eval.data import load_squad
+from groundqa.eval.serving import ROOT, free_port, wait_ready
 
 CONFIGS = {  # name: (HTTP protocol, event loop)
     "h11 + asyncio (today)": ("h11", "asyncio"),
@@ -30,9 +30,9 @@ CONFIGS = {  # name: (HTTP protocol, event loop)
 }
 SERVE = """
 import sys, uvicorn
-from service.app import NoDelayH11
+from groundqa.service.app import NoDelayH11
 http, loop, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-uvicorn.run("service.app:app_from_environment", factory=True, port=port, log_level="warning",
+uvicorn.run("groundqa.service.app:app_from_environment", factory=True, port=port, log_level="warning",
             http=NoDelayH11 if http == "h11" else http, loop=loop)
 """
 
@@ -74,7 +74,7 @@ def main() -> None:
             process.terminate()
             process.wait()
     report: dict[str, Any] = {
-        "command": "python -m eval.http_options " + " ".join(sys.argv[1:]),
+        "command": "python -m groundqa.service.http_options " + " ".join(sys.argv[1:]),
         "clients": args.clients,
         "seconds_each": args.seconds * args.rounds,
         "load_average_1min": [round(v, 2) for v in loads],

@@ -1,0 +1,38 @@
+"""The server's settings: the index's (groundqa.index.config) and the HTTP ones, from GROUNDQA_*."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr, field_validator
+
+from groundqa.index.config import IndexSettings
+
+
+class Settings(IndexSettings):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: SecretStr | None = None
+    cors_origins: str = ""
+    # Largest request body accepted (413 above): about 1,000 pages of plain text.
+    max_body_bytes: int = 5_000_000
+    # Seconds a client has to send a request body (408 after): stalled clients do not hold sockets.
+    body_timeout: float = 30
+    # Most documents in one bulk request.
+    max_batch_docs: int = 1000
+    # A file or folder `serve` ingests first when the index holds no document.
+    seed: str | None = None
+    # uvicorn worker processes for `serve`, each with its own encoder, sharing the index's files.
+    workers: int = 1
+    # uvicorn's log level for `serve`.
+    log: str = "info"
+
+    @field_validator("api_key")
+    @classmethod
+    def blank_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        return None if value is None or not value.get_secret_value().strip() else value
+
+    def cors_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+
+def get_settings() -> Settings:
+    return Settings()
