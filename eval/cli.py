@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import random
 import shlex
 import sys
 import tempfile
@@ -14,7 +15,7 @@ from typing import Any
 from groundqa.eval import report
 from groundqa.eval.client import Client
 from groundqa.eval.data import DataError, Dataset, Question, check_spans, load_questions, load_squad, sample
-from groundqa.eval.metrics import summarize
+from groundqa.eval.metrics import curves, summarize
 from groundqa.eval.progress import progress
 from groundqa.eval.runner import Ask, ask_index, evaluate, reply_of_json
 from groundqa.index.config import IndexSettings, embedder_of, open_index
@@ -35,13 +36,22 @@ def add_parser(commands: Any) -> None:
     kinds = parser.add_subparsers(required=True, metavar="SET")
     squad = kinds.add_parser(
         "squad",
-        help="a SQuAD v1.1 file: index its articles afresh, ask its questions",
+        help="a SQuAD v1.1 or v2.0 file: index its articles afresh, ask its questions "
+        "(v2.0's unanswerable ones too)",
         epilog="example: groundqa eval squad dev.json --limit 1500 --seed 0 --modes hybrid,dense,lexical",
     )
     squad.add_argument("file", type=Path)
     squad.add_argument("--limit", type=int, help="ask N questions, sampled with --seed")
     squad.add_argument("--seed", type=int, default=0)
     squad.add_argument("--peer", choices=["txtai"], help="also score txtai over the same passages")
+    squad.add_argument(
+        "--leave-out",
+        type=int,
+        default=0,
+        metavar="N",
+        help="leave N articles (chosen with --seed) out of the index and ask their questions: "
+        "the share refused is refused_outside",
+    )
     squad.set_defaults(run=run_squad)
     questions = kinds.add_parser(
         "questions",
@@ -97,19 +107,30 @@ def _squad(
     embedder: Embedder,
     where: str,
 ) -> int:
-    articles = dataset.articles
+    if not 0 <= args.leave_out < len(dataset.articles):
+        raise DataError(f"--leave-out is {args.leave_out}; the file has {len(dataset.articles)} articles")
+    left = set(random.Random(args.seed).sample([a.doc_id for a in dataset.articles], args.leave_out))
+    articles = [a for a in dataset.articles if a.doc_id not in left]
     for start in progress(range(0, len(articles), BATCH), "index", unit="batch"):
         index.add_many([DocumentInput(a.text, a.title, a.doc_id) for a in articles[start : start + BATCH]])
-    results = evaluate(questions, modes, ask_index(index))
+    ask = ask_index(index)
+    results = evaluate(questions, modes, ask, floor=index.min_confidence, outside=frozenset(left))
     summaries: dict[str, dict[str, float | None]] = {m: dict(summarize(o)) for m, o in results.items()}
+    extra_curves = {m: c for m, o in results.items() if (c := curves(o)) is not None}
     if args.peer:
         from groundqa.eval.peer import PEER_MODES, TxtaiPeer
 
         peer = TxtaiPeer(_model_dir(embedder), list(index.passages()))
         for mode, outcomes in evaluate(questions, list(PEER_MODES), peer.ask).items():
             summaries[mode] = {**summarize(outcomes), "answer_hit": None, "answer_chars_mean": None}
-    extra = {"seed": args.seed, "limit": args.limit, "peer": args.peer, "index": where}
-    return _finish(args, dataset, len(questions), index, summaries, extra)
+    extra = {
+        "seed": args.seed,
+        "limit": args.limit,
+        "peer": args.peer,
+        "index": where,
+        "left_out": sorted(left) or None,
+    }
+    return _finish(args, dataset, len(questions), index, summaries, extra, extra_curves)
 
 
 def run_questions(args: argparse.Namespace, settings: IndexSettings) -> int:
@@ -129,15 +150,23 @@ def run_questions(args: argparse.Namespace, settings: IndexSettings) -> int:
         raise DataError("questions without doc_id need an index that holds exactly one document")
     resolved = [dataclasses.replace(q, doc_id=q.doc_id or default_doc) for q in dataset.questions]
     check_spans(Dataset(dataset.name, resolved), texts)
-    results = evaluate(resolved, modes, ask)
+    floor = index.min_confidence if index is not None else float(client_limits(args.url)["min_confidence"])
+    results = evaluate(resolved, modes, ask, floor=floor)
     summaries = {mode: summarize(outcomes) for mode, outcomes in results.items()}
-    return _finish(args, dataset, len(resolved), index, summaries, {"url": args.url})
+    found = {m: c for m, o in results.items() if (c := curves(o)) is not None}
+    extra = {"url": args.url, "min_confidence": floor}
+    return _finish(args, dataset, len(resolved), index, summaries, extra, found)
 
 
 def _remote(url: str) -> tuple[Ask, dict[str, str]]:
+    """Asks a running server with min_confidence 0, as ask_index does an index."""
     client = Client(url)
     texts = {d["doc_id"]: client.text(d["doc_id"]) for d in client.documents()}
-    return (lambda question, k, mode: reply_of_json(client.query(question, k, mode))), texts
+    return (lambda question, k, mode: reply_of_json(client.query(question, k, mode, 0.0))), texts
+
+
+def client_limits(url: str) -> dict[str, Any]:
+    return Client(url).limits()
 
 
 def _model_dir(embedder: Embedder) -> Path:
@@ -151,6 +180,7 @@ def _finish(
     index: Index | None,
     summaries: dict[str, Any],
     extra: dict[str, Any],
+    found_curves: dict[str, Any] | None = None,
 ) -> int:
     settings: dict[str, Any] = {"k": 20}
     tokens = None
@@ -162,6 +192,7 @@ def _finish(
             runtime=index.embedder.runtime,
             chunking=dataclasses.asdict(index.chunking),
             ranking=dataclasses.asdict(index.ranking),
+            min_confidence=index.min_confidence,
         )
     settings.update({k: v for k, v in extra.items() if v is not None})
     result = {
@@ -172,6 +203,8 @@ def _finish(
         "settings": settings,
         "command": "groundqa " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     }
+    if found_curves:
+        result["curves"] = found_curves
     out = args.out or Path("reports") / dataset.name
     paths = report.write(out, result)
     print(report.markdown(result))

@@ -18,13 +18,26 @@ class Client:
         self.url = url.rstrip("/")
         self.http = httpx.Client(base_url=self.url, timeout=timeout)
 
-    def query(self, question: str, k: int, mode: str, doc_ids: list[str] | None = None) -> dict[str, Any]:
+    def query(
+        self,
+        question: str,
+        k: int,
+        mode: str,
+        min_confidence: float | None = None,
+        doc_ids: list[str] | None = None,
+    ) -> dict[str, Any]:
         """The contract's QueryResponse, as JSON."""
         body: dict[str, Any] = {"question": question, "k": k, "mode": mode}
         if doc_ids is not None:
             body["doc_ids"] = doc_ids
+        if min_confidence is not None:
+            body["min_confidence"] = min_confidence
         result: dict[str, Any] = self._call("POST", "/v1/query", json=body)
         return result
+
+    def limits(self) -> dict[str, Any]:
+        found: dict[str, Any] = self._call("GET", "/v1/limits")
+        return found
 
     def documents(self) -> list[dict[str, Any]]:
         listing: list[dict[str, Any]] = self._call("GET", "/v1/documents")["documents"]

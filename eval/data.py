@@ -91,9 +91,10 @@ def load_questions(path: Path) -> Dataset:
             raise DataError(
                 f"{path}:{number}: malformed question line ({exc}); see the README's format"
             ) from exc
-        if not question.spans or any(not 0 <= s < e for s, e in question.spans):
+        if any(not 0 <= s < e for s, e in question.spans):
             raise DataError(
-                f"{path}:{number}: spans must be a non-empty list of [start, end] with start < end"
+                f"{path}:{number}: spans must be a list of [start, end] with start < end "
+                "(empty: the question is unanswerable)"
             )
         questions.append(question)
     if not questions:

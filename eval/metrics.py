@@ -26,9 +26,13 @@ class Outcome:
     """One question asked in one mode: the rank of the first passage holding a gold span, and more."""
 
     rank: int | None
-    answer_hit: bool
+    answer_hit: bool  # answered (confidence at least the floor) and holding a gold span
     answer_chars: int | None  # None when no answer was given
     latency_ms: float
+    kind: str = "answerable"  # or unanswerable (SQuAD 2.0), or outside (its article not indexed)
+    confidence: float | None = None
+    right: bool = False  # the best answer sentence holds a gold span, whatever its confidence
+    answered: bool = True
 
 
 def covers(item: Located, doc_id: str, spans: Sequence[Span]) -> bool:
@@ -55,19 +59,115 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(values, q, method="inverted_cdf"))
 
 
-def summarize(outcomes: Sequence[Outcome]) -> dict[str, float]:
-    ranks = [o.rank for o in outcomes]
-    summary = {f"hit@{k}": round(hit_at(ranks, k), 4) for k in KS}
+def summarize(outcomes: Sequence[Outcome]) -> dict[str, float | None]:
+    """Retrieval and answers over the answerable questions (abstentions count as misses), and,
+    where the system gives a confidence, how well it tells answers worth giving."""
+    answerable = [o for o in outcomes if o.kind == "answerable"]
+    ranks = [o.rank for o in answerable]
+    summary: dict[str, float | None] = {f"hit@{k}": round(hit_at(ranks, k), 4) for k in KS}
     summary["mrr@10"] = round(mrr(ranks), 4)
-    summary["answer_hit"] = round(_mean([1.0 if o.answer_hit else 0.0 for o in outcomes]), 4)
+    summary["answer_hit"] = round(_mean([1.0 if o.answer_hit else 0.0 for o in answerable]), 4)
     summary["answer_chars_mean"] = round(
-        _mean([float(o.answer_chars) for o in outcomes if o.answer_chars is not None]), 1
+        _mean([float(o.answer_chars) for o in answerable if o.answer_chars is not None]), 1
     )
     latencies = [o.latency_ms for o in outcomes]
     summary["latency_ms_p50"] = round(percentile(latencies, 50), 2)
     summary["latency_ms_p95"] = round(percentile(latencies, 95), 2)
+    if any(o.confidence is not None for o in outcomes):
+        summary.update(abstention(outcomes))
     return summary
+
+
+def abstention(outcomes: Sequence[Outcome]) -> dict[str, float | None]:
+    """Answered and refused shares by kind, answer_hit with no abstention, AUROC of the
+    confidence (answerable against the rest), its calibration error and the area under the
+    risk-coverage curve."""
+    kinds = {k: [o for o in outcomes if o.kind == k] for k in ("answerable", "unanswerable", "outside")}
+    conf = [o.confidence or 0.0 for o in outcomes]
+    out: dict[str, float | None] = {
+        "answered": _share([o.answered for o in kinds["answerable"]]),
+        "answer_hit_min_confidence_0": _share([o.right for o in kinds["answerable"]]),
+        "refused_unanswerable": _share([not o.answered for o in kinds["unanswerable"]]),
+        "refused_outside": _share([not o.answered for o in kinds["outside"]]),
+        "auroc": _round(auroc(conf, [o.kind == "answerable" for o in outcomes])),
+        "auroc_right": _round(auroc(conf, [o.right for o in outcomes])),
+        "ece": calibration(conf, [o.right for o in outcomes])["ece"],  # type: ignore[dict-item]
+    }
+    curve = risk_coverage(conf, [o.right for o in outcomes])
+    out["aurc"] = round(_mean([risk for _, risk in curve]), 4) if curve else None
+    return out
+
+
+def _share(values: Sequence[bool]) -> float | None:
+    return round(_mean([1.0 if v else 0.0 for v in values]), 4) if values else None
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
+
+
+# --- abstention: how well the confidence separates answers worth giving -------------------------
+
+
+def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float | None:
+    """The chance that a random positive scores above a random negative (ties count half)."""
+    s, pos = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if not n_pos or not n_neg:
+        return None
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    # the average rank of each distinct value, from 1
+    average = np.cumsum(counts) - (counts - 1) / 2
+    ranks = average[inverse]
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def calibration(confidence: Sequence[float], right: Sequence[bool], bins: int = 10) -> dict[str, object]:
+    """Expected calibration error over equal-width bins, and each bin's mean confidence, share
+    right and count (the reliability diagram's points)."""
+    c, r = np.asarray(confidence, dtype=np.float64), np.asarray(right, dtype=np.float64)
+    which = np.minimum((c * bins).astype(int), bins - 1)
+    table, error = [], 0.0
+    for b in range(bins):
+        held = which == b
+        if not held.any():
+            continue
+        mean_c, share = float(c[held].mean()), float(r[held].mean())
+        error += held.sum() / len(c) * abs(mean_c - share)
+        table.append(
+            {
+                "bin": [b / bins, (b + 1) / bins],
+                "confidence": round(mean_c, 4),
+                "right": round(share, 4),
+                "count": int(held.sum()),
+            }
+        )
+    return {"ece": round(error, 4), "bins": table}
+
+
+def risk_coverage(confidence: Sequence[float], right: Sequence[bool]) -> list[tuple[float, float]]:
+    """(coverage, risk) when only the most confident answers are given: risk is the share wrong
+    among those given, at each coverage from the most confident answer to all of them."""
+    order = np.argsort(-np.asarray(confidence, dtype=np.float64), kind="stable")
+    r = np.asarray(right, dtype=np.float64)[order]
+    given = np.arange(1, len(r) + 1)
+    wrong = np.cumsum(1 - r)
+    return [(float(g / len(r)), float(w / g)) for g, w in zip(given, wrong, strict=True)]
+
+
+def curves(outcomes: Sequence[Outcome]) -> dict[str, object] | None:
+    """The reliability diagram's bins and the risk-coverage curve (100 points), for the report."""
+    if not any(o.confidence is not None for o in outcomes):
+        return None
+    conf, right = [o.confidence or 0.0 for o in outcomes], [o.right for o in outcomes]
+    curve = risk_coverage(conf, right)
+    step = max(1, len(curve) // 100)
+    points = [curve[i] for i in range(step - 1, len(curve), step)]
+    return {
+        "calibration": calibration(conf, right)["bins"],
+        "risk_coverage": [(round(c, 4), round(r, 4)) for c, r in points],
+    }

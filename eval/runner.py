@@ -21,8 +21,9 @@ class Reply:
     """What scoring reads of an answer, wherever it came from."""
 
     passages: list[Located]
-    answer: Located | None
+    answer: Located | None  # asked with min_confidence 0: the best sentence, whatever its confidence
     answer_chars: int | None
+    confidence: float | None = None  # None: the system gives none (the peer)
 
 
 Ask = Callable[[str, int, str], Reply]
@@ -34,6 +35,7 @@ def reply_of_result(result: SearchResult) -> Reply:
         [Located(h.passage.doc_id, h.passage.start, h.passage.end) for h in result.hits],
         None if a is None else Located(a.passage.doc_id, a.span.start, a.span.end),
         None if a is None else len(a.text),
+        result.confidence,
     )
 
 
@@ -44,25 +46,53 @@ def reply_of_json(body: dict[str, Any]) -> Reply:
         [Located(p["doc_id"], p["start"], p["end"]) for p in body["passages"]],
         None if not a else Located(a["doc_id"], a["start"], a["end"]),
         None if not a else len(a["text"]),
+        body.get("confidence"),
     )
 
 
 def ask_index(index: Index) -> Ask:
-    return lambda question, k, mode: reply_of_result(index.search(question, k, mode))  # type: ignore[arg-type]
+    """Asks with min_confidence 0, so that scoring sees every answer with its confidence and
+    applies the index's threshold itself: one pass gives both behaviours."""
+
+    def ask(question: str, k: int, mode: str) -> Reply:
+        return reply_of_result(index.search(question, k, mode, min_confidence=0.0))  # type: ignore[arg-type]
+
+    return ask
 
 
-def score(question: Question, doc_id: str, reply: Reply, latency_ms: float) -> Outcome:
+def score(
+    question: Question,
+    doc_id: str,
+    reply: Reply,
+    latency_ms: float,
+    floor: float = 0.0,
+    outside: bool = False,
+) -> Outcome:
+    """An answer counts when it holds a gold span and its confidence reaches the floor; a question
+    asked outside the index (its article left out) and an unanswerable one have no gold span."""
+    right = reply.answer is not None and covers(reply.answer, doc_id, question.spans) and not outside
+    answered = reply.answer is not None and (reply.confidence is None or reply.confidence >= floor)
     return Outcome(
-        rank=first_rank(reply.passages, doc_id, question.spans),
-        answer_hit=reply.answer is not None and covers(reply.answer, doc_id, question.spans),
-        answer_chars=reply.answer_chars,
+        rank=None if outside else first_rank(reply.passages, doc_id, question.spans),
+        answer_hit=right and answered,
+        answer_chars=reply.answer_chars if answered else None,
         latency_ms=latency_ms,
+        kind="outside" if outside else ("answerable" if question.spans else "unanswerable"),
+        confidence=reply.confidence,
+        right=right,
+        answered=answered,
     )
 
 
 def evaluate(
-    questions: list[Question], modes: list[str], ask: Ask, default_doc: str | None = None
+    questions: list[Question],
+    modes: list[str],
+    ask: Ask,
+    default_doc: str | None = None,
+    floor: float = 0.0,
+    outside: frozenset[str] = frozenset(),
 ) -> dict[str, list[Outcome]]:
+    """Every question in every mode; those whose doc_id is in outside were left out of the index."""
     results: dict[str, list[Outcome]] = {}
     for mode in modes:
         outcomes = []
@@ -70,6 +100,7 @@ def evaluate(
             began = time.perf_counter()
             reply = ask(q.question, ASK_K, mode)
             latency = (time.perf_counter() - began) * 1000
-            outcomes.append(score(q, q.doc_id or default_doc or "", reply, latency))
+            doc_id = q.doc_id or default_doc or ""
+            outcomes.append(score(q, doc_id, reply, latency, floor, doc_id in outside))
         results[mode] = outcomes
     return results

@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from groundqa.index.backends import Location
+from groundqa.index.confidence import bundled as bundled_confidence
 from groundqa.index.index import MAX_DOC_CHARS, Index
 from groundqa.index.model import DEFAULT_CACHE, DEFAULT_MODEL, Embedder
 
@@ -31,6 +33,8 @@ class IndexSettings(BaseSettings):
     model_cache: Path = DEFAULT_CACHE
     # Longest document, in characters (longer ones are refused with the limit in the message).
     max_doc_chars: int = MAX_DOC_CHARS
+    # Answers under this confidence are left out (null); unset: the trained model's threshold.
+    min_confidence: Annotated[float | None, Field(ge=0, le=1)] = None
     # The index in Qdrant instead of index_dir: a server or cluster URL, local:DIR for
     # qdrant-client's local mode or edge:DIR for Qdrant's engine in this process.
     qdrant_url: str | None = None
@@ -49,6 +53,10 @@ class IndexSettings(BaseSettings):
             self.qdrant_shards,
             self.qdrant_replicas,
         )
+
+    def answer_floor(self) -> float:
+        """The confidence under which answers are left out."""
+        return bundled_confidence().threshold if self.min_confidence is None else self.min_confidence
 
     def where(self) -> str:
         """Where the index lives, for messages."""
@@ -86,4 +94,5 @@ def open_index(settings: IndexSettings, merge_in_background: bool = False) -> In
         embedder_of(settings),
         merge_in_background=merge_in_background,
         max_doc_chars=settings.max_doc_chars,
+        min_confidence=settings.answer_floor(),
     )

@@ -25,6 +25,8 @@ from groundqa.index import codec
 from groundqa.index.backends import Location, open_storage
 from groundqa.index.batching import QueryBatcher
 from groundqa.index.codec import encode_pieces
+from groundqa.index.confidence import ConfidenceModel
+from groundqa.index.confidence import bundled as bundled_confidence
 from groundqa.index.errors import DocumentConflict, IndexBusy, IndexMismatch, InvalidDocument
 from groundqa.index.lexical import BM25Params, lexical_input
 from groundqa.index.model import Embedder
@@ -75,7 +77,8 @@ class SearchResult:
     mode: Mode
     k: int
     hits: list[Hit]
-    answer: Answer | None
+    answer: Answer | None  # None under the confidence asked for
+    confidence: float  # that the best answer sentence answers the question (0 with none)
     took_ms: float
 
 
@@ -136,6 +139,8 @@ class Index:
         merge_in_background: bool = False,
         max_doc_chars: int = MAX_DOC_CHARS,
         failpoint: str | None = None,
+        min_confidence: float | None = None,
+        confidence: ConfidenceModel | None = None,
     ) -> None:
         """The index at where (a folder: the embedded index), opened by backends.open_storage,
         which checks that it was built with this index's settings."""
@@ -147,6 +152,9 @@ class Index:
         self.merge_in_background = merge_in_background
         self.max_doc_chars = max_doc_chars
         self._closing = threading.Event()
+        self.confidence = confidence or bundled_confidence()
+        # Answers under this confidence are left out; the model's own threshold by default.
+        self.min_confidence = self.confidence.threshold if min_confidence is None else min_confidence
         self.questions = QueryBatcher(embedder)  # concurrent questions share one forward pass
         self.storage: Storage = open_storage(
             self.where, self.meta(), embedder.info.dimension, bm25, lock_timeout, failpoint
@@ -198,8 +206,16 @@ class Index:
                 yield Passage(doc_id, start, end, text[start:end])
 
     def search(
-        self, question: str, k: int = DEFAULT_K, mode: Mode = DEFAULT_MODE, doc_ids: list[str] | None = None
+        self,
+        question: str,
+        k: int = DEFAULT_K,
+        mode: Mode = DEFAULT_MODE,
+        doc_ids: list[str] | None = None,
+        min_confidence: float | None = None,
     ) -> SearchResult:
+        """The best k passages and the answer sentence, which is left out (None) when its
+        confidence is under min_confidence (the index's own, self.min_confidence, by default;
+        0 always answers)."""
         began = time.perf_counter()
         question = check_query(question, k, mode)
         vector, pieces = self.questions.embed(question)
@@ -214,8 +230,12 @@ class Index:
                 reader = self.storage.reader(fresh=True)
         else:
             raise IndexBusy("the documents kept changing during the query; ask again")
+        confidence = float(self.confidence.probability(np.array(answer.signals))[0]) if answer else 0.0
+        floor = self.min_confidence if min_confidence is None else min_confidence
+        if answer is not None and confidence < floor:
+            answer = None
         took = round((time.perf_counter() - began) * 1000, 2)
-        return SearchResult(question, mode, k, hits, answer, took)
+        return SearchResult(question, mode, k, hits, answer, round(confidence, 4), took)
 
     # --- writing ---------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from groundqa.index.confidence import SIGNALS, text_signals
 from groundqa.index.errors import InvalidQuery
 from groundqa.index.lexical import query_terms
 from groundqa.index.model import PieceVectors
@@ -108,6 +109,7 @@ class Answer:
     span: Span
     text: str
     score: float
+    signals: tuple[float, ...]  # confidence.SIGNALS, for the confidence model
 
 
 def rank(reader: Reader, query: Query, ranking: Ranking) -> tuple[list[Hit], Answer | None]:
@@ -150,9 +152,11 @@ def rank(reader: Reader, query: Query, ranking: Ranking) -> tuple[list[Hit], Ans
     ]
     top = list(range(min(ranking.answer_passages, len(pool))))
     answer = _answer(
+        query.question,
         [(int(keys[pool[i]]), passages[i], int(pool[i])) for i in top],
         _minmax(pool_scores)[: len(top)],
         sentences,
+        passage_sim,
         texts,
         match,
         ranking,
@@ -204,6 +208,16 @@ class WordMatch:
                 return found
         return np.array([self.score(int(k)) for k in keys])
 
+    def weakest(self, key: int) -> float:
+        """The best cosine of the passage's worst-matched rare question word (those weighing at
+        least the median): a name or number the question has and the passage lacks shows here."""
+        self.score(key)  # the cosines, once
+        cosines, _ = self._cosines[key]
+        if cosines.size == 0:
+            return 0.0
+        rare = self.weights >= np.median(self.weights)
+        return float(cosines.max(axis=1)[rare].min())
+
     def score(self, key: int, span: Span | None = None) -> float:
         """The match with passage `key`, or with the part of it inside span."""
         if key not in self._cosines:
@@ -242,16 +256,18 @@ def _minmax(values: np.ndarray) -> np.ndarray:
 
 
 def _answer(
+    question: str,
     top: list[tuple[int, Passage, int]],
     passage_scores: np.ndarray,
     sentences: Sentences,
+    passage_sim: np.ndarray,
     texts: dict[str, tuple[str, str]],
     match: WordMatch,
     ranking: Ranking,
 ) -> Answer | None:
     """The sentence of the best passages that is most like the question, as a whole and word by
     word, favouring the better passages. top: (key, passage, candidate number) of each."""
-    best: tuple[float, Passage, Span] | None = None
+    best: tuple[float, int, int, Passage, Span, float] | None = None  # score, key, sentence, ...
     for (key, passage, candidate), passage_score in zip(top, passage_scores, strict=True):
         text = texts[passage.doc_id][1]
         for at in sentences.positions(candidate):
@@ -259,18 +275,31 @@ def _answer(
             span = _clip(text, Span(start, end), passage)
             if span is None:
                 continue
+            matched = match.score(key, span)
             score = (
                 float(sentences.similarity[at])
-                + ranking.match_weight * match.score(key, span)
+                + ranking.match_weight * matched
                 + ranking.rank_weight * float(passage_score)
             )
             if best is None or score > best[0]:
-                best = (score, passage, span)
+                best = (score, key, int(at), passage, span, matched)
     if best is None:
         return None
-    score, passage, span = best
+    score, key, at, passage, span, matched = best
     title, text = texts[passage.doc_id]
-    return Answer(passage, title, span, text[span.start : span.end], round(score, 4))
+    sentence = text[span.start : span.end]
+    candidate = next(c for k, p, c in top if k == key)
+    found = {
+        "answer_cosine": float(sentences.similarity[at]),
+        "answer_match": matched,
+        "passage_cosine": float(passage_sim[candidate]),
+        "best_cosine": float(passage_sim.max()),
+        "passage_match": match.score(key),
+        "weakest_word": match.weakest(key),
+        **text_signals(question, sentence, passage.text),
+    }
+    signals = tuple(round(found[name], 6) for name in SIGNALS)
+    return Answer(passage, title, span, sentence, round(score, 4), signals)
 
 
 def _clip(text: str, sentence: Span, passage: Passage) -> Span | None:

@@ -22,6 +22,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
+from mcp.server.mcpserver.exceptions import ToolError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -40,6 +41,7 @@ from groundqa.index.errors import (
 from groundqa.index.index import DocumentInput, Index
 from groundqa.index.ranking import DEFAULT_K, DEFAULT_MODE, MAX_K, MAX_QUESTION_CHARS, MODES, Mode
 from groundqa.index.store import Document
+from groundqa.service import mcp_server, openai_chat
 from groundqa.service.articles import article_files, article_input, read_article
 from groundqa.service.config import Settings, get_settings
 from groundqa.service.metrics import Metrics
@@ -55,6 +57,7 @@ from groundqa.service.schemas import (
     DocumentUpdate,
     K,
     Limits,
+    MinConfidence,
     QueryRequest,
     QueryResponse,
     Question,
@@ -80,11 +83,15 @@ GRACEFUL_SHUTDOWN = 3
 def create_app(settings: Settings | None = None, seed: list[tuple[Path, str]] | None = None) -> FastAPI:
     settings = settings or get_settings()
 
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    tools = mcp_server.build(lambda: _loaded(app), mcp_server.bearer_check(key))
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loader = threading.Thread(target=_load, args=(app, settings, seed or []), daemon=True)
         loader.start()
-        yield
+        async with tools.session_manager.run():
+            yield
         if app.state.index is not None:  # a write still embedding stops at its next model batch
             app.state.index.close()
 
@@ -111,8 +118,23 @@ def create_app(settings: Settings | None = None, seed: list[tuple[Path, str]] | 
     app.middleware("http")(_observe)
     _add_error_handlers(app)
     _add_routes(app)
+    openai_chat.add_routes(app, lambda request: request.app.state.index)
+    # MCP over streamable HTTP at /mcp: one JSON answer a request, no session to keep, so any
+    # worker answers any request.
+    mcp_app = tools.streamable_http_app(
+        streamable_http_path="/mcp", stateless_http=True, json_response=True, host=settings.host
+    )
+    app.router.routes.extend(mcp_app.routes)
     _add_pages(app)
     return app
+
+
+def _loaded(app: FastAPI) -> Index:
+    """The index for the MCP tools, or a tool error while it loads."""
+    if app.state.index is None:
+        error = app.state.load_error
+        raise ToolError(f"the index failed to load: {error}" if error else "the index is loading; try again")
+    return app.state.index
 
 
 def app_from_environment() -> FastAPI:
@@ -176,7 +198,7 @@ def _add_routes(app: FastAPI) -> None:
 
     @app.post("/v1/query", response_model=QueryResponse, tags=["query"], responses=errors(404, *body))
     def query(body: QueryRequest, index: IndexDep, request: Request) -> QueryResponse:
-        return _search(index, request, body.question, body.k, body.mode, body.doc_ids)
+        return _search(index, request, body.question, body.k, body.mode, body.doc_ids, body.min_confidence)
 
     @app.get("/v1/query", response_model=QueryResponse, tags=["query"], responses=errors(404, 422, 503))
     def query_get(
@@ -186,8 +208,9 @@ def _add_routes(app: FastAPI) -> None:
         k: Annotated[K, Query()] = DEFAULT_K,
         mode: Annotated[Mode, Query()] = DEFAULT_MODE,
         doc_ids: Annotated[list[DocId] | None, Query(description="repeat to search several")] = None,
+        min_confidence: Annotated[MinConfidence, Query()] = None,
     ) -> QueryResponse:
-        return _search(index, request, q, k, mode, doc_ids)
+        return _search(index, request, q, k, mode, doc_ids, min_confidence)
 
     @app.post(
         "/v1/documents",
@@ -291,6 +314,7 @@ def _add_routes(app: FastAPI) -> None:
             doc_chars=settings.max_doc_chars,
             batch_documents=settings.max_batch_docs,
             body_bytes=settings.max_body_bytes,
+            min_confidence=settings.answer_floor(),
         )
 
     @app.get("/healthz", tags=["operations"])
@@ -309,9 +333,15 @@ def _add_routes(app: FastAPI) -> None:
 
 
 def _search(
-    index: Index, request: Request, question: str, k: int, mode: Mode, doc_ids: list[str] | None
+    index: Index,
+    request: Request,
+    question: str,
+    k: int,
+    mode: Mode,
+    doc_ids: list[str] | None,
+    min_confidence: float | None,
 ) -> QueryResponse:
-    result = index.search(question, k, mode, doc_ids)
+    result = index.search(question, k, mode, doc_ids, min_confidence)
     request.app.state.metrics.query_seconds.labels(mode).observe(result.took_ms / 1000)
     return QueryResponse.of(result)
 
@@ -423,12 +453,16 @@ class BodyGuard:
         except TimeoutError:
             await _refuse(send, 408, f"the request body did not arrive within {self.timeout:g} s")
             return
-        body = b"".join(chunks)
+        body, sent = b"".join(chunks), False
 
         async def replay() -> Message:
-            nonlocal body
-            message, body = {"type": "http.request", "body": body, "more_body": False}, b""
-            return message
+            """The body once, then the client's own messages: a streamed response waits on them
+            for the disconnect (answering at once again would spin the event loop)."""
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
 

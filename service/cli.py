@@ -31,6 +31,7 @@ EXAMPLES = {
     "rm": "example: groundqa rm putin-china-visit",
     "compact": "example: groundqa compact",
     "migrate": "example: groundqa migrate --to qdrant --index var/index  (GROUNDQA_QDRANT_URL set)",
+    "mcp": "example: groundqa mcp --index var/index  (an MCP client starts it: see the README)",
 }
 # Documents per commit in `ingest`: each batch is one segment, written in one transaction.
 INGEST_BATCH = 64
@@ -93,6 +94,12 @@ def add_parser(commands: Any) -> None:
     ask.add_argument("question")
     ask.add_argument("-k", type=int, default=DEFAULT_K, help=f"passages to return (1 to {MAX_K})")
     ask.add_argument("--mode", choices=MODES, default=DEFAULT_MODE)
+    ask.add_argument(
+        "--min-confidence",
+        type=float,
+        metavar="P",
+        help="leave the answer out under this confidence, 0 to 1 (GROUNDQA_MIN_CONFIDENCE; 0 always answers)",
+    )
     ask.add_argument("--json", action="store_true", help="print the QueryResponse as JSON")
     ask.add_argument("--url", help="ask a running server, e.g. http://127.0.0.1:8000")
     ask.set_defaults(run=run_ask)
@@ -118,6 +125,27 @@ def add_parser(commands: Any) -> None:
     migrate.add_argument("--to", choices=["qdrant"], required=True)
     migrate.add_argument("--batch", type=int, default=INGEST_BATCH, help="documents per commit")
     migrate.set_defaults(run=run_migrate)
+
+    mcp = command(
+        "mcp", "serve the index to an MCP client over stdio (tools: ask, search, get_document, ...)"
+    )
+    mcp.set_defaults(run=run_mcp)
+
+
+def run_mcp(args: argparse.Namespace, settings: Settings) -> int:
+    """The MCP server on stdin and stdout; the index opens at the first tool call, and writes are
+    allowed (the local user owns the index)."""
+    from groundqa.service import mcp_server
+
+    opened: list[Index] = []
+
+    def index() -> Index:
+        if not opened:
+            opened.append(_index(settings))
+        return opened[0]
+
+    mcp_server.build(index, mcp_server.allow_all).run()
+    return 0
 
 
 def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
@@ -148,10 +176,13 @@ def _summary(counts: dict[str, int], index: Index) -> str:
 
 def run_ask(args: argparse.Namespace, settings: Settings) -> int:
     if args.url:
-        response = Client(args.url).query(args.question, args.k, args.mode)
+        response = Client(args.url).query(args.question, args.k, args.mode, args.min_confidence)
     else:
         check_query(args.question, args.k, args.mode)  # before the model loads
-        response = QueryResponse.of(_index(settings).search(args.question, args.k, args.mode)).as_json()
+        if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:
+            raise UsageError(f"--min-confidence is {args.min_confidence}; give a number from 0 to 1")
+        found = _index(settings).search(args.question, args.k, args.mode, min_confidence=args.min_confidence)
+        response = QueryResponse.of(found).as_json()
     if args.json:
         print(json.dumps(response, ensure_ascii=False, indent=2))
     else:
@@ -162,11 +193,16 @@ def run_ask(args: argparse.Namespace, settings: Settings) -> int:
 def format_response(r: dict[str, Any]) -> str:
     lines = []
     a = r["answer"]
-    if a is None:
+    if a is None and r["passages"]:
+        lines.append(
+            f"No answer: the articles don't seem to answer this (confidence {r['confidence']:.2f})."
+            "\nClosest passages:"
+        )
+    elif a is None:
         lines.append("No answer: nothing relevant was found.")
     else:
         lines.append(f"Answer: {a['text']}")
-        lines.append(f"        {a['doc_id']} [{a['start']}:{a['end']}]")
+        lines.append(f"        {a['doc_id']} [{a['start']}:{a['end']}] confidence {r['confidence']:.2f}")
     for p in r["passages"]:
         excerpt = " ".join(p["text"].split())
         excerpt = excerpt if len(excerpt) <= 160 else excerpt[:157] + "..."

@@ -30,6 +30,17 @@ DocId = Annotated[
 ]
 
 
+MinConfidence = Annotated[
+    float | None,
+    Field(
+        ge=0,
+        le=1,
+        description="leave the answer out (null) under this confidence; 0 always answers; "
+        "GROUNDQA_MIN_CONFIDENCE by default",
+    ),
+]
+
+
 # Request bodies take JSON types as declared: no "5" for 5, no 0 for false.
 STRICT = ConfigDict(strict=True)
 
@@ -40,6 +51,7 @@ class QueryRequest(BaseModel):
     k: K = DEFAULT_K
     mode: Mode = DEFAULT_MODE
     doc_ids: list[DocId] | None = None
+    min_confidence: MinConfidence = None
 
 
 class AnswerOut(BaseModel):
@@ -67,7 +79,13 @@ class QueryResponse(BaseModel):
     question: str
     mode: str
     k: int
-    answer: AnswerOut | None
+    answer: AnswerOut | None = Field(
+        description="the sentence that answers; null when nothing relevant was found or its "
+        "confidence is under min_confidence (the passages are then the closest ones)"
+    )
+    confidence: float = Field(
+        ge=0, le=1, description="the calibrated chance that the best answer sentence answers the question"
+    )
     passages: list[PassageOut]
     took_ms: float
 
@@ -102,6 +120,7 @@ class QueryResponse(BaseModel):
             mode=result.mode,
             k=result.k,
             answer=answer,
+            confidence=result.confidence,
             passages=passages,
             took_ms=result.took_ms,
         )
@@ -214,3 +233,4 @@ class Limits(BaseModel):
     doc_chars: int
     batch_documents: int
     body_bytes: int
+    min_confidence: float

@@ -33,7 +33,8 @@ def _wait_ready(client: TestClient) -> None:
     raise AssertionError("the index never became ready")
 
 
-@pytest.fixture(params=["embedded", "qdrant", "qdrant-server"])
+# The Qdrant variants are slow (local mode per test): the fast loop keeps the embedded index.
+@pytest.fixture(params=["embedded", pytest.param("qdrant", marks=pytest.mark.slow), "qdrant-server"])
 def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
     """Every route on both backends: the embedded index, Qdrant through qdrant-client's local
     mode (layer 1 of the Qdrant backend's tests) and a real Qdrant server when

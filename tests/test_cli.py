@@ -14,6 +14,7 @@ from groundqa.service.cli import build_parser
 from tests.conftest import ARTICLE, ROOT, groundqa
 
 
+@pytest.mark.slow
 def test_ingest_ask_docs_rm(tmp_path: Path) -> None:
     index = tmp_path / "index"
     first = groundqa("ingest", str(ARTICLE), index=index)
@@ -108,6 +109,7 @@ print("model loaded" if {"onnxruntime", "sentence_transformers"} & set(sys.modul
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "command", [["docs"], ["rm", "putin-china-visit"], ["rm", "nothing-here"], ["ingest"], ["ask", "Who?"]]
 )

@@ -100,6 +100,9 @@ import sys
 from groundqa.index.config import prepare_process
 from groundqa.index.index import Index, DocumentInput
 from groundqa.index.model import Embedder
+
+# Writer processes, kills at every step, merges: tens of seconds each.
+pytestmark = pytest.mark.slow
 prepare_process()
 index = Index(sys.argv[1], Embedder(), failpoint=sys.argv[2])
 if sys.argv[2].startswith("merge"):

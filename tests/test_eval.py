@@ -119,6 +119,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live.stop()
 
 
+@pytest.mark.slow
 def test_eval_questions_over_http_with_a_bad_span(server: LiveServer, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "question": "q", "spans": [[1, 99999]]}\n')

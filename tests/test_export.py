@@ -26,6 +26,7 @@ def torch_embedder() -> Embedder:
     return Embedder(runtime="torch")
 
 
+@pytest.mark.slow
 def test_the_onnx_encoder_gives_torchs_vectors_and_offsets(embedder: Embedder, torch_embedder: Embedder) -> None:
     assert embedder.runtime == "onnx"
     ours, our_pieces = embedder.embed_with_pieces(TEXTS)

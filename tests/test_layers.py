@@ -22,14 +22,24 @@ NAMED = re.compile(r"\bgroundqa\.(index|service|eval)((?:\.\w+)*)")
 
 
 def imports(path: Path) -> set[str]:
-    """The groundqa modules a file imports or names in a string, as dotted names."""
+    """The groundqa modules a file imports or names in a string (docstrings aside: prose may
+    point anywhere), as dotted names."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found |= {f"{node.module}.{alias.name}" for alias in node.names} | {node.module}
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
             found |= {f"groundqa.{layer}{rest}" for layer, rest in NAMED.findall(node.value)}
     return {name for name in found if name.split(".")[0] == "groundqa"}
 
@@ -65,6 +75,7 @@ def test_the_check_sees_imports_in_functions_commands_and_code_strings(tmp_path:
         "def f():\n    from groundqa.service.app import create_app\n"
         "CMD = [sys.executable, '-m', 'groundqa.service.cli', 'serve']\n"
         "CODE = 'from groundqa.eval.bench import run'\n"
+        "def g():\n    'Trained by groundqa.service.cli: prose, not an import.'\n"
     )
     assert layers_of(imports(source)) == {"service", "eval"}
     assert "groundqa.service.cli" in imports(source)

@@ -69,6 +69,7 @@ def test_word_piece_vectors_come_with_exact_spans(embedder: Embedder) -> None:
     assert [texts[1][a:b] for a, b in pieces[1].spans] == ["Gas"]
 
 
+@pytest.mark.slow
 def test_one_model_is_shared_safely_between_threads(embedder: Embedder) -> None:
     """Defect 3: the tokenizer's padding state, changed by each call, was shared across threads, so
     a batch could come out unpadded ("Unable to create tensor") while a query tokenized."""

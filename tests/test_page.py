@@ -71,6 +71,7 @@ def page(browser, server: LiveServer):  # type: ignore[no-untyped-def]
     page = context.new_page()
     page.goto(server.url + "/")
     page.wait_for_selector("#docs-list input", state="attached")
+    page.wait_for_selector("#mode option", state="attached")  # the API's limits are read
     yield page
     context.close()
 
@@ -140,6 +141,24 @@ def test_empty_and_too_long_questions_are_refused_plainly(page) -> None:  # type
     assert page.locator(".turn").count() == 0
     reply = _ask(page, "How much gas will the pipeline carry to China?")
     assert "50 billion cubic meters" in reply.inner_text()
+
+
+def test_the_page_takes_its_limits_from_the_api(page) -> None:  # type: ignore[no-untyped-def]
+    limits = httpx.get(page.url + "v1/limits").json()
+    assert page.locator("#question").get_attribute("maxlength") == str(limits["question_chars"])
+    assert [o.get_attribute("value") for o in page.locator("#mode option").all()] == limits["modes"]
+
+
+def test_a_question_the_articles_do_not_answer_shows_the_closest_passages(page) -> None:  # type: ignore[no-untyped-def]
+    reply = _ask(page, "Which country did the French president visit in March to sign a nuclear deal?")
+    text = reply.inner_text()
+    assert "don't seem to answer" in text and "Closest passages" in text
+    assert reply.locator(".citation").count() > 0
+    assert reply.locator("mark.hl-answer").count() == 0  # nothing is highlighted as an answer
+    reply.locator(".citation").first.click()
+    assert page.locator("#viewer-text mark.hl-answer").count() == 0
+    answered = _ask(page, "How long is the Power of Siberia 2 pipeline?")
+    assert "confidence" in answered.locator(".confidence").inner_text()
 
 
 def test_nothing_found_says_so(page) -> None:  # type: ignore[no-untyped-def]

@@ -22,6 +22,9 @@ from groundqa.index.text import Chunking
 from groundqa.service.config import Settings
 from tests.conftest import ARTICLE, groundqa, qdrant_index, server_settings
 
+# Qdrant local mode, subprocesses: the fast loop keeps the embedded index only.
+pytestmark = pytest.mark.slow
+
 QUESTION = "How long is the Power of Siberia 2 pipeline?"
 MIXED = "Intro 😀😀 emoji 🇨🇳 first.\r\n\r\n中文句子在这里。第二句话！\r\nCafe\u0301 au lait is served.\r\n\r\nThe answer is 42 kilometres."
 

@@ -54,6 +54,7 @@ def test_word_match_follows_the_question_words(make_index, embedder) -> None:  #
     assert weights["final"] > weights["the"]
 
 
+@pytest.mark.slow
 def test_word_match_reorders_hybrid(squad_slice: SquadSlice, embedder: Embedder) -> None:
     """With word match off (weight 0), hybrid's order is the fused score's alone; with it on, the
     order changes for some questions, and more of them find the gold passage first."""

@@ -18,6 +18,9 @@ from groundqa.eval.serving import serve, wait_ready
 from groundqa.eval.soak import soak
 from tests.conftest import ARTICLE, LiveServer
 
+# Servers under load, soaks, signals: tens of seconds each.
+pytestmark = pytest.mark.slow
+
 KEY = {"Authorization": "Bearer k"}
 KEY_ENV = {"GROUNDQA_API_KEY": "k"}
 QUESTIONS = [

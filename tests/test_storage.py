@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from groundqa.index.backends import Location
@@ -17,7 +16,7 @@ from groundqa.index.model import Embedder
 from groundqa.index.storage import FixedLengths, Merging
 from groundqa.index.text import Chunking
 
-BACKENDS = ("embedded", "local", "edge")
+BACKENDS = ("embedded", pytest.param("local", marks=pytest.mark.slow), pytest.param("edge", marks=pytest.mark.slow))
 QUESTION = "How long is the Power of Siberia 2 pipeline?"
 FERRIES = "Ferries to the island leave every 40 minutes from Pier 3. The crossing takes an hour."
 # Multi-byte text: offsets count code points, whatever the backend stores.
@@ -127,11 +126,13 @@ def test_export_copies_to_the_embedded_index_and_back(
     assert [(d.doc_id, d.sha256, d.passages) for d in copy.documents()] == [
         (d.doc_id, d.sha256, d.passages) for d in index.documents()
     ]
+    # Scores may differ a little (Qdrant fixes BM25's mean lengths; the embedded index measures
+    # them); the passages found, their order and their offsets may not.
     ours, theirs = index.search(QUESTION, k=5), copy.search(QUESTION, k=5)
     assert [(h.passage.doc_id, h.passage.start, h.passage.end) for h in ours.hits] == [
         (h.passage.doc_id, h.passage.start, h.passage.end) for h in theirs.hits
     ]
-    assert np.allclose([h.score for h in ours.hits], [h.score for h in theirs.hits], atol=2e-2)
+    assert ours.answer is not None and theirs.answer is not None and ours.answer.span == theirs.answer.span
 
 
 def test_settings_differ_and_are_named(open_index: Callable[..., Index]) -> None:

@@ -123,13 +123,25 @@ function excerpt(passage, answer) {
 function showAnswer(reply, body) {
   reply.classList.remove("pending");
   reply.replaceChildren();
-  if (!body.answer || body.passages.length === 0) {
+  if (body.passages.length === 0) {
     reply.classList.add("empty");
     reply.append(el("p", { class: "answer-text" }, "Nothing in the documents answers this. Try other words, or search all documents."));
     return;
   }
-  reply.append(el("p", { class: "answer-text" }, body.answer.text));
-  const list = el("ol", { class: "citations", "aria-label": "Sources" });
+  let label = "Sources";
+  if (!body.answer) {
+    // Abstained: the closest passages are shown as such, with nothing highlighted as an answer.
+    reply.classList.add("abstained");
+    reply.append(el("p", { class: "answer-text" },
+      "The articles don't seem to answer this question. These are the closest passages."));
+    label = "Closest passages";
+    reply.append(el("p", { class: "closest-head" }, label));
+  } else {
+    reply.append(el("p", { class: "answer-text" }, body.answer.text));
+    reply.append(el("p", { class: "confidence", title: "the chance that this sentence answers the question" },
+      `confidence ${Math.round(body.confidence * 100)}%`));
+  }
+  const list = el("ol", { class: "citations", "aria-label": label });
   for (const p of body.passages.slice(0, CITATIONS)) {
     const button = el(
       "button",

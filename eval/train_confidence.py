@@ -1,0 +1,261 @@
+"""Trains the confidence model (index/confidence.py) on the shared SQuAD half, reproducibly:
+
+    python -m groundqa.eval.train_confidence ../shared/data/squad/dev-v1.1-even-articles.json \
+        ../shared/data/squad/dev-v2.0-even-articles.json --out index/data/confidence.json
+
+Every fourth article (positions 3, 7, 11, ...) is held out of training, for the figures the model
+carries. Rows, each the signals of hybrid's answer sentence:
+- answerable questions about indexed articles: 1 when the answer sentence holds a gold span;
+- SQuAD 2.0's unanswerable questions, written against indexed paragraphs to look answerable: 0;
+- questions about articles left out of the index (half of the training articles indexed, the
+  other half's questions asked): 0;
+- for training only, unanswerable questions made from answerable ones the way SQuAD 2.0's were
+  written: a name or a number swapped for another of the same article that the gold paragraph
+  lacks, or a negation added (synthesize()): 0.
+The model is logistic regression with an L2 penalty, fitted by L-BFGS; the threshold is the
+highest that still answers 97% of the answerable training questions whose answer is right.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize
+
+from groundqa.eval.data import Article, Dataset, Question, load_squad
+from groundqa.eval.metrics import Located, covers
+from groundqa.eval.progress import progress
+from groundqa.index.confidence import SIGNALS, ConfidenceModel, expand
+from groundqa.index.config import prepare_process
+from groundqa.index.index import DocumentInput, Index
+from groundqa.index.model import Embedder
+
+SEED = 0
+HOLD_EVERY = 4  # articles at positions 3, 7, 11, ... are held out
+L2 = 1.0
+# Share of right answers the default threshold keeps: answer_hit may fall by 3 % at most.
+KEEP = 0.97
+OUTSIDE = 1500  # questions asked about articles left out of the index, per split
+SYNTHETIC = 2000  # unanswerable twins of answerable training questions
+
+
+@dataclass
+class Rows:
+    x: list[np.ndarray]
+    y: list[float]
+    kind: list[str]  # answerable, unanswerable, outside
+
+    def add(self, signals: np.ndarray, label: float, kind: str) -> None:
+        self.x.append(signals)
+        self.y.append(label)
+        self.kind.append(kind)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return np.array(self.x), np.array(self.y), np.array(self.kind)
+
+
+def signals_of(index: Index, question: Question) -> tuple[np.ndarray, bool]:
+    """Hybrid's answer sentence's signals (zeros when it gives none), and whether it holds a gold span."""
+    result = index.search(question.question, k=5, mode="hybrid", min_confidence=0.0)
+    a = result.answer
+    if a is None:
+        return np.zeros(len(SIGNALS)), False
+    where = Located(a.passage.doc_id, a.span.start, a.span.end)
+    return np.array(a.signals), bool(question.spans) and covers(where, question.doc_id or "", question.spans)
+
+
+def build(folder: Path, embedder: Embedder, articles: list[Article]) -> Index:
+    index = Index(folder, embedder, confidence=ConfidenceModel.neutral())
+    for at in progress(range(0, len(articles), 8), f"index {folder.name}", unit="batch"):
+        index.add_many([DocumentInput(a.text, a.title, a.doc_id) for a in articles[at : at + 8]])
+    return index
+
+
+def collect(
+    v1: Dataset,
+    v2: Dataset,
+    articles: list[Article],
+    work: Path,
+    embedder: Embedder,
+    everything: Index,
+    synthetic: bool,
+) -> Rows:
+    """The rows of these articles' questions: in the index of every article, and outside one of
+    half of them."""
+    rows = Rows([], [], [])
+    ids = {a.doc_id for a in articles}
+    for q in progress([q for q in v1.questions if q.doc_id in ids], "answerable"):
+        signals, hit = signals_of(everything, q)
+        rows.add(signals, float(hit), "answerable")
+    for q in progress([q for q in v2.questions if q.doc_id in ids and not q.spans], "unanswerable"):
+        rows.add(signals_of(everything, q)[0], 0.0, "unanswerable")
+    if synthetic:
+        rng = random.Random(SEED)
+        texts = {a.doc_id: a.text for a in articles}
+        made = []
+        for q in [q for q in v1.questions if q.doc_id in ids]:
+            twin = synthesize(q, texts[q.doc_id or ""], rng)
+            if twin is not None:
+                made.append(Question(q.id + "-twin", twin, q.doc_id, []))
+        for q in progress(rng.sample(made, min(SYNTHETIC, len(made))), "synthetic"):
+            rows.add(signals_of(everything, q)[0], 0.0, "synthetic")
+    inside = articles[::2]
+    outside_ids = {a.doc_id for a in articles[1::2]}
+    half = build(work / f"half-{len(articles)}", embedder, inside)
+    pool = [q for q in v1.questions if q.doc_id in outside_ids]
+    asked = random.Random(SEED).sample(pool, min(OUTSIDE, len(pool)))
+    for q in progress(asked, "outside"):
+        rows.add(signals_of(half, q)[0], 0.0, "outside")
+    return rows
+
+
+_AUXILIARY = re.compile(r"\b(is|was|are|were|did|does|do|can|could|has|had|have|will|would)\b", re.I)
+_NUMBER = re.compile(r"\b\d+(?:[.,]\d+)*\b")
+_OPENERS = frozenset(
+    "The A An In On At No It He She They This That These However After Before During".split()
+)
+_NAME = re.compile(r"\b[A-Z][a-z]+(?:\s[A-Z][a-z]+)*\b")
+
+
+def _phrases(pattern: re.Pattern[str], text: str) -> set[str]:
+    """The pattern's matches inside sentences (a capital after a full stop starts a sentence,
+    not a name), less those that open with a common word."""
+    return {
+        m.group()
+        for m in pattern.finditer(text)
+        if m.start() > 1
+        and text[m.start() - 2 : m.start()] not in (". ", "\n\n")
+        and m.group().split()[0] not in _OPENERS
+    }
+
+
+def synthesize(question: Question, text: str, rng: random.Random) -> str | None:
+    """An unanswerable twin of an answerable question: a name or number in it swapped for
+    another of the article's that the gold paragraph lacks, else a negation added after its
+    first auxiliary verb. None when none applies."""
+    start = text.rfind("\n\n", 0, question.spans[0][0]) + 2
+    end = text.find("\n\n", question.spans[0][1])
+    paragraph = text[start : end if end >= 0 else len(text)]
+    for pattern in (_NAME, _NUMBER):
+        found = [m for m in pattern.finditer(question.question) if m.start() > 0]
+        others = sorted(_phrases(pattern, text) - _phrases(pattern, paragraph))
+        if found and others:
+            chosen = rng.choice(found)
+            return (
+                question.question[: chosen.start()] + rng.choice(others) + question.question[chosen.end() :]
+            )
+    auxiliary = _AUXILIARY.search(question.question)
+    if auxiliary is None:
+        return None
+    return question.question[: auxiliary.end()] + " not" + question.question[auxiliary.end() :]
+
+
+def fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    features = expand(x)
+    mean, scale = features.mean(axis=0), features.std(axis=0) + 1e-9
+    z = (features - mean) / scale
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[:-1], theta[-1]
+        logits = z @ w + b
+        p = 1 / (1 + np.exp(-logits))
+        eps = 1e-12
+        value = -np.mean(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps)) + L2 / len(y) * (w @ w) / 2
+        grad_w = z.T @ (p - y) / len(y) + L2 / len(y) * w
+        return float(value), np.append(grad_w, np.mean(p - y))
+
+    found = minimize(loss, np.zeros(z.shape[1] + 1), jac=True, method="L-BFGS-B", options={"maxiter": 2000})
+    return mean, scale, found.x[:-1], float(found.x[-1])
+
+
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """The chance that a random positive scores above a random negative (ties count half)."""
+    order = np.argsort(scores, kind="stable")
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(1, len(scores) + 1)
+    for value in np.unique(scores):  # average ranks over ties
+        same = scores == value
+        ranks[same] = ranks[same].mean()
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def figures(model: ConfidenceModel, rows: Rows) -> dict[str, float]:
+    x, y, kind = rows.arrays()
+    p = model.probability(x)
+    answered = p >= model.threshold
+    answerable = kind == "answerable"
+    return {
+        "answerable_answered": round(float(answered[answerable].mean()), 4),
+        "answer_hit_no_abstention": round(float(y[answerable].mean()), 4),
+        "answer_hit_with_abstention": round(float((y * answered)[answerable].mean()), 4),
+        "unanswerable_refused": round(float(1 - answered[kind == "unanswerable"].mean()), 4),
+        "outside_refused": round(float(1 - answered[kind == "outside"].mean()), 4),
+        "auroc_squad2": round(auroc(p[kind != "outside"], answerable[kind != "outside"]), 4),
+        "auroc_outside": round(auroc(p[kind != "unanswerable"], answerable[kind != "unanswerable"]), 4),
+        "auroc_right_answer": round(auroc(p, y > 0), 4),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("v1", type=Path, help="SQuAD v1.1 file (the shared even half)")
+    parser.add_argument("v2", type=Path, help="SQuAD v2.0 file of the same articles")
+    parser.add_argument("--out", type=Path, default=Path("index/data/confidence.json"))
+    parser.add_argument("--rows", type=Path, help="also save the rows (signals, labels, kinds) as .npz")
+    args = parser.parse_args()
+    prepare_process()
+    v1, v2 = load_squad(args.v1), load_squad(args.v2)
+    train = [a for i, a in enumerate(v1.articles) if i % HOLD_EVERY != HOLD_EVERY - 1]
+    held = [a for i, a in enumerate(v1.articles) if i % HOLD_EVERY == HOLD_EVERY - 1]
+    embedder = Embedder()
+    with tempfile.TemporaryDirectory(prefix="groundqa-confidence-") as folder:
+        work = Path(folder)
+        everything = build(work / "all", embedder, v1.articles)
+        rows = {
+            "train": collect(v1, v2, train, work, embedder, everything, synthetic=True),
+            "held": collect(v1, v2, held, work, embedder, everything, synthetic=False),
+        }
+    x, y, _ = rows["train"].arrays()
+    mean, scale, weights, bias = fit(x, y)
+    model = ConfidenceModel(mean, scale, weights, bias, 0.0, {})
+    right = model.probability(x)[y > 0]
+    threshold = round(float(np.quantile(right, 1 - KEEP)), 3)
+    sha = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (args.v1, args.v2)}
+    model = ConfidenceModel(mean, scale, weights, bias, threshold, {})
+    about = {
+        "command": "python -m groundqa.eval.train_confidence " + " ".join(sys.argv[1:]),
+        "seed": SEED,
+        "data_sha256": sha,
+        "held_out_articles": [a.doc_id for a in held],
+        "rows": {split: len(r.y) for split, r in rows.items()},
+        "train": figures(model, rows["train"]),
+        "held_out": figures(model, rows["held"]),
+    }
+    model = ConfidenceModel(mean, scale, weights, bias, threshold, about)
+    args.out.write_text(model.to_json() + "\n", encoding="utf-8")
+    if args.rows:
+        arrays: dict[str, Any] = {
+            f"{split}_{name}": array
+            for split, r in rows.items()
+            for name, array in zip("xyk", r.arrays(), strict=True)
+        }
+        np.savez(args.rows, **arrays)
+    print(json.dumps(about, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

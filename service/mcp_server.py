@@ -1,0 +1,168 @@
+"""groundqa as an MCP server (the official SDK): `groundqa mcp` over stdio, and the same tools
+mounted in the HTTP service at /mcp (streamable HTTP). Every result is structured output with a
+schema, and text; domain errors come back as tool errors with their message."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import BaseModel, Field
+
+from groundqa import __version__
+from groundqa.index.errors import GroundQAError
+from groundqa.index.index import Index
+from groundqa.index.ranking import DEFAULT_K, DEFAULT_MODE, MAX_K, MAX_QUESTION_CHARS, Mode
+from groundqa.service.schemas import DocumentList, DocumentOut, PassageOut, QueryResponse
+
+INSTRUCTIONS = (
+    "groundqa answers questions from a fixed set of articles and cites them exactly. Call `ask` with a "
+    "question to get the answer sentence and the passages it comes from, each with its document and "
+    "character offsets; when `answer` is null the articles do not answer the question: say so rather "
+    "than guess. Call `get_document` with start and end to read around a citation, and "
+    "`list_documents` to see what the articles are."
+)
+# Characters of context get_document returns at most in one call.
+MAX_SLICE = 20_000
+
+
+class Passages(BaseModel):
+    passages: list[PassageOut]
+
+
+class DocumentSlice(BaseModel):
+    doc_id: str
+    title: str
+    start: int
+    end: int
+    chars: int = Field(description="the document's whole length, in characters")
+    text: str = Field(description="document_text[start:end]")
+
+
+Question = Annotated[
+    str, Field(description=f"the question, in plain words, 1 to {MAX_QUESTION_CHARS} characters")
+]
+K = Annotated[int, Field(ge=1, le=MAX_K, description="how many passages to return")]
+DocIds = Annotated[
+    list[str] | None, Field(description="search only these documents (doc_ids from list_documents)")
+]
+DocId = Annotated[str, Field(description="the document, as a passage's doc_id names it")]
+
+
+# What a write needs over HTTP: the caller's Authorization header, checked against the key.
+WriteCheck = Callable[[Context], None]
+
+
+def build(index: Callable[[], Index], check_write: WriteCheck | None) -> MCPServer:
+    """The tools over the index that index() returns (loaded lazily by the caller); add_document
+    exists when check_write is given, and runs only when it passes."""
+    server = MCPServer("groundqa", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
+
+    @server.tool()
+    def ask(
+        question: Question, k: K = DEFAULT_K, mode: Mode = DEFAULT_MODE, doc_ids: DocIds = None
+    ) -> QueryResponse:
+        """Answer a question from the articles: the sentence that answers it (null when the articles
+        do not seem to answer; then the passages are only the closest ones), the confidence that it
+        answers (0 to 1), and the passages it comes from, best first, each with doc_id, title,
+        start and end (character offsets into the document's text) and text."""
+        return _call(lambda: QueryResponse.of(index().search(question, k, mode, doc_ids)))
+
+    @server.tool()
+    def search(
+        question: Question, k: K = DEFAULT_K, mode: Mode = DEFAULT_MODE, doc_ids: DocIds = None
+    ) -> Passages:
+        """Find the passages of the articles closest to a question, best first, with their
+        offsets; no answer sentence. Use ask to get an answer."""
+        return _call(
+            lambda: Passages(passages=QueryResponse.of(index().search(question, k, mode, doc_ids)).passages)
+        )
+
+    @server.tool()
+    def get_document(
+        doc_id: DocId,
+        start: Annotated[int, Field(ge=0, description="first character (0 = the beginning)")] = 0,
+        end: Annotated[
+            int | None, Field(ge=0, description="end character, exclusive (none: to the end)")
+        ] = None,
+    ) -> DocumentSlice:
+        """Read a document, or the part start:end of it (offsets as in passages): read around a
+        citation to check it or see its context. At most 20,000 characters a call."""
+
+        def read() -> DocumentSlice:
+            doc, text = index().document(doc_id)
+            stop = len(text) if end is None else min(end, len(text))
+            if start > stop:
+                raise ToolError(f"start {start} is past end {stop}; the document has {len(text)} characters")
+            stop = min(stop, start + MAX_SLICE)
+            return DocumentSlice(
+                doc_id=doc.doc_id,
+                title=doc.title,
+                start=start,
+                end=stop,
+                chars=len(text),
+                text=text[start:stop],
+            )
+
+        return _call(read)
+
+    @server.tool()
+    def list_documents() -> DocumentList:
+        """The articles the answers come from: doc_id, title, length and when each was added."""
+
+        def listing() -> DocumentList:
+            docs = index().documents()
+            return DocumentList(documents=[DocumentOut(**d.__dict__) for d in docs], count=len(docs))
+
+        return _call(listing)
+
+    if check_write is not None:
+
+        @server.tool()
+        def add_document(
+            text: Annotated[str, Field(description="the article's text, stored exactly as given")],
+            ctx: Context,
+            title: Annotated[str | None, Field(description="its title (default: its first line)")] = None,
+            doc_id: Annotated[
+                str | None, Field(description="its id, A-Z a-z 0-9 . _ - (default: from the title)")
+            ] = None,
+        ) -> DocumentOut:
+            """Add an article so that questions can be answered from it. The same text again
+            changes nothing; other text under an existing doc_id is refused."""
+            check_write(ctx)
+            return _call(
+                lambda: DocumentOut(**index().add(text, title=title, doc_id=doc_id).document.__dict__)
+            )
+
+    return server
+
+
+def _call(work: Callable[[], Any]) -> Any:
+    """Domain errors become tool errors the model reads: the message says what to change."""
+    try:
+        return work()
+    except GroundQAError as exc:
+        raise ToolError(str(exc)) from exc
+
+
+def bearer_check(key: str | None) -> WriteCheck:
+    """Over HTTP, add_document needs the same key as the API's writes."""
+
+    def check(ctx: Context) -> None:
+        if key is None:
+            raise ToolError(
+                "writes are disabled on this server; set GROUNDQA_API_KEY on the server to enable them"
+            )
+        headers = ctx.headers or {}
+        scheme, _, given = (headers.get("authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key.encode()):
+            raise ToolError("missing or wrong API key; send 'Authorization: Bearer <GROUNDQA_API_KEY>'")
+
+    return check
+
+
+def allow_all(ctx: Context) -> None:
+    """Over stdio the local user owns the index: writes are theirs."""

@@ -1,0 +1,187 @@
+"""OpenAI-compatible routes: GET /v1/models and POST /v1/chat/completions (plain and streamed).
+The reply is the grounded answer with numbered markers, and a `citations` array (on the response
+and on the message) whose offsets index the stored text. Errors come in OpenAI's shape."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from groundqa.index.errors import GroundQAError
+from groundqa.index.index import Index, SearchResult
+from groundqa.index.ranking import DEFAULT_K
+
+MODEL = "groundqa"
+ABSTAINED = "The articles don't seem to answer this question."
+NOTHING = "Nothing in the articles answers this question."
+# Passages cited beside the answer sentence.
+CITED = 3
+
+
+class OpenAIError(Exception):
+    """An error in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
+
+    def __init__(
+        self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None
+    ):
+        super().__init__(message)
+        self.status, self.kind, self.param = status, kind, param
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # temperature, max_tokens...: accepted, not used
+    model: str
+    messages: list[Message]
+    stream: bool = False
+
+
+def question_of(body: ChatRequest) -> str:
+    """The last user message's text (string content, or its text parts)."""
+    for message in reversed(body.messages):
+        if message.role != "user":
+            continue
+        if isinstance(message.content, str):
+            return message.content
+        parts = [p.get("text", "") for p in message.content or [] if p.get("type") == "text"]
+        return "\n".join(parts)
+    raise OpenAIError(
+        400, "messages holds no user message: the last user message is the question", param="messages"
+    )
+
+
+def citations(result: SearchResult, base_url: str) -> list[dict[str, Any]]:
+    """[1] the answer sentence, then the passages it is not part of: each with its exact text."""
+    if result.answer is None:
+        return []
+    a = result.answer
+    found = [(a.passage.doc_id, a.title, a.span.start, a.span.end, a.text)]
+    for hit in result.hits:
+        p = hit.passage
+        if len(found) > CITED:
+            break
+        if not (p.doc_id == a.passage.doc_id and p.start <= a.span.start and a.span.end <= p.end):
+            found.append((p.doc_id, hit.title, p.start, p.end, p.text))
+    return [
+        {
+            "index": i,
+            "doc_id": doc_id,
+            "title": title,
+            "start": start,
+            "end": end,
+            "page": None,
+            "text": text,
+            "url": f"{base_url}/v1/documents/{doc_id}",
+        }
+        for i, (doc_id, title, start, end, text) in enumerate(found, start=1)
+    ]
+
+
+def reply_text(result: SearchResult, cited: list[dict[str, Any]]) -> str:
+    if result.answer is None:
+        return ABSTAINED if result.hits else NOTHING
+    text = f"{result.answer.text} [1]"
+    if len(cited) > 1:
+        text += "\n\nSee also " + ", ".join(f"[{c['index']}] {c['title']}" for c in cited[1:]) + "."
+    return text
+
+
+def add_routes(app: FastAPI, index: Callable[[Request], Index | None]) -> None:
+    @app.exception_handler(OpenAIError)
+    async def openai_error(request: Request, exc: OpenAIError) -> JSONResponse:
+        code = {401: "invalid_api_key", 404: "model_not_found", 503: "unavailable"}.get(exc.status)
+        body = {"error": {"message": str(exc), "type": exc.kind, "param": exc.param, "code": code}}
+        return JSONResponse(body, status_code=exc.status)
+
+    @app.get("/v1/models", tags=["openai"])
+    def models() -> dict[str, Any]:
+        """The one model: groundqa's grounded answers."""
+        return {
+            "object": "list",
+            "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "groundqa"}],
+        }
+
+    @app.post("/v1/chat/completions", tags=["openai"], response_model=None)
+    async def chat(request: Request) -> JSONResponse | StreamingResponse:
+        """OpenAI's chat completion: the last user message is the question; the reply is the
+        grounded answer with [n] markers and `citations`; `stream: true` sends server-sent
+        events. Abstentions say that the articles don't answer, with no citations."""
+        try:
+            body = ChatRequest.model_validate(await request.json())
+        except (ValidationError, ValueError) as exc:
+            raise OpenAIError(400, f"the request is not a chat completion: {_first(exc)}") from exc
+        if body.model != MODEL:
+            raise OpenAIError(404, f"the model {body.model!r} does not exist; use {MODEL!r}", param="model")
+        question = question_of(body)
+        found = index(request)
+        if found is None:
+            raise OpenAIError(503, "the index is loading; ask again in a moment", kind="server_error")
+        try:
+            result = await run_in_threadpool(found.search, question, DEFAULT_K)
+        except GroundQAError as exc:
+            raise OpenAIError(400, str(exc), param="messages") from exc
+        cited = citations(result, str(request.base_url).rstrip("/"))
+        text = reply_text(result, cited)
+        made = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": MODEL}
+        if body.stream:
+            return StreamingResponse(_events(made, text, cited), media_type="text/event-stream")
+        return JSONResponse(
+            {
+                **made,
+                "object": "chat.completion",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text, "citations": cited},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "citations": cited,
+                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            }
+        )
+
+
+def _events(made: dict[str, Any], text: str, cited: list[dict[str, Any]]) -> Iterator[str]:
+    """OpenAI's chunk format: the role, the text a sentence at a time, then the finish with the
+    citations, then [DONE]."""
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        body = {
+            **made,
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""})
+    for piece in _pieces(text):
+        yield chunk({"content": piece})
+    yield chunk({}, "stop", citations=cited)
+    yield "data: [DONE]\n\n"
+
+
+def _pieces(text: str, size: int = 40) -> Iterator[str]:
+    for at in range(0, len(text), size):
+        yield text[at : at + size]
+
+
+def _first(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        e = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+    return "the body is not JSON"
