@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import threading
 import uuid
@@ -18,6 +19,7 @@ from groundqa.index.config import prepare_process
 from groundqa.index.index import DocumentInput, Index
 from groundqa.index.model import Embedder
 from groundqa.service.app import create_app
+from groundqa.service.articles import article_input
 from groundqa.service.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +66,24 @@ def squad_slice(embedder: Embedder, tmp_path_factory: pytest.TempPathFactory) ->
     index = Index(tmp_path_factory.mktemp("squad-slice") / "index", embedder)
     index.add_many([DocumentInput(a.text, a.title, a.doc_id) for a in dataset.articles])
     return SquadSlice(index, dataset.questions)
+
+
+@pytest.fixture(scope="session")
+def seeded_index(embedder: Embedder, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An embedded index folder holding the bundled article, made once: tests copy it (a copy
+    opens in milliseconds, where embedding the article again takes seconds)."""
+    folder = tmp_path_factory.mktemp("seeded") / "index"
+    index = Index(folder, embedder)
+    index.add_many([article_input(ARTICLE, ARTICLE.read_text(encoding="utf-8"))])  # as `serve --seed` does
+    index.storage.close()
+    return folder
+
+
+@pytest.fixture
+def article_index(seeded_index: Path, tmp_path: Path, embedder: Embedder) -> Index:
+    """A fresh copy of the index holding the bundled article, opened."""
+    shutil.copytree(seeded_index, tmp_path / "article-index")
+    return Index(tmp_path / "article-index", embedder)
 
 
 def server_settings() -> dict[str, object]:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -35,12 +36,14 @@ def _wait_ready(client: TestClient) -> None:
 
 # The Qdrant variants are slow (local mode per test): the fast loop keeps the embedded index.
 @pytest.fixture(params=["embedded", pytest.param("qdrant", marks=pytest.mark.slow), "qdrant-server"])
-def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
-    """Every route on both backends: the embedded index, Qdrant through qdrant-client's local
-    mode (layer 1 of the Qdrant backend's tests) and a real Qdrant server when
-    GROUNDQA_QDRANT_URL names one (layer 4; skipped otherwise)."""
+def client(request: pytest.FixtureRequest, tmp_path: Path, seeded_index: Path) -> Iterator[TestClient]:
+    """Every route on both backends: the embedded index (a copy of one seeded with the bundled
+    article), Qdrant through qdrant-client's local mode (layer 1 of the Qdrant backend's tests)
+    and a real Qdrant server when GROUNDQA_QDRANT_URL names one (layer 4; skipped otherwise)."""
     backend: dict[str, object] = {}
-    if request.param == "qdrant":
+    if request.param == "embedded":
+        shutil.copytree(seeded_index, tmp_path / "index")
+    elif request.param == "qdrant":
         backend = {"qdrant_url": f"local:{tmp_path / 'qdrant'}"}
     elif request.param == "qdrant-server":
         backend = server_settings()
@@ -62,7 +65,7 @@ def test_query_returns_the_answer_with_exact_offsets(client: TestClient) -> None
     reply = client.post("/v1/query", json={"question": QUESTION})
     assert reply.status_code == 200
     body = reply.json()
-    assert set(body) == {"question", "mode", "k", "answer", "passages", "took_ms"}
+    assert set(body) == {"question", "mode", "k", "answer", "confidence", "passages", "took_ms"}
     assert body["mode"] == "hybrid" and body["k"] == 5
     assert "2,500 km" in body["answer"]["text"]
     assert len(body["answer"]["text"]) <= 400
@@ -221,6 +224,7 @@ def test_empty_index_is_ready_and_answers_nothing(tmp_path: Path) -> None:
         assert body["passages"] == [] and body["answer"] is None
 
 
+@pytest.mark.slow
 def test_readyz_is_503_until_the_index_loads(tmp_path: Path) -> None:
     text = ARTICLE.read_text(encoding="utf-8")
     seeds = [(Path(f"copy-{i}.txt"), f"{text}\n\nCopy {i}.") for i in range(6)]  # seconds of embedding

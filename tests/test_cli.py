@@ -61,6 +61,7 @@ def test_user_mistakes_are_one_line_on_stderr(args: list[str], message: str) -> 
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_an_index_that_cannot_be_opened_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "damaged").mkdir()
     (tmp_path / "damaged" / "meta.json").write_text("{not json")
@@ -81,6 +82,7 @@ def test_binary_file_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "index").exists(), "nothing is written when an input is bad"
 
 
+@pytest.mark.slow
 def test_bom_is_removed_and_crlf_kept(tmp_path: Path) -> None:
     doc = tmp_path / "crlf.md"
     doc.write_bytes("\ufeffTitle line\r\n\r\nBody 😀 text.\r\n".encode())

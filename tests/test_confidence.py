@@ -4,6 +4,7 @@ same over HTTP and in the CLI, and the evaluation that measures it."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,8 @@ def test_metrics_of_abstention_on_hand_made_cases() -> None:
     assert curve == [(1 / 3, 0.0), (2 / 3, 0.5), (1.0, 2 / 3)]
 
 
-def test_http_gives_the_confidence_and_takes_a_floor(tmp_path: Path) -> None:
+def test_http_gives_the_confidence_and_takes_a_floor(tmp_path: Path, seeded_index: Path) -> None:
+    shutil.copytree(seeded_index, tmp_path / "index")
     config = Settings(index_dir=tmp_path / "index")  # type: ignore[call-arg]
     with TestClient(create_app(config, seed=[(ARTICLE, ARTICLE.read_text(encoding="utf-8"))])) as client:
         for _ in range(600):

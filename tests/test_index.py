@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from groundqa.index.errors import DocumentConflict, DocumentNotFound, IndexMismatch, InvalidDocument
-from groundqa.index.index import Index, check_doc_id, derive_doc_id
+from groundqa.index.index import DocumentInput, Index, check_doc_id, derive_doc_id
 from groundqa.index.lexical import BM25Params
 from groundqa.index.text import Chunking
 
@@ -64,9 +64,8 @@ def test_doc_ids_restrict_the_search(headlines: Index) -> None:
         headlines.search("anything", doc_ids=["nope"])
 
 
-def test_answer_is_an_exact_sentence(make_index, article: str) -> None:  # type: ignore[no-untyped-def]
-    index = make_index()
-    index.add(article, doc_id="putin")
+def test_answer_is_an_exact_sentence(article_index: Index, article: str) -> None:
+    index = article_index
     result = index.search("How long is the Power of Siberia 2 pipeline?")
     assert result.answer is not None
     assert "2,500 km" in result.answer.text
@@ -77,10 +76,8 @@ def test_answer_is_an_exact_sentence(make_index, article: str) -> None:  # type:
         assert article[hit.passage.start : hit.passage.end] == hit.passage.text
 
 
-def test_nothing_relevant_gives_no_answer(make_index, article: str) -> None:  # type: ignore[no-untyped-def]
-    index = make_index()
-    index.add(article, doc_id="putin")
-    result = index.search("xyzzy plugh qwertz")
+def test_nothing_relevant_gives_no_answer(article_index: Index) -> None:
+    result = article_index.search("xyzzy plugh qwertz")
     assert result.answer is None and result.hits == []
 
 
@@ -89,12 +86,10 @@ def test_empty_index_answers_with_no_passages(make_index) -> None:  # type: igno
     assert result.hits == [] and result.answer is None
 
 
-def test_saved_index_gives_identical_results(make_index, embedder, article: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    index = make_index()
-    index.add(article, doc_id="putin")
-    for doc_id, text in HEADLINES.items():
-        index.add(text, doc_id=doc_id)
-    reopened = Index(tmp_path / "index", embedder)
+def test_saved_index_gives_identical_results(article_index: Index, embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    index = article_index
+    index.add_many([DocumentInput(text, doc_id=doc_id) for doc_id, text in HEADLINES.items()])
+    reopened = Index(tmp_path / "article-index", embedder)
     for question in ["How long is the Power of Siberia 2 pipeline?", "Who won?", "Xi Jinping Beijing visit"]:
         for mode in ("hybrid", "dense", "lexical"):
             a, b = index.search(question, 10, mode), reopened.search(question, 10, mode)  # type: ignore[arg-type]

@@ -48,6 +48,7 @@ def test_a_missing_model_file_is_named(tmp_path: Path) -> None:
         Embedder(DEFAULT_MODEL, model_dir=copy)
 
 
+@pytest.mark.slow
 def test_an_unknown_model_name_fails_without_network() -> None:
     with pytest.raises(ModelError, match="with no network"):
         Embedder("no-such-org/no-such-model")

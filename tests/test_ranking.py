@@ -77,9 +77,8 @@ def test_word_match_reorders_hybrid(squad_slice: SquadSlice, embedder: Embedder)
     assert first["on"] > first["off"], first
 
 
-def test_the_answer_lies_in_a_returned_passage(make_index, article: str, embedder) -> None:  # type: ignore[no-untyped-def]
-    index: Index = make_index()
-    index.add(article, doc_id="putin")
+def test_the_answer_lies_in_a_returned_passage(article_index: Index, article: str, embedder) -> None:  # type: ignore[no-untyped-def]
+    index = article_index
     question = "How long is the Power of Siberia 2 pipeline?"
     vectors, pieces = embedder.embed_with_pieces([question])
     hits, answer = rank(index.reader(), Query(question, vectors[0], pieces[0], k=3), Ranking())
