@@ -64,7 +64,8 @@ def question_of(body: ChatRequest) -> str:
 
 
 def citations(result: SearchResult, base_url: str) -> list[dict[str, Any]]:
-    """[1] the answer sentence, then the passages it is not part of: each with its exact text."""
+    """[1] the answer sentence, then the other returned passages of its document (context for it),
+    each with its exact text."""
     if result.answer is None:
         return []
     a = result.answer
@@ -73,7 +74,8 @@ def citations(result: SearchResult, base_url: str) -> list[dict[str, Any]]:
         p = hit.passage
         if len(found) > CITED:
             break
-        if not (p.doc_id == a.passage.doc_id and p.start <= a.span.start and a.span.end <= p.end):
+        holds_answer = p.start <= a.span.start and a.span.end <= p.end
+        if p.doc_id == a.passage.doc_id and not holds_answer:
             found.append((p.doc_id, hit.title, p.start, p.end, p.text))
     return [
         {
@@ -95,7 +97,7 @@ def reply_text(result: SearchResult, cited: list[dict[str, Any]]) -> str:
         return ABSTAINED if result.hits else NOTHING
     text = f"{result.answer.text} [1]"
     if len(cited) > 1:
-        text += "\n\nSee also " + ", ".join(f"[{c['index']}] {c['title']}" for c in cited[1:]) + "."
+        text += "\n\nSee also " + ", ".join(f"[{c['index']}]" for c in cited[1:]) + f" in {cited[0]['title']}."
     return text
 
 
