@@ -1,7 +1,8 @@
 """One confidence threshold on corpora of every size: the share of questions answered about what an
 index holds, and the share refused about what it does not, with the default GROUNDQA_MIN_CONFIDENCE.
 
-    python -m groundqa.eval.corpora ../shared/data/squad/dev-v1.1-even-articles.json --out reports/abstention-corpora
+    python -m groundqa.eval.corpora ../shared/data/squad/dev-v1.1-even-articles.json \
+        --out reports/abstention-corpora
 
 Corpora: the bundled article alone (its 40 questions; refused: SQuAD questions), the SQuAD half's
 articles with every fourth article left out (its questions refused), and each SQuAD paragraph as a

@@ -55,12 +55,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['questions']} questions; passages of {report['passage_tokens_mean']} cl100k tokens"
         " on average.",
         "",
-        "| mode | " + " | ".join(COLUMNS) + " |",
-        "|---|" + "---:|" * len(COLUMNS),
+        *_table(COLUMNS, report["modes"]),
     ]
-    for mode, m in report["modes"].items():
-        cells = ["n/a" if m.get(c) is None else f"{m[c]}" for c in COLUMNS]
-        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "hit@k: a passage in the top k from the gold document contains a whole gold span. "
@@ -74,12 +70,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"Abstention (answers under confidence {floor} left out; hit@k and answer_hit are over "
             "the answerable questions, an abstention counts as a miss):",
             "",
-            "| mode | " + " | ".join(ABSTENTION) + " |",
-            "|---|" + "---:|" * len(ABSTENTION),
+            *_table(ABSTENTION, with_confidence),
         ]
-        for mode, m in with_confidence.items():
-            cells = ["n/a" if m.get(c) is None else f"{m[c]}" for c in ABSTENTION]
-            lines.append(f"| {mode} | " + " | ".join(cells) + " |")
         lines += [
             "",
             "answered: share of the answerable questions answered. answer_hit_min_confidence_0: answer_hit "
@@ -95,6 +87,15 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [f"- {key}: {value}" for key, value in report["settings"].items()]
         lines.append("")
     return "\n".join(lines)
+
+
+def _table(columns: list[str], modes: dict[str, Any]) -> list[str]:
+    """A markdown table: a row per mode, n/a where a figure is missing."""
+    lines = ["| mode | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for mode, m in modes.items():
+        cells = ["n/a" if m.get(c) is None else f"{m[c]}" for c in columns]
+        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
