@@ -97,7 +97,8 @@ def reply_text(result: SearchResult, cited: list[dict[str, Any]]) -> str:
         return ABSTAINED if result.hits else NOTHING
     text = f"{result.answer.text} [1]"
     if len(cited) > 1:
-        text += "\n\nSee also " + ", ".join(f"[{c['index']}]" for c in cited[1:]) + f" in {cited[0]['title']}."
+        others = ", ".join(f"[{c['index']}]" for c in cited[1:])
+        text += f"\n\nSee also {others} in {cited[0]['title']}."
     return text
 
 
