@@ -21,6 +21,9 @@ from groundqa.index.errors import IndexBusy
 from groundqa.index.index import DocumentInput, Index
 from groundqa.index.store import IDLE_CONNECTIONS
 from tests.conftest import ROOT, LiveServer
+
+# Writer processes, kills at every step, merges: tens of seconds each.
+pytestmark = pytest.mark.slow
 from tests.test_index import HEADLINES, assert_whole
 
 QUESTIONS = ["How far does the fuel pipe go?", "Who won the final match?", "satellites in orbit", "vaccine"]
@@ -100,9 +103,6 @@ import sys
 from groundqa.index.config import prepare_process
 from groundqa.index.index import Index, DocumentInput
 from groundqa.index.model import Embedder
-
-# Writer processes, kills at every step, merges: tens of seconds each.
-pytestmark = pytest.mark.slow
 prepare_process()
 index = Index(sys.argv[1], Embedder(), failpoint=sys.argv[2])
 if sys.argv[2].startswith("merge"):
