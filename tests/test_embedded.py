@@ -21,10 +21,10 @@ from groundqa.index.errors import IndexBusy
 from groundqa.index.index import DocumentInput, Index
 from groundqa.index.store import IDLE_CONNECTIONS
 from tests.conftest import ROOT, LiveServer
+from tests.test_index import HEADLINES, assert_whole
 
 # Writer processes, kills at every step, merges: tens of seconds each.
 pytestmark = pytest.mark.slow
-from tests.test_index import HEADLINES, assert_whole
 
 QUESTIONS = ["How far does the fuel pipe go?", "Who won the final match?", "satellites in orbit", "vaccine"]
 MODES = ("hybrid", "dense", "lexical")
