@@ -103,13 +103,16 @@ def reply_text(result: SearchResult, cited: list[dict[str, Any]]) -> str:
 
 
 def add_routes(app: FastAPI, index: Callable[[Request], Index | None]) -> None:
+    """The routes follow OpenAI's API reference, with its error shape, not groundqa's OpenAPI
+    document (which promises {"detail"} errors): they are left out of it, and the official client
+    tests them (tests/test_integrations.py)."""
     @app.exception_handler(OpenAIError)
     async def openai_error(request: Request, exc: OpenAIError) -> JSONResponse:
         code = {401: "invalid_api_key", 404: "model_not_found", 503: "unavailable"}.get(exc.status)
         body = {"error": {"message": str(exc), "type": exc.kind, "param": exc.param, "code": code}}
         return JSONResponse(body, status_code=exc.status)
 
-    @app.get("/v1/models", tags=["openai"])
+    @app.get("/v1/models", include_in_schema=False)
     def models() -> dict[str, Any]:
         """The one model: groundqa's grounded answers."""
         return {
@@ -117,7 +120,7 @@ def add_routes(app: FastAPI, index: Callable[[Request], Index | None]) -> None:
             "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "groundqa"}],
         }
 
-    @app.post("/v1/chat/completions", tags=["openai"], response_model=None)
+    @app.post("/v1/chat/completions", include_in_schema=False, response_model=None)
     async def chat(request: Request) -> JSONResponse | StreamingResponse:
         """OpenAI's chat completion: the last user message is the question; the reply is the
         grounded answer with [n] markers and `citations`; `stream: true` sends server-sent
