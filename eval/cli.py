@@ -16,10 +16,9 @@ from groundqa.eval import report
 from groundqa.eval.client import Client
 from groundqa.eval.data import DataError, Dataset, Question, check_spans, load_questions, load_squad, sample
 from groundqa.eval.metrics import curves, summarize
-from groundqa.eval.progress import progress
-from groundqa.eval.runner import Ask, ask_index, evaluate, reply_of_json
+from groundqa.eval.runner import Ask, articles_input, ask_index, evaluate, index_all, reply_of_json
 from groundqa.index.config import IndexSettings, embedder_of, open_index
-from groundqa.index.index import DocumentInput, Index
+from groundqa.index.index import Index
 from groundqa.index.model import Embedder, bundled_model_dir
 from groundqa.index.ranking import DEFAULT_MODE, MODES
 from groundqa.index.text import count_tokens
@@ -111,8 +110,7 @@ def _squad(
         raise DataError(f"--leave-out is {args.leave_out}; the file has {len(dataset.articles)} articles")
     left = set(random.Random(args.seed).sample([a.doc_id for a in dataset.articles], args.leave_out))
     articles = [a for a in dataset.articles if a.doc_id not in left]
-    for start in progress(range(0, len(articles), BATCH), "index", unit="batch"):
-        index.add_many([DocumentInput(a.text, a.title, a.doc_id) for a in articles[start : start + BATCH]])
+    index_all(index, articles_input(articles))
     ask = ask_index(index)
     results = evaluate(questions, modes, ask, floor=index.min_confidence, outside=frozenset(left))
     summaries: dict[str, dict[str, float | None]] = {m: dict(summarize(o)) for m, o in results.items()}
@@ -138,19 +136,19 @@ def run_questions(args: argparse.Namespace, settings: IndexSettings) -> int:
     dataset = load_questions(args.file)
     index: Index | None = None
     if args.url:
-        ask, texts = _remote(args.url)
+        ask, texts, floor = _remote(args.url)
     else:
         if not settings.qdrant_url and not Path(settings.index_dir).exists():
             raise DataError(f"no index at {settings.index_dir}; ingest documents first or give --index")
         index = open_index(settings)
         ask = ask_index(index)
         texts = {d.doc_id: index.document(d.doc_id)[1] for d in index.documents()}
+        floor = index.min_confidence
     default_doc = next(iter(texts)) if len(texts) == 1 else None
     if default_doc is None and any(q.doc_id is None for q in dataset.questions):
         raise DataError("questions without doc_id need an index that holds exactly one document")
     resolved = [dataclasses.replace(q, doc_id=q.doc_id or default_doc) for q in dataset.questions]
     check_spans(Dataset(dataset.name, resolved), texts)
-    floor = index.min_confidence if index is not None else float(client_limits(args.url)["min_confidence"])
     results = evaluate(resolved, modes, ask, floor=floor)
     summaries = {mode: summarize(outcomes) for mode, outcomes in results.items()}
     found = {m: c for m, o in results.items() if (c := curves(o)) is not None}
@@ -158,15 +156,13 @@ def run_questions(args: argparse.Namespace, settings: IndexSettings) -> int:
     return _finish(args, dataset, len(resolved), index, summaries, extra, found)
 
 
-def _remote(url: str) -> tuple[Ask, dict[str, str]]:
-    """Asks a running server with min_confidence 0, as ask_index does an index."""
+def _remote(url: str) -> tuple[Ask, dict[str, str], float]:
+    """Asks a running server with min_confidence 0, as ask_index does an index, and gives the
+    texts and the server's own confidence floor."""
     client = Client(url)
     texts = {d["doc_id"]: client.text(d["doc_id"]) for d in client.documents()}
-    return (lambda question, k, mode: reply_of_json(client.query(question, k, mode, 0.0))), texts
-
-
-def client_limits(url: str) -> dict[str, Any]:
-    return Client(url).limits()
+    floor = float(client.limits()["min_confidence"])
+    return (lambda question, k, mode: reply_of_json(client.query(question, k, mode, 0.0))), texts, floor
 
 
 def _model_dir(embedder: Embedder) -> Path:

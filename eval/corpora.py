@@ -19,6 +19,7 @@ from pathlib import Path
 
 from groundqa.eval.data import Question, load_questions, load_squad
 from groundqa.eval.progress import progress
+from groundqa.eval.runner import articles_input, index_all
 from groundqa.index.config import prepare_process
 from groundqa.index.index import DocumentInput, Index
 from groundqa.index.model import Embedder
@@ -60,19 +61,15 @@ def main() -> int:
         one.add(BUNDLED.read_text(encoding="utf-8"), doc_id="putin-china-visit")
         out["the bundled article"] = shares(one, load_questions(QUESTIONS).questions, outside)
         out["min_confidence"] = one.min_confidence
-        articles = Index(Path(folder) / "articles", embedder)
         kept = [a for a in data.articles if a.doc_id not in left]
-        for at in progress(range(0, len(kept), 8), "articles", unit="batch"):
-            articles.add_many([DocumentInput(a.text, a.title, a.doc_id) for a in kept[at : at + 8]])
+        articles = index_all(Index(Path(folder) / "articles", embedder), articles_input(kept), "articles", 8)
         out["SQuAD articles"] = shares(articles, inside, outside)
-        paragraphs = Index(Path(folder) / "paragraphs", embedder)
         docs = [
             DocumentInput(text, a.title, f"{a.doc_id}-{n}")
             for a in kept
             for n, text in enumerate(a.text.split("\n\n"))
         ]
-        for at in progress(range(0, len(docs), 64), "paragraphs", unit="batch"):
-            paragraphs.add_many(docs[at : at + 64])
+        paragraphs = index_all(Index(Path(folder) / "paragraphs", embedder), docs, "paragraphs", 64)
         out["SQuAD paragraphs as documents"] = shares(paragraphs, inside, outside)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(out, indent=2) + "\n")

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 Span = tuple[int, int]
 KS = (1, 5, 10, 20)
@@ -113,7 +114,7 @@ def _mean(values: Sequence[float]) -> float:
 # --- abstention: how well the confidence separates answers worth giving -------------------------
 
 
-def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float | None:
+def auroc(scores: ArrayLike, positive: ArrayLike) -> float | None:
     """The chance that a random positive scores above a random negative (ties count half)."""
     s, pos = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())

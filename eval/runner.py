@@ -7,10 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from groundqa.eval.data import Question
+from groundqa.eval.data import Article, Question
 from groundqa.eval.metrics import Located, Outcome, covers, first_rank
 from groundqa.eval.progress import progress
-from groundqa.index.index import Index, SearchResult
+from groundqa.index.index import DocumentInput, Index, SearchResult
 
 # The contract asks every question with k = 20: enough for hit@20.
 ASK_K = 20
@@ -48,6 +48,17 @@ def reply_of_json(body: dict[str, Any]) -> Reply:
         None if not a else len(a["text"]),
         body.get("confidence"),
     )
+
+
+def index_all(index: Index, items: list[DocumentInput], label: str = "index", batch: int = 32) -> Index:
+    """Add documents to an evaluation index, a commit per batch (one model call per kind each)."""
+    for at in progress(range(0, len(items), batch), label, unit="batch"):
+        index.add_many(items[at : at + batch])
+    return index
+
+
+def articles_input(articles: list[Article]) -> list[DocumentInput]:
+    return [DocumentInput(a.text, a.title, a.doc_id) for a in articles]
 
 
 def ask_index(index: Index) -> Ask:

@@ -33,11 +33,12 @@ import numpy as np
 from scipy.optimize import minimize
 
 from groundqa.eval.data import Article, Dataset, Question, load_squad
-from groundqa.eval.metrics import Located, covers
+from groundqa.eval.metrics import Located, auroc, covers
 from groundqa.eval.progress import progress
+from groundqa.eval.runner import articles_input, index_all
 from groundqa.index.confidence import SIGNALS, ConfidenceModel, expand
 from groundqa.index.config import prepare_process
-from groundqa.index.index import DocumentInput, Index
+from groundqa.index.index import Index
 from groundqa.index.model import Embedder
 
 SEED = 0
@@ -76,9 +77,7 @@ def signals_of(index: Index, question: Question) -> tuple[np.ndarray, bool]:
 
 def build(folder: Path, embedder: Embedder, articles: list[Article]) -> Index:
     index = Index(folder, embedder, confidence=ConfidenceModel.neutral())
-    for at in progress(range(0, len(articles), 8), f"index {folder.name}", unit="batch"):
-        index.add_many([DocumentInput(a.text, a.title, a.doc_id) for a in articles[at : at + 8]])
-    return index
+    return index_all(index, articles_input(articles), f"index {folder.name}", batch=8)
 
 
 def collect(
@@ -178,21 +177,7 @@ def fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return mean, scale, found.x[:-1], float(found.x[-1])
 
 
-def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """The chance that a random positive scores above a random negative (ties count half)."""
-    order = np.argsort(scores, kind="stable")
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    for value in np.unique(scores):  # average ranks over ties
-        same = scores == value
-        ranks[same] = ranks[same].mean()
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if not n_pos or not n_neg:
-        return float("nan")
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def figures(model: ConfidenceModel, rows: Rows) -> dict[str, float]:
+def figures(model: ConfidenceModel, rows: Rows) -> dict[str, float | None]:
     x, y, kind = rows.arrays()
     p = model.probability(x)
     answered = p >= model.threshold
@@ -203,10 +188,14 @@ def figures(model: ConfidenceModel, rows: Rows) -> dict[str, float]:
         "answer_hit_with_abstention": round(float((y * answered)[answerable].mean()), 4),
         "unanswerable_refused": round(float(1 - answered[kind == "unanswerable"].mean()), 4),
         "outside_refused": round(float(1 - answered[kind == "outside"].mean()), 4),
-        "auroc_squad2": round(auroc(p[kind != "outside"], answerable[kind != "outside"]), 4),
-        "auroc_outside": round(auroc(p[kind != "unanswerable"], answerable[kind != "unanswerable"]), 4),
-        "auroc_right_answer": round(auroc(p, y > 0), 4),
+        "auroc_squad2": _round(auroc(p[kind != "outside"], answerable[kind != "outside"])),
+        "auroc_outside": _round(auroc(p[kind != "unanswerable"], answerable[kind != "unanswerable"])),
+        "auroc_right_answer": _round(auroc(p, y > 0)),
     }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def main() -> int:

@@ -78,6 +78,10 @@ class ConfidenceModel:
     threshold: float  # the default GROUNDQA_MIN_CONFIDENCE, chosen when it was trained
     about: dict[str, object]  # seed, data sha256, command, held-out figures
 
+    def floor(self, asked: float | None) -> float:
+        """The confidence under which answers are left out: the one asked for, else the model's."""
+        return self.threshold if asked is None else asked
+
     def probability(self, signals: np.ndarray) -> np.ndarray:
         z = (expand(signals) - self.mean) / self.scale @ self.weights + self.bias
         return 1 / (1 + np.exp(-z))

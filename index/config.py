@@ -56,7 +56,7 @@ class IndexSettings(BaseSettings):
 
     def answer_floor(self) -> float:
         """The confidence under which answers are left out."""
-        return bundled_confidence().threshold if self.min_confidence is None else self.min_confidence
+        return bundled_confidence().floor(self.min_confidence)
 
     def where(self) -> str:
         """Where the index lives, for messages."""

@@ -154,7 +154,7 @@ class Index:
         self._closing = threading.Event()
         self.confidence = confidence or bundled_confidence()
         # Answers under this confidence are left out; the model's own threshold by default.
-        self.min_confidence = self.confidence.threshold if min_confidence is None else min_confidence
+        self.min_confidence = self.confidence.floor(min_confidence)
         self.questions = QueryBatcher(embedder)  # concurrent questions share one forward pass
         self.storage: Storage = open_storage(
             self.where, self.meta(), embedder.info.dimension, bm25, lock_timeout, failpoint

@@ -211,19 +211,23 @@ class WordMatch:
     def weakest(self, key: int) -> float:
         """The best cosine of the passage's worst-matched rare question word (those weighing at
         least the median): a name or number the question has and the passage lacks shows here."""
-        self.score(key)  # the cosines, once
-        cosines, _ = self._cosines[key]
+        cosines, _ = self._cosines_of(key)
         if cosines.size == 0:
             return 0.0
         rare = self.weights >= np.median(self.weights)
         return float(cosines.max(axis=1)[rare].min())
 
-    def score(self, key: int, span: Span | None = None) -> float:
-        """The match with passage `key`, or with the part of it inside span."""
+    def _cosines_of(self, key: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each question piece's cosine with each of the passage's pieces, and their spans: the
+        passage's pieces are read and decoded once per query."""
         if key not in self._cosines:
             vectors, spans, _ = self.reader.pieces(key)
             self._cosines[key] = (self.vectors @ vectors.T, spans)
-        cosines, spans = self._cosines[key]
+        return self._cosines[key]
+
+    def score(self, key: int, span: Span | None = None) -> float:
+        """The match with passage `key`, or with the part of it inside span."""
+        cosines, spans = self._cosines_of(key)
         if span is not None:
             cosines = cosines[:, (spans[:, 0] >= span.start) & (spans[:, 1] <= span.end)]
         total = float(self.weights.sum())
@@ -267,7 +271,8 @@ def _answer(
 ) -> Answer | None:
     """The sentence of the best passages that is most like the question, as a whole and word by
     word, favouring the better passages. top: (key, passage, candidate number) of each."""
-    best: tuple[float, int, int, Passage, Span, float] | None = None  # score, key, sentence, ...
+    # score, passage key, candidate number, sentence, passage, span, word match
+    best: tuple[float, int, int, int, Passage, Span, float] | None = None
     for (key, passage, candidate), passage_score in zip(top, passage_scores, strict=True):
         text = texts[passage.doc_id][1]
         for at in sentences.positions(candidate):
@@ -282,13 +287,12 @@ def _answer(
                 + ranking.rank_weight * float(passage_score)
             )
             if best is None or score > best[0]:
-                best = (score, key, int(at), passage, span, matched)
+                best = (score, key, candidate, int(at), passage, span, matched)
     if best is None:
         return None
-    score, key, at, passage, span, matched = best
+    score, key, candidate, at, passage, span, matched = best
     title, text = texts[passage.doc_id]
     sentence = text[span.start : span.end]
-    candidate = next(c for k, p, c in top if k == key)
     found = {
         "answer_cosine": float(sentences.similarity[at]),
         "answer_match": matched,

@@ -22,7 +22,6 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
-from mcp.server.mcpserver.exceptions import ToolError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -84,7 +83,7 @@ def create_app(settings: Settings | None = None, seed: list[tuple[Path, str]] | 
     settings = settings or get_settings()
 
     key = settings.api_key.get_secret_value() if settings.api_key else None
-    tools = mcp_server.build(lambda: _loaded(app), mcp_server.bearer_check(key))
+    tools = mcp_server.build(lambda: loaded(app), mcp_server.bearer_check(key))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -118,7 +117,7 @@ def create_app(settings: Settings | None = None, seed: list[tuple[Path, str]] | 
     app.middleware("http")(_observe)
     _add_error_handlers(app)
     _add_routes(app)
-    openai_chat.add_routes(app, lambda request: request.app.state.index)
+    openai_chat.add_routes(app, lambda request: loaded(request.app))
     # MCP over streamable HTTP at /mcp: one JSON answer a request, no session to keep, so any
     # worker answers any request.
     mcp_app = tools.streamable_http_app(
@@ -127,14 +126,6 @@ def create_app(settings: Settings | None = None, seed: list[tuple[Path, str]] | 
     app.router.routes.extend(mcp_app.routes)
     _add_pages(app)
     return app
-
-
-def _loaded(app: FastAPI) -> Index:
-    """The index for the MCP tools, or a tool error while it loads."""
-    if app.state.index is None:
-        error = app.state.load_error
-        raise ToolError(f"the index failed to load: {error}" if error else "the index is loading; try again")
-    return app.state.index
 
 
 def app_from_environment() -> FastAPI:
@@ -159,12 +150,17 @@ def _load(app: FastAPI, settings: Settings, seed: list[tuple[Path, str]]) -> Non
         app.state.load_error = str(exc)
 
 
-def get_index(request: Request) -> Index:
-    index: Index | None = request.app.state.index
+def loaded(app: FastAPI) -> Index:
+    """The index, or IndexBusy (503 over HTTP, a tool error in MCP) saying why there is none yet."""
+    index: Index | None = app.state.index
     if index is None:
-        error = request.app.state.load_error
-        raise HTTPException(503, f"the index failed to load: {error}" if error else "the index is loading")
+        error = app.state.load_error
+        raise IndexBusy(f"the index failed to load: {error}" if error else "the index is loading; try again")
     return index
+
+
+def get_index(request: Request) -> Index:
+    return loaded(request.app)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

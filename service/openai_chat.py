@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from groundqa.index.errors import GroundQAError
+from groundqa.index.errors import GroundQAError, IndexBusy
 from groundqa.index.index import Index, SearchResult
 from groundqa.index.ranking import DEFAULT_K
 
@@ -102,7 +102,7 @@ def reply_text(result: SearchResult, cited: list[dict[str, Any]]) -> str:
     return text
 
 
-def add_routes(app: FastAPI, index: Callable[[Request], Index | None]) -> None:
+def add_routes(app: FastAPI, index: Callable[[Request], Index]) -> None:
     """The routes follow OpenAI's API reference, with its error shape, not groundqa's OpenAPI
     document (which promises {"detail"} errors): they are left out of it, and the official client
     tests them (tests/test_integrations.py)."""
@@ -132,11 +132,10 @@ def add_routes(app: FastAPI, index: Callable[[Request], Index | None]) -> None:
         if body.model != MODEL:
             raise OpenAIError(404, f"the model {body.model!r} does not exist; use {MODEL!r}", param="model")
         question = question_of(body)
-        found = index(request)
-        if found is None:
-            raise OpenAIError(503, "the index is loading; ask again in a moment", kind="server_error")
         try:
-            result = await run_in_threadpool(found.search, question, DEFAULT_K)
+            result = await run_in_threadpool(index(request).search, question, DEFAULT_K)
+        except IndexBusy as exc:  # loading, or overtaken by writers
+            raise OpenAIError(503, str(exc), kind="server_error") from exc
         except GroundQAError as exc:
             raise OpenAIError(400, str(exc), param="messages") from exc
         cited = citations(result, str(request.base_url).rstrip("/"))

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from fastapi.testclient import TestClient
 
 from groundqa.eval.data import Question, load_squad
 from groundqa.eval.serving import free_port, groundqa_command, wait_ready
@@ -84,6 +86,15 @@ def article_index(seeded_index: Path, tmp_path: Path, embedder: Embedder) -> Ind
     """A fresh copy of the index holding the bundled article, opened."""
     shutil.copytree(seeded_index, tmp_path / "article-index")
     return Index(tmp_path / "article-index", embedder)
+
+
+def wait_until_ready(client: TestClient) -> None:
+    """Until the app behind a TestClient has loaded its index (a busy machine takes its time)."""
+    for _ in range(600):
+        if client.get("/readyz").status_code == 200:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the index never became ready")
 
 
 def server_settings() -> dict[str, object]:

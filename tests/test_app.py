@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from groundqa.service.app import create_app
 from groundqa.service.config import Settings
-from tests.conftest import ARTICLE, ROOT, server_settings
+from tests.conftest import ARTICLE, ROOT, server_settings, wait_until_ready
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -24,14 +24,6 @@ def _client(tmp_path: Path, seed: bool = True, **settings: object) -> TestClient
     config = Settings(index_dir=tmp_path / "index", **settings)  # type: ignore[arg-type]
     seeds = [(ARTICLE, ARTICLE.read_text(encoding="utf-8"))] if seed else []
     return TestClient(create_app(config, seed=seeds))
-
-
-def _wait_ready(client: TestClient) -> None:
-    for _ in range(600):
-        if client.get("/readyz").status_code == 200:
-            return
-        time.sleep(0.1)
-    raise AssertionError("the index never became ready")
 
 
 # The Qdrant variants are slow (local mode per test): the fast loop keeps the embedded index.
@@ -48,7 +40,7 @@ def client(request: pytest.FixtureRequest, tmp_path: Path, seeded_index: Path) -
     elif request.param == "qdrant-server":
         backend = server_settings()
     with _client(tmp_path, api_key=KEY, **backend) as c:  # type: ignore[arg-type]
-        _wait_ready(c)
+        wait_until_ready(c)
         yield c
 
 
@@ -192,7 +184,7 @@ def test_bad_documents_get_422(client: TestClient, body: dict, field: str) -> No
 
 def test_bodies_over_the_limit_get_413(tmp_path: Path) -> None:
     with _client(tmp_path, seed=False, api_key=KEY, max_body_bytes=1000) as c:
-        _wait_ready(c)
+        wait_until_ready(c)
         reply = c.post("/v1/documents", json={"text": "word " * 500}, headers=AUTH)
         assert reply.status_code == 413 and "1000 bytes" in reply.json()["detail"]
         streamed = c.post("/v1/documents", content=(b"x" * 600 for _ in range(3)), headers=AUTH)
@@ -211,7 +203,7 @@ def test_writes_need_the_right_key(client: TestClient) -> None:
 
 def test_writes_are_refused_when_no_key_is_set(tmp_path: Path) -> None:
     with _client(tmp_path, seed=False) as c:
-        _wait_ready(c)
+        wait_until_ready(c)
         reply = c.post("/v1/documents", json={"text": "Some text."}, headers=AUTH)
         assert reply.status_code == 403 and "GROUNDQA_API_KEY" in reply.json()["detail"]
         assert c.delete("/v1/documents/x", headers=AUTH).status_code == 403
@@ -219,7 +211,7 @@ def test_writes_are_refused_when_no_key_is_set(tmp_path: Path) -> None:
 
 def test_empty_index_is_ready_and_answers_nothing(tmp_path: Path) -> None:
     with _client(tmp_path, seed=False) as c:
-        _wait_ready(c)
+        wait_until_ready(c)
         body = c.post("/v1/query", json={"question": QUESTION}).json()
         assert body["passages"] == [] and body["answer"] is None
 
@@ -233,7 +225,7 @@ def test_readyz_is_503_until_the_index_loads(tmp_path: Path) -> None:
         first = c.get("/readyz")
         query = c.post("/v1/query", json={"question": QUESTION})
         assert c.get("/healthz").status_code == 200
-        _wait_ready(c)
+        wait_until_ready(c)
         assert c.get("/readyz").json()["documents"] == 6
     assert first.status_code == 503 and "loading" in first.json()["detail"]
     assert query.status_code == 503
@@ -347,7 +339,7 @@ def test_bulk_add_is_all_or_nothing(client: TestClient) -> None:
 
 def test_bulk_add_has_a_document_limit(tmp_path: Path) -> None:
     with _client(tmp_path, seed=False, api_key=KEY, max_batch_docs=2) as c:
-        _wait_ready(c)
+        wait_until_ready(c)
         docs = [{"text": f"Doc {i}.", "doc_id": f"d{i}"} for i in range(3)]
         reply = c.post("/v1/documents/batch", json={"documents": docs}, headers=AUTH)
         assert reply.status_code == 413 and "limit is 2" in reply.json()["detail"]
@@ -380,7 +372,7 @@ def test_lone_surrogates_get_422(client: TestClient) -> None:
 
 def test_an_empty_key_leaves_writes_off(tmp_path: Path) -> None:
     with _client(tmp_path, seed=False, api_key="  ") as c:
-        _wait_ready(c)
+        wait_until_ready(c)
         reply = c.post("/v1/documents", json={"text": "Some text."}, headers={"Authorization": "Bearer"})
         assert reply.status_code == 403
 
@@ -394,7 +386,7 @@ def test_dot_doc_ids_get_422(client: TestClient) -> None:
 def test_documents_over_the_size_limit_get_422_with_the_limit(tmp_path: Path) -> None:
     """Defect 4: documents had no size limit (a 4.99 MB one ran for 22 minutes)."""
     with _client(tmp_path, seed=False, api_key=KEY, max_doc_chars=1000) as c:
-        _wait_ready(c)
+        wait_until_ready(c)
         reply = c.post("/v1/documents", json={"text": "word " * 201}, headers=AUTH)
         assert reply.status_code == 422
         assert "1,005 characters; the limit is 1,000 (GROUNDQA_MAX_DOC_CHARS)" in reply.json()["detail"]
@@ -459,7 +451,7 @@ def test_every_route_is_documented_in_the_readme(tmp_path: Path) -> None:
 def test_the_limits_are_the_apis_own(tmp_path: Path) -> None:
     """The chat page reads these; the API refuses one past each."""
     with _client(tmp_path, seed=False) as client:
-        _wait_ready(client)
+        wait_until_ready(client)
         limits = client.get("/v1/limits").json()
         assert limits["modes"] == ["hybrid", "dense", "lexical"] and limits["default_mode"] == "hybrid"
         long = "x" * (limits["question_chars"] + 1)
@@ -481,7 +473,7 @@ def test_the_limits_are_the_apis_own(tmp_path: Path) -> None:
 def test_the_doc_id_rule_holds_on_every_route(tmp_path: Path, request_line: tuple[str, str]) -> None:
     method, path = request_line
     with _client(tmp_path, seed=False, api_key=KEY) as client:
-        _wait_ready(client)
+        wait_until_ready(client)
         body = {"question": "Who?", "doc_ids": ["bad id"]} if method == "POST" else None
         reply = client.request(method, path, json=body, headers=AUTH)
         assert reply.status_code == 422, reply.text
