@@ -31,7 +31,7 @@ serve: install
 test: dev lint
 	$(BIN)/pytest -q
 
-# The quick loop: everything but the tests marked slow or browser (about 80 s here; lint apart).
+# The quick loop: everything but the tests marked slow or browser (about a minute here; lint apart).
 test-fast: dev
 	$(BIN)/pytest -q -m "not slow and not browser"
 
