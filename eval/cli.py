@@ -136,13 +136,15 @@ def run_questions(args: argparse.Namespace, settings: IndexSettings) -> int:
     dataset = load_questions(args.file)
     index: Index | None = None
     if args.url:
-        ask, texts, floor = _remote(args.url)
+        ask, texts, formats, floor = _remote(args.url)
     else:
         if not settings.qdrant_url and not Path(settings.index_dir).exists():
             raise DataError(f"no index at {settings.index_dir}; ingest documents first or give --index")
         index = open_index(settings)
         ask = ask_index(index)
-        texts = {d.doc_id: index.document(d.doc_id)[1] for d in index.documents()}
+        docs = index.documents()
+        texts = {d.doc_id: index.document(d.doc_id)[1] for d in docs}
+        formats = {d.doc_id: d.format for d in docs}
         floor = index.min_confidence
     default_doc = next(iter(texts)) if len(texts) == 1 else None
     if default_doc is None and any(q.doc_id is None for q in dataset.questions):
@@ -152,17 +154,29 @@ def run_questions(args: argparse.Namespace, settings: IndexSettings) -> int:
     results = evaluate(resolved, modes, ask, floor=floor)
     summaries = {mode: summarize(outcomes) for mode, outcomes in results.items()}
     found = {m: c for m, o in results.items() if (c := curves(o)) is not None}
+    # The same figures for the questions on each format's documents (web pages, PDFs, ...).
+    kinds = sorted({formats[q.doc_id or ""] for q in resolved})
+    by_format = {
+        kind: {
+            mode: summarize([o for q, o in zip(resolved, outcomes, strict=True) if formats[q.doc_id or ""] == kind])
+            for mode, outcomes in results.items()
+        }
+        for kind in kinds
+    }
     extra = {"url": args.url, "min_confidence": floor}
-    return _finish(args, dataset, len(resolved), index, summaries, extra, found)
+    return _finish(args, dataset, len(resolved), index, summaries, extra, found, by_format)
 
 
-def _remote(url: str) -> tuple[Ask, dict[str, str], float]:
+def _remote(url: str) -> tuple[Ask, dict[str, str], dict[str, str], float]:
     """Asks a running server with min_confidence 0, as ask_index does an index, and gives the
-    texts and the server's own confidence floor."""
+    texts, the documents' formats and the server's own confidence floor."""
     client = Client(url)
-    texts = {d["doc_id"]: client.text(d["doc_id"]) for d in client.documents()}
+    docs = client.documents()
+    texts = {d["doc_id"]: client.text(d["doc_id"]) for d in docs}
+    formats = {d["doc_id"]: str(d.get("format", "text")) for d in docs}
     floor = float(client.limits()["min_confidence"])
-    return (lambda question, k, mode: reply_of_json(client.query(question, k, mode, 0.0))), texts, floor
+    ask: Ask = lambda question, k, mode: reply_of_json(client.query(question, k, mode, 0.0))  # noqa: E731
+    return ask, texts, formats, floor
 
 
 def _model_dir(embedder: Embedder) -> Path:
@@ -177,6 +191,7 @@ def _finish(
     summaries: dict[str, Any],
     extra: dict[str, Any],
     found_curves: dict[str, Any] | None = None,
+    by_format: dict[str, Any] | None = None,
 ) -> int:
     settings: dict[str, Any] = {"k": 20}
     tokens = None
@@ -199,6 +214,8 @@ def _finish(
         "settings": settings,
         "command": "groundqa " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     }
+    if by_format:
+        result["by_format"] = by_format
     if found_curves:
         result["curves"] = found_curves
     out = args.out or Path("reports") / dataset.name

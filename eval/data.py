@@ -31,6 +31,7 @@ class Question:
     doc_id: str | None
     spans: list[tuple[int, int]]
     answer: str | None = None
+    page: int | None = None  # the page of the gold span, in a document with pages
 
 
 @dataclass
@@ -72,7 +73,7 @@ def load_squad(path: Path) -> Dataset:
 
 
 def load_questions(path: Path) -> Dataset:
-    """JSONL: {"id", "question", "doc_id"?, "answer"?, "spans": [[start, end], ...]} per line."""
+    """JSONL: {"id", "question", "doc_id"?, "answer"?, "page"?, "spans": [[start, end], ...]} per line."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -84,8 +85,14 @@ def load_questions(path: Path) -> Dataset:
         try:
             item = json.loads(line)
             spans = [(int(s), int(e)) for s, e in item["spans"]]
+            page = item.get("page")
             question = Question(
-                str(item["id"]), str(item["question"]), item.get("doc_id"), spans, item.get("answer")
+                str(item["id"]),
+                str(item["question"]),
+                item.get("doc_id"),
+                spans,
+                item.get("answer"),
+                None if page is None else int(page),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise DataError(

@@ -20,6 +20,7 @@ class Located:
     doc_id: str
     start: int
     end: int
+    page: int | None = None  # the page it begins on, in a document with pages
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Outcome:
     confidence: float | None = None
     right: bool = False  # the best answer sentence holds a gold span, whatever its confidence
     answered: bool = True
+    page_right: bool | None = None  # what holds the gold span names the gold page (None: no page asked)
 
 
 def covers(item: Located, doc_id: str, spans: Sequence[Span]) -> bool:
@@ -68,6 +70,9 @@ def summarize(outcomes: Sequence[Outcome]) -> dict[str, float | None]:
     summary: dict[str, float | None] = {f"hit@{k}": round(hit_at(ranks, k), 4) for k in KS}
     summary["mrr@10"] = round(mrr(ranks), 4)
     summary["answer_hit"] = round(_mean([1.0 if o.answer_hit else 0.0 for o in answerable]), 4)
+    # In the answer given or in the top passage: what a reader of the reply sees first.
+    summary["answer_or_top"] = _share([o.answer_hit or o.rank == 1 for o in answerable])
+    summary["page_right"] = _share([o.page_right for o in answerable if o.page_right is not None])
     summary["answer_chars_mean"] = round(
         _mean([float(o.answer_chars) for o in answerable if o.answer_chars is not None]), 1
     )

@@ -21,6 +21,10 @@ COLUMNS = [
 ]
 
 
+# Per format of the questions' documents.
+BY_FORMAT = ["hit@1", "hit@5", "answer_hit", "answer_or_top", "page_right"]
+
+
 # Shown when the system gives a confidence (see metrics.abstention).
 ABSTENTION = [
     "answered",
@@ -63,6 +67,15 @@ def markdown(report: dict[str, Any]) -> str:
         "answer_hit: the answer sentence contains one. Peers give no answer sentence (n/a).",
         "",
     ]
+    if len(report.get("by_format", {})) > 1:
+        lines += ["By the format of the question's document:", ""]
+        for kind, modes in report["by_format"].items():
+            lines += [f"**{kind}**", "", *_table(BY_FORMAT, modes), ""]
+        lines += [
+            "answer_or_top: the answer sentence (at the confidence floor) or the top passage holds a "
+            "gold span. page_right: what holds it names the gold page (questions with a page).",
+            "",
+        ]
     with_confidence = {mode: m for mode, m in report["modes"].items() if m.get("auroc") is not None}
     if with_confidence:
         floor = report.get("settings", {}).get("min_confidence")

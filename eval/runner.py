@@ -32,8 +32,8 @@ Ask = Callable[[str, int, str], Reply]
 def reply_of_result(result: SearchResult) -> Reply:
     a = result.answer
     return Reply(
-        [Located(h.passage.doc_id, h.passage.start, h.passage.end) for h in result.hits],
-        None if a is None else Located(a.passage.doc_id, a.span.start, a.span.end),
+        [Located(h.passage.doc_id, h.passage.start, h.passage.end, h.page) for h in result.hits],
+        None if a is None else Located(a.passage.doc_id, a.span.start, a.span.end, a.page),
         None if a is None else len(a.text),
         result.confidence,
     )
@@ -43,8 +43,8 @@ def reply_of_json(body: dict[str, Any]) -> Reply:
     """From the contract's QueryResponse."""
     a = body.get("answer")
     return Reply(
-        [Located(p["doc_id"], p["start"], p["end"]) for p in body["passages"]],
-        None if not a else Located(a["doc_id"], a["start"], a["end"]),
+        [Located(p["doc_id"], p["start"], p["end"], p.get("page")) for p in body["passages"]],
+        None if not a else Located(a["doc_id"], a["start"], a["end"], a.get("page")),
         None if not a else len(a["text"]),
         body.get("confidence"),
     )
@@ -83,8 +83,13 @@ def score(
     asked outside the index (its article left out) and an unanswerable one have no gold span."""
     right = reply.answer is not None and covers(reply.answer, doc_id, question.spans) and not outside
     answered = reply.answer is not None and (reply.confidence is None or reply.confidence >= floor)
+    rank = None if outside else first_rank(reply.passages, doc_id, question.spans)
+    page_right = None
+    if question.page is not None:  # the page of what holds the gold span: the answer, else a passage
+        holder = reply.answer if right else (reply.passages[rank - 1] if rank else None)
+        page_right = holder is not None and holder.page == question.page
     return Outcome(
-        rank=None if outside else first_rank(reply.passages, doc_id, question.spans),
+        rank=rank,
         answer_hit=right and answered,
         answer_chars=reply.answer_chars if answered else None,
         latency_ms=latency_ms,
@@ -92,6 +97,7 @@ def score(
         confidence=reply.confidence,
         right=right,
         answered=answered,
+        page_right=page_right,
     )
 
 

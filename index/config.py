@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from groundqa.index.backends import Location
 from groundqa.index.confidence import bundled as bundled_confidence
+from groundqa.index.formats import Limits
 from groundqa.index.index import MAX_DOC_CHARS, Index
 from groundqa.index.model import DEFAULT_CACHE, DEFAULT_MODEL, Embedder
 
@@ -33,6 +34,12 @@ class IndexSettings(BaseSettings):
     model_cache: Path = DEFAULT_CACHE
     # Longest document, in characters (longer ones are refused with the limit in the message).
     max_doc_chars: int = MAX_DOC_CHARS
+    # Files (web pages, PDFs, Word files): most bytes, most PDF pages, seconds to read one.
+    max_file_bytes: int = Limits.max_bytes
+    max_pages: int = Limits.max_pages
+    parse_timeout: float = Limits.timeout
+    # Read PDF pages that have no text layer (scans) with tesseract, when it is installed.
+    ocr: bool = Limits.ocr
     # Answers under this confidence are left out (null); unset: the trained model's threshold.
     min_confidence: Annotated[float | None, Field(ge=0, le=1)] = None
     # The index in Qdrant instead of index_dir: a server or cluster URL, local:DIR for
@@ -52,6 +59,11 @@ class IndexSettings(BaseSettings):
             self.qdrant_prefix,
             self.qdrant_shards,
             self.qdrant_replicas,
+        )
+
+    def file_limits(self) -> Limits:
+        return Limits(
+            max_bytes=self.max_file_bytes, max_pages=self.max_pages, timeout=self.parse_timeout, ocr=self.ocr
         )
 
     def answer_floor(self) -> float:

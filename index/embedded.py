@@ -38,10 +38,12 @@ from groundqa.index.storage import (
     DocumentVectors,
     Ingested,
     NewDocument,
+    Original,
     Prepared,
     Reader,
     StaleRead,
     Storage,
+    StoredText,
     compare_meta,
     not_found,
     settle,
@@ -172,6 +174,10 @@ class SegmentStorage(Storage):
             raise not_found(doc_id)
         return found
 
+    def original(self, doc_id: str) -> Original | None:
+        self.document(doc_id)
+        return self.store.original(doc_id)
+
     def counts(self) -> tuple[int, int]:
         return self.store.counts()
 
@@ -214,7 +220,7 @@ class SegmentStorage(Storage):
                 passage_texts=[lexical_input(title, text[s:e]) for s, e in vectors.passages],
                 sentence_texts=[text[s:e] for s, e in vectors.sentences],
             )
-            out.append((NewDocument(docs[d], text), vectors))
+            out.append((NewDocument(docs[d], text, self.store.original(d)), vectors))
         return out
 
     # --- writing ---------------------------------------------------------------------------
@@ -553,7 +559,7 @@ class SegmentReader(Reader):
         df[known] = self.piece_df[pieces[known]]
         return piece_idf(df, self.rows)
 
-    def texts(self, keys: np.ndarray) -> dict[str, tuple[str, str]]:
+    def texts(self, keys: np.ndarray) -> dict[str, StoredText]:
         """From SQLite, which may have moved on since this reader's revision: a text whose sha256
         is not the one this reader's offsets were made for raises StaleRead."""
         want: dict[str, str] = {}
@@ -565,7 +571,7 @@ class SegmentReader(Reader):
         for doc_id, sha in want.items():
             if doc_id not in found or found[doc_id][2] != sha:
                 raise StaleRead(f"{doc_id} changed after revision {self.revision}")
-        return {doc_id: (title, text) for doc_id, (title, text, _) in found.items()}
+        return {doc_id: StoredText(title, text, pages) for doc_id, (title, text, _, pages) in found.items()}
 
 
 def _top(keys: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

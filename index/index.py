@@ -28,6 +28,7 @@ from groundqa.index.codec import encode_pieces
 from groundqa.index.confidence import ConfidenceModel
 from groundqa.index.confidence import bundled as bundled_confidence
 from groundqa.index.errors import DocumentConflict, IndexBusy, IndexMismatch, InvalidDocument
+from groundqa.index.formats import CONTENT_TYPES, Extracted
 from groundqa.index.lexical import BM25Params, lexical_input
 from groundqa.index.model import Embedder
 from groundqa.index.ranking import (
@@ -48,6 +49,7 @@ from groundqa.index.storage import (
     Ingested,
     Merging,
     NewDocument,
+    Original,
     PassagePieces,
     Prepared,
     Reader,
@@ -88,6 +90,27 @@ class DocumentInput:
     title: str | None = None
     doc_id: str | None = None
     source: str | None = None
+    format: str = "text"
+    page_starts: tuple[int, ...] = ()
+    published: str | None = None
+    original: Original | None = None  # the file the text was extracted from
+
+    @classmethod
+    def of_file(
+        cls, found: Extracted, data: bytes, source: str, title: str | None = None, doc_id: str | None = None
+    ) -> DocumentInput:
+        """An extracted file, kept with its original unless it is the text itself."""
+        kept = found.format not in ("text", "markdown")
+        return cls(
+            found.text,
+            title or found.title,
+            doc_id,
+            source,
+            found.format,
+            found.page_starts,
+            found.date,
+            Original(CONTENT_TYPES[found.format], data) if kept else None,
+        )
 
 
 def vector_input(title: str, text: str) -> str:
@@ -192,6 +215,9 @@ class Index:
 
     def document(self, doc_id: str) -> tuple[Document, str]:
         return self.storage.document(doc_id)
+
+    def original(self, doc_id: str) -> Original | None:
+        return self.storage.original(doc_id)
 
     def counts(self) -> tuple[int, int]:
         """Documents and passages."""
@@ -364,7 +390,19 @@ def new_document(item: DocumentInput, max_doc_chars: int = MAX_DOC_CHARS) -> New
     except InvalidDocument as exc:
         raise InvalidDocument(f"{item.source}: {exc}" if item.source else str(exc)) from exc
     sha = hashlib.sha256(item.text.encode("utf-8")).hexdigest()
-    return NewDocument(Document(doc_id, title, item.source, sha, len(item.text), 0, _now()), item.text)
+    document = Document(
+        doc_id,
+        title,
+        item.source,
+        sha,
+        len(item.text),
+        0,
+        _now(),
+        item.format,
+        item.page_starts,
+        item.published,
+    )
+    return NewDocument(document, item.text, item.original)
 
 
 def _now() -> str:

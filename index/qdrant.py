@@ -19,6 +19,7 @@ and `edge:DIR` Qdrant's own engine in this process (index/qdrant_edge.py): for t
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import threading
 import time
@@ -40,10 +41,12 @@ from groundqa.index.storage import (
     DocumentVectors,
     Ingested,
     NewDocument,
+    Original,
     Prepared,
     Reader,
     StaleRead,
     Storage,
+    StoredText,
     compare_meta,
     not_found,
     settle,
@@ -309,7 +312,7 @@ class QdrantStorage(Storage):
         ids = sorted(set(doc_ids))
         if not ids:
             return {}
-        selector: Any = True if text else m.PayloadSelectorExclude(exclude=["text"])
+        selector = m.PayloadSelectorExclude(exclude=["original"] if text else ["text", "original"])
         found = self.client.retrieve(self.documents_name, [doc_point(d) for d in ids], with_payload=selector)
         return {p.payload["doc_id"]: p.payload for p in found if p.payload}
 
@@ -317,7 +320,10 @@ class QdrantStorage(Storage):
         return {d: _document(p) for d, p in self.records(doc_ids).items()}
 
     def documents(self) -> list[Document]:
-        out = [_document(p) for p in self.scroll(self.documents_name, _kind("document"), exclude=["text"])]
+        out = [
+            _document(p)
+            for p in self.scroll(self.documents_name, _kind("document"), exclude=["text", "original"])
+        ]
         return sorted(out, key=lambda d: (d.created_at, d.doc_id))
 
     def document(self, doc_id: str) -> tuple[Document, str]:
@@ -325,6 +331,17 @@ class QdrantStorage(Storage):
         if found is None:
             raise not_found(doc_id)
         return _document(found), str(found["text"])
+
+    def original(self, doc_id: str) -> Original | None:
+        found = self.client.retrieve(
+            self.documents_name, [doc_point(doc_id)], with_payload=["original", "content_type"]
+        )
+        if not found:
+            raise not_found(doc_id)
+        payload = found[0].payload or {}
+        if not payload.get("original"):
+            return None
+        return Original(str(payload["content_type"]), base64.b64decode(payload["original"]))
 
     def counts(self) -> tuple[int, int]:
         """Counted by the engine (readiness and metrics ask often): exact at rest; while a write
@@ -371,7 +388,7 @@ class QdrantStorage(Storage):
                 m.PointStruct(
                     id=doc_point(p.new.document.doc_id),
                     vector={},
-                    payload=_payload(p.new.document, p.new.text, version, now),
+                    payload=_payload(p.new, version, now),
                 )
                 for p, version in written
             ],
@@ -480,7 +497,7 @@ class QdrantStorage(Storage):
                 ),
                 sentence_texts=[text[a:b] for a, b in s_spans.reshape(-1, 2)],
             )
-            out.append((NewDocument(doc, text), vectors))
+            out.append((NewDocument(doc, text, self.original(doc_id)), vectors))
         return out
 
     def _points(self, collection: str, where: m.Filter, vectors: list[str]) -> list[Any]:
@@ -710,14 +727,17 @@ class QdrantReader(Reader):
         values = np.array([df[int(p)] for p in pieces], dtype=np.float64)
         return piece_idf(values, rows)
 
-    def texts(self, keys: np.ndarray) -> dict[str, tuple[str, str]]:
+    def texts(self, keys: np.ndarray) -> dict[str, StoredText]:
         payloads = self._passage_payloads(keys)
         want = {str(p["doc_id"]): str(p["version"]) for p in payloads}
         found = self.s.records(want, text=True)
         for doc_id, version in want.items():
             if doc_id not in found or found[doc_id]["version"] != version:
                 raise StaleRead(f"{doc_id} changed during the query")
-        return {d: (str(r["title"]), str(r["text"])) for d, r in found.items()}
+        return {
+            d: StoredText(str(r["title"]), str(r["text"]), tuple(r.get("page_starts", ())))
+            for d, r in found.items()
+        }
 
 
 def _match(key: str, value: str) -> m.FieldCondition:
@@ -728,7 +748,8 @@ def _kind(kind: str) -> m.Filter:
     return m.Filter(must=[_match("kind", kind)])
 
 
-def _payload(doc: Document, text: str, version: str, now: float) -> dict[str, Any]:
+def _payload(new: NewDocument, version: str, now: float) -> dict[str, Any]:
+    doc = new.document
     return {
         "kind": "document",
         "doc_id": doc.doc_id,
@@ -738,9 +759,15 @@ def _payload(doc: Document, text: str, version: str, now: float) -> dict[str, An
         "chars": doc.chars,
         "passages": doc.passages,
         "created_at": doc.created_at,
+        "format": doc.format,
+        "page_starts": list(doc.page_starts),
+        "published": doc.published,
         "version": version,
         "written": now,
-        "text": text,
+        "text": new.text,
+        # The original file, if any: base64 in the payload, left out of every read but original().
+        "content_type": new.original.content_type if new.original else None,
+        "original": base64.b64encode(new.original.data).decode("ascii") if new.original else None,
     }
 
 
@@ -753,4 +780,7 @@ def _document(payload: dict[str, Any]) -> Document:
         int(payload["chars"]),
         int(payload["passages"]),
         str(payload["created_at"]),
+        str(payload.get("format", "text")),
+        tuple(payload.get("page_starts", ())),
+        payload.get("published"),
     )

@@ -15,7 +15,7 @@ from groundqa.index.confidence import SIGNALS, text_signals
 from groundqa.index.errors import InvalidQuery
 from groundqa.index.lexical import query_terms
 from groundqa.index.model import PieceVectors
-from groundqa.index.storage import Reader
+from groundqa.index.storage import Reader, StoredText, page_at
 from groundqa.index.text import SPACE, Passage, Span, lone_surrogate, strip_span
 
 Mode = Literal["hybrid", "dense", "lexical"]
@@ -100,6 +100,7 @@ class Hit:
     passage: Passage
     title: str
     score: float
+    page: int | None = None  # the page the passage begins on, for a document with pages
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class Answer:
     text: str
     score: float
     signals: tuple[float, ...]  # confidence.SIGNALS, for the confidence model
+    page: int | None = None  # the page the sentence begins on
 
 
 def rank(reader: Reader, query: Query, ranking: Ranking) -> tuple[list[Hit], Answer | None]:
@@ -147,7 +149,7 @@ def rank(reader: Reader, query: Query, ranking: Ranking) -> tuple[list[Hit], Ans
     texts = reader.texts(keys[shown])
     passages = [Passage(d, s, e, texts[d][1][s:e]) for d, s, e in places]
     hits = [
-        Hit(p, texts[p.doc_id][0], round(float(score), 4))
+        Hit(p, texts[p.doc_id].title, round(float(score), 4), page_at(texts[p.doc_id].page_starts, p.start))
         for p, score in zip(passages[: query.k], pool_scores[: query.k], strict=False)
     ]
     top = list(range(min(ranking.answer_passages, len(pool))))
@@ -265,7 +267,7 @@ def _answer(
     passage_scores: np.ndarray,
     sentences: Sentences,
     passage_sim: np.ndarray,
-    texts: dict[str, tuple[str, str]],
+    texts: dict[str, StoredText],
     match: WordMatch,
     ranking: Ranking,
 ) -> Answer | None:
@@ -291,7 +293,7 @@ def _answer(
     if best is None:
         return None
     score, key, candidate, at, passage, span, matched = best
-    title, text = texts[passage.doc_id]
+    title, text, page_starts = texts[passage.doc_id]
     sentence = text[span.start : span.end]
     found = {
         "answer_cosine": float(sentences.similarity[at]),
@@ -303,7 +305,7 @@ def _answer(
         **text_signals(question, sentence, passage.text),
     }
     signals = tuple(round(found[name], 6) for name in SIGNALS)
-    return Answer(passage, title, span, sentence, round(score, 4), signals)
+    return Answer(passage, title, span, sentence, round(score, 4), signals, page_at(page_starts, span.start))
 
 
 def _clip(text: str, sentence: Span, passage: Passage) -> Span | None:

@@ -9,6 +9,7 @@ protocol (Merging, FixedLengths), never a method left empty.
 
 from __future__ import annotations
 
+import bisect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
@@ -26,19 +27,51 @@ PIECE_ID = np.uint16
 class Document:
     doc_id: str
     title: str
-    source: str | None
+    source: str | None  # the file name or URL it came from
     sha256: str
     chars: int
     passages: int
     created_at: str
+    format: str = "text"  # text, markdown, html, pdf or docx (formats.FORMATS)
+    page_starts: tuple[int, ...] = ()  # where each page begins in the text: PDFs only
+    published: str | None = None  # the date in a web page's metadata
+
+    @property
+    def pages(self) -> int | None:
+        return len(self.page_starts) or None
+
+    def page_at(self, offset: int) -> int | None:
+        return page_at(self.page_starts, offset)
+
+
+def page_at(page_starts: tuple[int, ...], offset: int) -> int | None:
+    """The 1-based page holding the character at offset; None for a text without pages."""
+    return bisect.bisect_right(page_starts, offset) or None if page_starts else None
+
+
+@dataclass(frozen=True)
+class Original:
+    """The file a document was extracted from, kept to be served back as it came."""
+
+    content_type: str
+    data: bytes
 
 
 @dataclass(frozen=True)
 class NewDocument:
-    """A document's row and text, before it is stored."""
+    """A document's row and text (and original file, if it came as one), before it is stored."""
 
     document: Document
     text: str
+    original: Original | None = None
+
+
+class StoredText(NamedTuple):
+    """What ranking reads of a document besides its vectors."""
+
+    title: str
+    text: str
+    page_starts: tuple[int, ...] = ()
 
 
 class PassagePieces(NamedTuple):
@@ -204,8 +237,9 @@ class Reader(ABC):
 
     # --- documents ------------------------------------------------------------------------
     @abstractmethod
-    def texts(self, keys: np.ndarray) -> dict[str, tuple[str, str]]:
-        """Title and text of the documents of these passages, as this reader's offsets index them."""
+    def texts(self, keys: np.ndarray) -> dict[str, StoredText]:
+        """Title, text and pages of the documents of these passages, as this reader's offsets
+        index them."""
 
 
 class Storage(ABC):
@@ -231,6 +265,11 @@ class Storage(ABC):
 
     @abstractmethod
     def document(self, doc_id: str) -> tuple[Document, str]: ...
+
+    @abstractmethod
+    def original(self, doc_id: str) -> Original | None:
+        """The file the document was extracted from, if it came as one; DocumentNotFound if the
+        index lacks the document."""
 
     @abstractmethod
     def counts(self) -> tuple[int, int]:

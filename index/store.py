@@ -7,14 +7,16 @@ replaced. Readers read the revision, the segments and the live documents in one 
 
 from __future__ import annotations
 
+import json
 import queue
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from groundqa.index.storage import Document, NewDocument
+from groundqa.index.storage import Document, NewDocument, Original
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -30,12 +32,29 @@ CREATE TABLE IF NOT EXISTS documents (
     seg_doc INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS documents_segment ON documents(segment, seg_doc);
+CREATE TABLE IF NOT EXISTS originals (
+    doc_id TEXT PRIMARY KEY,
+    content_type TEXT NOT NULL,
+    data BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS segments (id INTEGER PRIMARY KEY, passages INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO state VALUES ('revision', 0);
 INSERT OR IGNORE INTO state VALUES ('next_segment', 1);
 """
-_DOCUMENT = "doc_id, title, source, sha256, chars, passages, created_at"
+_DOCUMENT = "doc_id, title, source, sha256, chars, passages, created_at, format, page_starts, published"
+# Columns added since the table was first made (0.7.0), each with the value older rows take.
+_ADDED = {
+    "format": "TEXT NOT NULL DEFAULT 'text'",
+    "page_starts": "TEXT NOT NULL DEFAULT '[]'",
+    "published": "TEXT",
+}
+
+
+def _document(row: tuple[Any, ...]) -> Document:
+    doc_id, title, source, sha256, chars, passages, created, format_, page_starts, published = row
+    pages = tuple(json.loads(page_starts))
+    return Document(doc_id, title, source, sha256, chars, passages, created, format_, pages, published)
 
 
 @dataclass(frozen=True)
@@ -57,6 +76,10 @@ class Store:
         with self._connection() as db:
             db.execute("PRAGMA journal_mode = WAL")  # kept in the file: readers never wait for a writer
             db.executescript(_SCHEMA)
+            have = {row[1] for row in db.execute("PRAGMA table_info(documents)")}
+            for column, kind in _ADDED.items():
+                if column not in have:
+                    db.execute(f"ALTER TABLE documents ADD COLUMN {column} {kind}")
 
     def _connect(self) -> sqlite3.Connection:
         # Pooled (_connection): used by one thread at a time, not always the one that opened it.
@@ -118,7 +141,7 @@ class Store:
     def documents(self) -> list[Document]:
         with self._connection() as db:
             rows = db.execute(f"SELECT {_DOCUMENT} FROM documents ORDER BY created_at, doc_id").fetchall()
-        return [Document(*row) for row in rows]
+        return [_document(row) for row in rows]
 
     def counts(self) -> tuple[int, int]:
         """Documents and passages."""
@@ -133,19 +156,26 @@ class Store:
             row = db.execute(
                 f"SELECT {_DOCUMENT}, text FROM documents WHERE doc_id = ?", (doc_id,)
             ).fetchone()
-        return None if row is None else (Document(*row[:-1]), str(row[-1]))
+        return None if row is None else (_document(row[:-1]), str(row[-1]))
 
-    def texts(self, doc_ids: set[str]) -> dict[str, tuple[str, str, str]]:
-        """Title, text and sha256 of each of these documents that the index holds."""
+    def original(self, doc_id: str) -> Original | None:
+        with self._connection() as db:
+            row = db.execute(
+                "SELECT content_type, data FROM originals WHERE doc_id = ?", (doc_id,)
+            ).fetchone()
+        return None if row is None else Original(str(row[0]), bytes(row[1]))
+
+    def texts(self, doc_ids: set[str]) -> dict[str, tuple[str, str, str, tuple[int, ...]]]:
+        """Title, text, sha256 and page starts of each of these documents that the index holds."""
         if not doc_ids:
             return {}
         with self._connection() as db:
             marks = ",".join("?" * len(doc_ids))
             rows = db.execute(
-                f"SELECT doc_id, title, text, sha256 FROM documents WHERE doc_id IN ({marks})",
+                f"SELECT doc_id, title, text, sha256, page_starts FROM documents WHERE doc_id IN ({marks})",
                 sorted(doc_ids),
             ).fetchall()
-        return {d: (title, text, sha) for d, title, text, sha in rows}
+        return {d: (title, text, sha, tuple(json.loads(pages))) for d, title, text, sha, pages in rows}
 
     def places(self, doc_ids: list[str]) -> dict[str, tuple[int, int]]:
         """Segment and number in it of each of these documents that the index holds."""
@@ -167,7 +197,7 @@ def existing(db: sqlite3.Connection, doc_ids: list[str]) -> dict[str, Document]:
         part = doc_ids[start : start + 500]
         marks = ",".join("?" * len(part))
         for row in db.execute(f"SELECT {_DOCUMENT} FROM documents WHERE doc_id IN ({marks})", part):
-            found[row[0]] = Document(*row)
+            found[row[0]] = _document(row)
     return found
 
 
@@ -185,7 +215,9 @@ def add_segment(db: sqlite3.Connection, segment: int, passages: int) -> None:
 def put_document(db: sqlite3.Connection, new: NewDocument, segment: int, seg_doc: int) -> None:
     d = new.document
     db.execute(
-        "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO documents (doc_id, title, source, sha256, text, chars, passages, "
+        "created_at, segment, seg_doc, format, page_starts, published) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             d.doc_id,
             d.title,
@@ -197,8 +229,16 @@ def put_document(db: sqlite3.Connection, new: NewDocument, segment: int, seg_doc
             d.created_at,
             segment,
             seg_doc,
+            d.format,
+            json.dumps(list(d.page_starts)),
+            d.published,
         ),
     )
+    db.execute("DELETE FROM originals WHERE doc_id = ?", (d.doc_id,))
+    if new.original is not None:
+        db.execute(
+            "INSERT INTO originals VALUES (?, ?, ?)", (d.doc_id, new.original.content_type, new.original.data)
+        )
 
 
 def move_document(db: sqlite3.Connection, doc_id: str, old: tuple[int, int], new: tuple[int, int]) -> bool:
@@ -211,6 +251,7 @@ def move_document(db: sqlite3.Connection, doc_id: str, old: tuple[int, int], new
 
 
 def delete_document(db: sqlite3.Connection, doc_id: str) -> bool:
+    db.execute("DELETE FROM originals WHERE doc_id = ?", (doc_id,))
     return db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,)).rowcount == 1
 
 

@@ -12,8 +12,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, Request, Response, UploadFile
 from fastapi import Path as FastAPIPath
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -37,11 +38,11 @@ from groundqa.index.errors import (
     InvalidQuery,
     ShuttingDown,
 )
-from groundqa.index.index import DocumentInput, Index
+from groundqa.index.formats import CONTENT_TYPES, FileTooLarge, isolated
+from groundqa.index.index import DocumentInput, Index, derive_doc_id
 from groundqa.index.ranking import DEFAULT_K, DEFAULT_MODE, MAX_K, MAX_QUESTION_CHARS, MODES, Mode
-from groundqa.index.store import Document
 from groundqa.service import mcp_server, openai_chat
-from groundqa.service.articles import article_files, article_input, read_article
+from groundqa.service.articles import article_input, article_sources, read_source
 from groundqa.service.config import Settings, get_settings
 from groundqa.service.metrics import Metrics
 from groundqa.service.schemas import (
@@ -60,6 +61,7 @@ from groundqa.service.schemas import (
     QueryRequest,
     QueryResponse,
     Question,
+    Uploaded,
     errors,
     stored,
 )
@@ -68,6 +70,7 @@ STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("uvicorn.error")  # shown with the server's own lines
 
 _STATUS = {
+    FileTooLarge: 413,  # before InvalidDocument, which it is too
     InvalidDocument: 422,
     InvalidQuery: 422,
     DocumentNotFound: 404,
@@ -75,11 +78,14 @@ _STATUS = {
     IndexBusy: 503,
     ShuttingDown: 503,
 }
+UPLOAD = "/v1/documents/upload"
+# Room for an upload's form fields and multipart boundaries beside the file.
+FORM_BYTES = 64 * 1024
 # Seconds a stopping server waits for requests in flight before it cancels them.
 GRACEFUL_SHUTDOWN = 3
 
 
-def create_app(settings: Settings | None = None, seed: list[tuple[Path, str]] | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, seed: list[DocumentInput] | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     key = settings.api_key.get_secret_value() if settings.api_key else None
@@ -113,7 +119,13 @@ def create_app(settings: Settings | None = None, seed: list[tuple[Path, str]] | 
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
+    app.add_middleware(
+        BodyGuard,
+        max_bytes=settings.max_body_bytes,
+        timeout=settings.body_timeout,
+        # An upload's limit is the file's, plus room for the form around it.
+        larger={UPLOAD: settings.max_file_bytes + FORM_BYTES},
+    )
     app.middleware("http")(_observe)
     _add_error_handlers(app)
     _add_routes(app)
@@ -134,16 +146,17 @@ def app_from_environment() -> FastAPI:
     settings first (one BLAS thread above all)."""
     prepare_process()
     settings = get_settings()
-    paths = article_files([settings.seed]) if settings.seed else []
-    return create_app(settings, seed=[(p, read_article(p)) for p in paths])
+    sources = article_sources([settings.seed]) if settings.seed else []
+    limits = settings.file_limits()
+    return create_app(settings, seed=[article_input(read_source(s, limits), limits)[0] for s in sources])
 
 
-def _load(app: FastAPI, settings: Settings, seed: list[tuple[Path, str]]) -> None:
+def _load(app: FastAPI, settings: Settings, seed: list[DocumentInput]) -> None:
     try:
         index = open_index(settings, merge_in_background=True)
         if seed and not index.counts()[0]:
-            index.add_many([article_input(path, text) for path, text in seed], replace=True)
-            log.info("seeded the empty index with %s", ", ".join(str(p) for p, _ in seed))
+            index.add_many(seed, replace=True)
+            log.info("seeded the empty index with %s", ", ".join(str(d.source) for d in seed))
         app.state.index = index
     except Exception as exc:  # reported by /readyz and every query, and in the log
         log.exception("the index could not be loaded")
@@ -216,12 +229,48 @@ def _add_routes(app: FastAPI) -> None:
         dependencies=[WriteKey],
         responses=stored(200, "already stored: nothing changed") | errors(409, *write),
     )
-    def add_document(body: DocumentIn, index: IndexDep, request: Request, response: Response) -> Document:
+    def add_document(body: DocumentIn, index: IndexDep, request: Request, response: Response) -> DocumentOut:
         with request.app.state.metrics.writes.track_inprogress():
             added = index.add(body.text, title=body.title, doc_id=body.doc_id, source=body.source)
         if not added.created:
             response.status_code = 200
-        return added.document
+        return DocumentOut.of(added.document)
+
+    @app.post(
+        "/v1/documents/upload",
+        status_code=201,
+        response_model=Uploaded,
+        tags=["documents"],
+        dependencies=[WriteKey],
+        responses=stored(200, "already stored (state unchanged), or replaced") | errors(409, *write),
+    )
+    def upload_document(
+        file: Annotated[
+            UploadFile, File(description="a web page, PDF, Word file (.docx), text or Markdown file")
+        ],
+        index: IndexDep,
+        settings: SettingsDep,
+        request: Request,
+        response: Response,
+        doc_id: Annotated[
+            DocId | None, Form(description="the file name without its suffix by default")
+        ] = None,
+        title: Annotated[
+            str | None, Form(max_length=500, description="the file's own title by default")
+        ] = None,
+        replace: Annotated[
+            bool, Form(description="replace a document whose doc_id holds other text")
+        ] = False,
+    ) -> Uploaded:
+        """Store an article file: its text is extracted (in a child process, under a time limit)
+        and the original is kept, served by GET /v1/documents/{doc_id}/source."""
+        data, name = file.file.read(), file.filename or "upload"
+        found = isolated(data, name, settings.file_limits())
+        item = DocumentInput.of_file(found, data, name, title, doc_id or derive_doc_id(Path(name).stem))
+        with request.app.state.metrics.writes.track_inprogress():
+            added = index.add_many([item], replace=replace)[0]
+        response.status_code = 201 if added.created else 200
+        return Uploaded.of(added.document, state=added.state, warnings=list(found.warnings))
 
     @app.post(
         "/v1/documents/batch",
@@ -239,7 +288,7 @@ def _add_routes(app: FastAPI) -> None:
             )
         items = [DocumentInput(d.text, d.title, d.doc_id, d.source) for d in body.documents]
         with request.app.state.metrics.writes.track_inprogress():
-            done = [BatchItem.of(i) for i in index.add_many(items, replace=body.replace)]
+            done = [BatchItem.of_ingested(i) for i in index.add_many(items, replace=body.replace)]
         counts = {state: sum(d.state == state for d in done) for state in ("added", "replaced", "unchanged")}
         return BatchResult(documents=done, **counts)
 
@@ -256,16 +305,16 @@ def _add_routes(app: FastAPI) -> None:
         index: IndexDep,
         request: Request,
         response: Response,
-    ) -> Document:
+    ) -> DocumentOut:
         with request.app.state.metrics.writes.track_inprogress():
             added = index.add(body.text, title=body.title, doc_id=doc_id, source=body.source, replace=True)
         response.status_code = 201 if added.created else 200
-        return added.document
+        return DocumentOut.of(added.document)
 
     @app.get("/v1/documents", response_model=DocumentList, tags=["documents"], responses=errors(503))
     def list_documents(index: IndexDep) -> dict[str, Any]:
         docs = index.documents()
-        return {"documents": docs, "count": len(docs)}
+        return {"documents": [DocumentOut.of(d) for d in docs], "count": len(docs)}
 
     @app.get(
         "/v1/documents/{doc_id}",
@@ -286,7 +335,32 @@ def _add_routes(app: FastAPI) -> None:
         if if_none_match is not None and tag in (t.strip() for t in if_none_match.split(",")):
             return Response(status_code=304, headers=headers)
         response.headers.update(headers)
-        return {**doc.__dict__, "text": text}
+        return DocumentText.of(doc, text=text)
+
+    @app.get(
+        "/v1/documents/{doc_id}/source",
+        tags=["documents"],
+        response_class=Response,
+        responses=errors(404, 422, 503) | {200: {"description": "the original file, with its content type"}},
+    )
+    def get_source(doc_id: Annotated[DocId, FastAPIPath()], index: IndexDep) -> Response:
+        """The document as it came: the original file (a PDF opens at a page with #page=N), or
+        the stored text for a document sent as text."""
+        doc, text = index.document(doc_id)
+        original = index.original(doc_id)
+        body, kind = (
+            (original.data, original.content_type) if original else (text.encode(), CONTENT_TYPES["text"])
+        )
+        name = Path(doc.source or doc_id).name
+        headers = {
+            "Content-Disposition": f"inline; filename*=UTF-8''{quote(name)}",
+            "X-Content-Type-Options": "nosniff",
+            "ETag": f'"{doc.sha256}"',
+        }
+        if not kind.startswith("application/pdf"):
+            # A saved web page runs no script here, and reaches nothing of this origin.
+            headers["Content-Security-Policy"] = "sandbox"
+        return Response(body, media_type=kind, headers=headers)
 
     @app.delete(
         "/v1/documents/{doc_id}",
@@ -310,6 +384,8 @@ def _add_routes(app: FastAPI) -> None:
             doc_chars=settings.max_doc_chars,
             batch_documents=settings.max_batch_docs,
             body_bytes=settings.max_body_bytes,
+            file_bytes=settings.max_file_bytes,
+            pdf_pages=settings.max_pages,
             min_confidence=settings.answer_floor(),
         )
 
@@ -420,18 +496,20 @@ class BodyGuard:
     """413 for a body over the limit (by its Content-Length, or by counting), 408 for one that
     does not arrive in time: a client that stalls half-way does not hold a connection for ever."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float, larger: dict[str, int]) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.timeout = timeout
+        self.larger = larger  # paths with a limit of their own
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope["path"], self.max_bytes)
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await _refuse(send, 413, f"the request body is larger than {self.max_bytes} bytes")
+        if length is not None and length.isdigit() and int(length) > limit:
+            await _refuse(send, 413, f"the request body is larger than {limit} bytes")
             return
         chunks, seen, more = [], 0, True
         try:
@@ -443,8 +521,8 @@ class BodyGuard:
                     chunks.append(message.get("body", b""))
                     seen += len(chunks[-1])
                     more = message.get("more_body", False)
-                    if seen > self.max_bytes:
-                        await _refuse(send, 413, f"the request body is larger than {self.max_bytes} bytes")
+                    if seen > limit:
+                        await _refuse(send, 413, f"the request body is larger than {limit} bytes")
                         return
         except TimeoutError:
             await _refuse(send, 408, f"the request body did not arrive within {self.timeout:g} s")

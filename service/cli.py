@@ -19,7 +19,7 @@ from groundqa.index.config import open_index, prepare_process
 from groundqa.index.errors import GroundQAError
 from groundqa.index.index import Index, new_document
 from groundqa.index.ranking import DEFAULT_K, DEFAULT_MODE, MAX_K, MODES, check_query
-from groundqa.service.articles import UsageError, article_files, article_input, read_article
+from groundqa.service.articles import UsageError, article_input, article_sources, read_source
 from groundqa.service.config import Settings
 from groundqa.service.schemas import QueryResponse
 
@@ -81,8 +81,11 @@ def add_parser(commands: Any) -> None:
         sub.add_argument("--index", metavar="DIR", help="index folder (GROUNDQA_INDEX_DIR, var/index)")
         return sub
 
-    ingest = command("ingest", "add .txt and .md files, or folders of them, to the index")
-    ingest.add_argument("paths", nargs="+", metavar="PATH")
+    ingest = command(
+        "ingest",
+        "add articles to the index: web pages, PDFs, Word files, text and Markdown; files, folders, URLs",
+    )
+    ingest.add_argument("paths", nargs="+", metavar="PATH|URL")
     ingest.add_argument("--title", help="title of the document (one file only)")
     ingest.add_argument("--doc-id", help="doc_id of the document (one file only)")
     ingest.add_argument(
@@ -149,19 +152,24 @@ def run_mcp(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    files = article_files(args.paths)
+    files = article_sources(args.paths)
     if (args.title or args.doc_id) and len(files) > 1:
         raise UsageError("--title and --doc-id name one document; give one file")
     if args.batch < 1:
         raise UsageError(f"--batch is {args.batch}; give a positive number")
-    for path in files:  # every file is checked before anything is written
-        new_document(article_input(path, read_article(path), args.title, args.doc_id), settings.max_doc_chars)
+    limits = settings.file_limits()
+    inputs = []
+    for source in files:  # every file is read and checked before anything is written
+        item, found = article_input(read_source(source, limits), limits, args.title, args.doc_id)
+        new_document(item, settings.max_doc_chars)
+        for warning in found.warnings:
+            print(f"groundqa: {source}: {warning}", file=sys.stderr)
+        inputs.append(item)
     index = open_index(settings)
     counts = {"added": 0, "replaced": 0, "unchanged": 0}
-    batches = [files[i : i + args.batch] for i in range(0, len(files), args.batch)]
+    batches = [inputs[i : i + args.batch] for i in range(0, len(inputs), args.batch)]
     for batch in progress(batches, "ingest", unit="batch"):
-        inputs = [article_input(p, read_article(p), args.title, args.doc_id) for p in batch]
-        for done in index.add_many(inputs, replace=True):
+        for done in index.add_many(batch, replace=True):
             counts[done.state] += 1
             print(f"{done.document.doc_id}\t{done.document.passages} passages\t{done.state}", flush=True)
     print(f"{len(files)} files: {_summary(counts, index)}")
@@ -202,14 +210,18 @@ def format_response(r: dict[str, Any]) -> str:
         lines.append("No answer: nothing relevant was found.")
     else:
         lines.append(f"Answer: {a['text']}")
-        lines.append(f"        {a['doc_id']} [{a['start']}:{a['end']}] confidence {r['confidence']:.2f}")
+        lines.append(f"        {a['doc_id']}{_page(a)} [{a['start']}:{a['end']}] confidence {r['confidence']:.2f}")
     for p in r["passages"]:
         excerpt = " ".join(p["text"].split())
         excerpt = excerpt if len(excerpt) <= 160 else excerpt[:157] + "..."
-        lines.append(f"\n{p['rank']}. {p['doc_id']} [{p['start']}:{p['end']}] score {p['score']:.3f}")
+        lines.append(f"\n{p['rank']}. {p['doc_id']}{_page(p)} [{p['start']}:{p['end']}] score {p['score']:.3f}")
         lines.append(f"   {excerpt}")
     lines.append(f"\n({r['took_ms']} ms, {r['mode']})")
     return "\n".join(lines)
+
+
+def _page(span: dict[str, Any]) -> str:
+    return f" p. {span['page']}" if span.get("page") else ""
 
 
 def run_docs(args: argparse.Namespace, settings: Settings) -> int:
@@ -265,7 +277,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     updates = {k: v for k, v in (("seed", args.seed), ("workers", args.workers)) if v is not None}
     settings = settings.model_copy(update=updates)
     if settings.seed:
-        article_files([settings.seed])  # a missing seed is one line here, not an error in each worker
+        article_sources([settings.seed])  # a missing seed is one line here, not an error in each worker
     if settings.workers < 1:
         raise UsageError(f"--workers is {settings.workers}; give a positive number")
     if settings.workers > 1 and (settings.qdrant_url or "").startswith("local:"):

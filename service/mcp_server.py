@@ -115,7 +115,7 @@ def build(index: Callable[[], Index], check_write: WriteCheck | None) -> MCPServ
 
         def listing() -> DocumentList:
             docs = index().documents()
-            return DocumentList(documents=[DocumentOut(**d.__dict__) for d in docs], count=len(docs))
+            return DocumentList(documents=[DocumentOut.of(d) for d in docs], count=len(docs))
 
         return _call(listing)
 
@@ -134,7 +134,7 @@ def build(index: Callable[[], Index], check_write: WriteCheck | None) -> MCPServ
             changes nothing; other text under an existing doc_id is refused."""
             check_write(ctx)
             return _call(
-                lambda: DocumentOut(**index().add(text, title=title, doc_id=doc_id).document.__dict__)
+                lambda: DocumentOut.of(index().add(text, title=title, doc_id=doc_id).document)
             )
 
     return server

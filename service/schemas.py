@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from groundqa.index.formats import FORMATS
 from groundqa.index.index import DOC_ID_PATTERN, SearchResult, check_doc_id, passage_id
 from groundqa.index.ranking import DEFAULT_K, DEFAULT_MODE, MAX_K, QUESTION_PATTERN, Mode, clean_question
-from groundqa.index.storage import Ingested
+from groundqa.index.storage import Document, Ingested
 from groundqa.index.text import NOT_BLANK_PATTERN, check_text
 
 # The index's own checks, run at the edge so that bad input is a 422 naming the field.
@@ -54,6 +55,9 @@ class QueryRequest(BaseModel):
     min_confidence: MinConfidence = None
 
 
+Page = Field(description="the page the span begins on: 1-based in a PDF, null in other formats")
+
+
 class AnswerOut(BaseModel):
     doc_id: str
     title: str
@@ -61,6 +65,7 @@ class AnswerOut(BaseModel):
     end: int
     text: str
     score: float
+    page: int | None = Page
 
 
 class PassageOut(BaseModel):
@@ -73,6 +78,7 @@ class PassageOut(BaseModel):
     end: int
     text: str
     score: float
+    page: int | None = Page
 
 
 class QueryResponse(BaseModel):
@@ -101,6 +107,7 @@ class QueryResponse(BaseModel):
                 end=a.span.end,
                 text=a.text,
                 score=a.score,
+                page=a.page,
             )
         passages = [
             PassageOut(
@@ -112,6 +119,7 @@ class QueryResponse(BaseModel):
                 end=h.passage.end,
                 text=h.passage.text,
                 score=h.score,
+                page=h.page,
             )
             for rank, h in enumerate(result.hits, start=1)
         ]
@@ -158,15 +166,27 @@ class DocumentBatch(BaseModel):
 class DocumentOut(BaseModel):
     doc_id: str
     title: str
-    sha256: str
+    sha256: str = Field(description="of the stored text (the extracted text, for a file)")
     chars: int
     passages: int
-    source: str | None
+    source: str | None = Field(description="the file name or URL it came from, if given")
     created_at: str
+    format: str = Field(description=f"what it came as: {', '.join(FORMATS)}")
+    pages: int | None = Field(description="a PDF's pages; null in other formats")
+    published: str | None = Field(description="the date in a web page's metadata, if any")
+
+    @classmethod
+    def of(cls, doc: Document, **more: Any) -> Self:
+        return cls(**doc.__dict__, pages=doc.pages, **more)
 
 
 class DocumentText(DocumentOut):
     text: str
+
+
+class Uploaded(DocumentOut):
+    state: str = Field(description="added, replaced or unchanged")
+    warnings: list[str] = Field(description="what could not be read, e.g. pages with no text layer")
 
 
 class DocumentList(BaseModel):
@@ -178,8 +198,8 @@ class BatchItem(DocumentOut):
     state: str = Field(description="added, replaced or unchanged")
 
     @classmethod
-    def of(cls, ingested: Ingested) -> BatchItem:
-        return cls(**ingested.document.__dict__, state=ingested.state)
+    def of_ingested(cls, ingested: Ingested) -> BatchItem:
+        return cls.of(ingested.document, state=ingested.state)
 
 
 class BatchResult(BaseModel):
@@ -201,8 +221,8 @@ ERRORS = {
     404: "no document with that doc_id",
     408: "the request body did not arrive in time (GROUNDQA_BODY_TIMEOUT)",
     409: "the doc_id holds another text; send replace or use PUT",
-    413: "the body, or the number of documents, is over the limit",
-    422: "invalid input: the detail names the field",
+    413: "the body, the number of documents, or a file's bytes or pages are over the limit",
+    422: "invalid input: the detail names the field, or says why a file cannot be read",
     503: "the index is loading, busy or stopping: try again",
 }
 
@@ -233,4 +253,6 @@ class Limits(BaseModel):
     doc_chars: int
     batch_documents: int
     body_bytes: int
+    file_bytes: int
+    pdf_pages: int
     min_confidence: float

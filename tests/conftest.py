@@ -21,7 +21,7 @@ from groundqa.index.config import prepare_process
 from groundqa.index.index import DocumentInput, Index
 from groundqa.index.model import Embedder
 from groundqa.service.app import create_app
-from groundqa.service.articles import article_input
+from groundqa.service.articles import Article, article_input
 from groundqa.service.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,13 +70,19 @@ def squad_slice(embedder: Embedder, tmp_path_factory: pytest.TempPathFactory) ->
     return SquadSlice(index, dataset.questions)
 
 
+def seed_input(path: Path = ARTICLE, text: str | None = None) -> DocumentInput:
+    """A file's document as `serve --seed` and `ingest` make it (text: in place of the file's)."""
+    data = path.read_bytes() if text is None else text.encode("utf-8")
+    return article_input(Article(str(path), data))[0]
+
+
 @pytest.fixture(scope="session")
 def seeded_index(embedder: Embedder, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An embedded index folder holding the bundled article, made once: tests copy it (a copy
     opens in milliseconds, where embedding the article again takes seconds)."""
     folder = tmp_path_factory.mktemp("seeded") / "index"
     index = Index(folder, embedder)
-    index.add_many([article_input(ARTICLE, ARTICLE.read_text(encoding="utf-8"))])  # as `serve --seed` does
+    index.add_many([seed_input()])  # as `serve --seed` does
     index.storage.close()
     return folder
 
@@ -145,7 +151,7 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         config = Settings(index_dir=folder, **settings)  # type: ignore[arg-type]
         self.seed_text = ARTICLE.read_text(encoding="utf-8")
-        app = create_app(config, seed=[(ARTICLE, self.seed_text)])
+        app = create_app(config, seed=[seed_input()])
         self.server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         )

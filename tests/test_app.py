@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from groundqa.service.app import create_app
 from groundqa.service.config import Settings
-from tests.conftest import ARTICLE, ROOT, server_settings, wait_until_ready
+from tests.conftest import ARTICLE, ROOT, seed_input, server_settings, wait_until_ready
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -22,7 +22,7 @@ MIXED = "Intro 😀😀 emoji 🇨🇳 first.\r\n\r\n中文句子在这里。第
 
 def _client(tmp_path: Path, seed: bool = True, **settings: object) -> TestClient:
     config = Settings(index_dir=tmp_path / "index", **settings)  # type: ignore[arg-type]
-    seeds = [(ARTICLE, ARTICLE.read_text(encoding="utf-8"))] if seed else []
+    seeds = [seed_input()] if seed else []
     return TestClient(create_app(config, seed=seeds))
 
 
@@ -219,7 +219,7 @@ def test_empty_index_is_ready_and_answers_nothing(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_readyz_is_503_until_the_index_loads(tmp_path: Path) -> None:
     text = ARTICLE.read_text(encoding="utf-8")
-    seeds = [(Path(f"copy-{i}.txt"), f"{text}\n\nCopy {i}.") for i in range(6)]  # seconds of embedding
+    seeds = [seed_input(Path(f"copy-{i}.txt"), f"{text}\n\nCopy {i}.") for i in range(6)]  # seconds of embedding
     config = Settings(index_dir=tmp_path / "index")  # type: ignore[call-arg]
     with TestClient(create_app(config, seed=seeds)) as c:
         first = c.get("/readyz")

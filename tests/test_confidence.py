@@ -16,7 +16,7 @@ from groundqa.index.confidence import SIGNALS, ConfidenceModel, bundled, text_si
 from groundqa.index.index import Index
 from groundqa.service.app import create_app
 from groundqa.service.config import Settings
-from tests.conftest import ARTICLE, ROOT, SQUAD, groundqa, need_shared, wait_until_ready
+from tests.conftest import ARTICLE, ROOT, SQUAD, groundqa, need_shared, seed_input, wait_until_ready
 
 ANSWERED = "How long is the Power of Siberia 2 pipeline?"
 # About another article of the same kind (news on diplomacy), which the index does not hold.
@@ -95,7 +95,7 @@ def test_metrics_of_abstention_on_hand_made_cases() -> None:
 def test_http_gives_the_confidence_and_takes_a_floor(tmp_path: Path, seeded_index: Path) -> None:
     shutil.copytree(seeded_index, tmp_path / "index")
     config = Settings(index_dir=tmp_path / "index")  # type: ignore[call-arg]
-    with TestClient(create_app(config, seed=[(ARTICLE, ARTICLE.read_text(encoding="utf-8"))])) as client:
+    with TestClient(create_app(config, seed=[seed_input()])) as client:
         wait_until_ready(client)
         body = client.post("/v1/query", json={"question": ELSEWHERE}).json()
         assert body["answer"] is None and body["passages"] and 0 <= body["confidence"] < 1

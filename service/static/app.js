@@ -137,7 +137,9 @@ function showAnswer(reply, body) {
     label = "Closest passages";
     reply.append(el("p", { class: "closest-head" }, label));
   } else {
-    reply.append(el("p", { class: "answer-text" }, body.answer.text));
+    const answer = el("p", { class: "answer-text" }, body.answer.text);
+    if (body.answer.page) answer.append(" ", pageLink(body.answer.doc_id, body.answer.page));
+    reply.append(answer);
     reply.append(el("p", { class: "confidence", title: "the chance that this sentence answers the question" },
       `confidence ${Math.round(body.confidence * 100)}%`));
   }
@@ -152,9 +154,17 @@ function showAnswer(reply, body) {
         el("span", { class: "score", title: "relevance score" }, p.score.toFixed(2))),
       el("span", { class: "cite-text" }, excerpt(p, body.answer)),
     );
-    list.append(el("li", {}, button));
+    const item = el("li", {}, button);
+    if (p.page) item.append(pageLink(p.doc_id, p.page));
+    list.append(item);
   }
   reply.append(list);
+}
+
+// "p. 21": the original file (a PDF) opened at that page, in a new tab.
+function pageLink(docId, page) {
+  return el("a", { class: "page-link", href: `/v1/documents/${encodeURIComponent(docId)}/source#page=${page}`,
+    target: "_blank", rel: "noopener", title: "open the original at this page" }, `p. ${page}`);
 }
 
 function showError(reply, message) {
