@@ -155,13 +155,13 @@ def run_questions(args: argparse.Namespace, settings: IndexSettings) -> int:
     summaries = {mode: summarize(outcomes) for mode, outcomes in results.items()}
     found = {m: c for m, o in results.items() if (c := curves(o)) is not None}
     # The same figures for the questions on each format's documents (web pages, PDFs, ...).
-    kinds = sorted({formats[q.doc_id or ""] for q in resolved})
+    kind_of = [formats[q.doc_id or ""] for q in resolved]
     by_format = {
         kind: {
-            mode: summarize([o for q, o in zip(resolved, outcomes, strict=True) if formats[q.doc_id or ""] == kind])
+            mode: summarize([o for k, o in zip(kind_of, outcomes, strict=True) if k == kind])
             for mode, outcomes in results.items()
         }
-        for kind in kinds
+        for kind in sorted(set(kind_of))
     }
     extra = {"url": args.url, "min_confidence": floor}
     return _finish(args, dataset, len(resolved), index, summaries, extra, found, by_format)

@@ -85,11 +85,11 @@ class Extracted:
 
 def detect(data: bytes, name: str = "") -> str:
     """The format of a file, by its content; the name's suffix only tells Markdown from text."""
-    head = data[:2048]
-    if b"%PDF-" in head[:1024]:
+    head = data[:1024]
+    if b"%PDF-" in head:
         return "pdf"
     if head.startswith(b"PK\x03\x04"):
-        return "docx"  # read() says so if the zip holds no Word document
+        return "docx"  # _docx() says so if the zip holds no Word document
     if head.startswith(b"\xd0\xcf\x11\xe0"):
         raise FileRefused(
             "an encrypted Word file or an old .doc: save it as .docx without a password, then send it"
@@ -97,8 +97,10 @@ def detect(data: bytes, name: str = "") -> str:
     suffix = Path(name).suffix.lower()
     if SUFFIXES.get(suffix) == "pdf":
         raise FileRefused("the file is named .pdf but is not a PDF (no %PDF- header): it is damaged")
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if text.startswith((b"<!doctype html", b"<html", b"<?xml")) or re.search(rb"<(head|body)[\s>]", text):
+    # Markup from its first character (a saved page may open with "<!-- saved from url=... -->"
+    # or a long head), or a .html name: a text that only mentions <html> stays text.
+    markup = head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<") or SUFFIXES.get(suffix) == "html"
+    if markup and re.search(rb"<!doctype html|<html[\s>]|<head[\s>]|<body[\s>]", data[:8192].lower()):
         return "html"
     if b"\x00" in data[:8192]:
         raise FileRefused(

@@ -210,11 +210,13 @@ def format_response(r: dict[str, Any]) -> str:
         lines.append("No answer: nothing relevant was found.")
     else:
         lines.append(f"Answer: {a['text']}")
-        lines.append(f"        {a['doc_id']}{_page(a)} [{a['start']}:{a['end']}] confidence {r['confidence']:.2f}")
+        where = f"{a['doc_id']}{_page(a)} [{a['start']}:{a['end']}]"
+        lines.append(f"        {where} confidence {r['confidence']:.2f}")
     for p in r["passages"]:
         excerpt = " ".join(p["text"].split())
         excerpt = excerpt if len(excerpt) <= 160 else excerpt[:157] + "..."
-        lines.append(f"\n{p['rank']}. {p['doc_id']}{_page(p)} [{p['start']}:{p['end']}] score {p['score']:.3f}")
+        where = f"{p['doc_id']}{_page(p)} [{p['start']}:{p['end']}]"
+        lines.append(f"\n{p['rank']}. {where} score {p['score']:.3f}")
         lines.append(f"   {excerpt}")
     lines.append(f"\n({r['took_ms']} ms, {r['mode']})")
     return "\n".join(lines)

@@ -71,7 +71,10 @@ def test_query_returns_the_answer_with_exact_offsets(client: TestClient) -> None
         "end",
         "text",
         "score",
+        "page",
     }
+    # A text document has no pages: null, in the passages and the answer alike.
+    assert body["passages"][0]["page"] is None and body["answer"]["page"] is None
     _assert_exact(client, body)
 
 

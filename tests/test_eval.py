@@ -63,9 +63,13 @@ def test_summary_has_the_contract_keys() -> None:
         "mrr@10",
         "answer_hit",
         "answer_chars_mean",
+        "answer_or_top",
+        "page_right",
         "latency_ms_p50",
         "latency_ms_p95",
     }
+    # In the answer or the top passage: 1 of 3; no question asks for a page.
+    assert (s["answer_or_top"], s["page_right"]) == (0.3333, None)
     assert (s["hit@1"], s["hit@10"], s["answer_hit"], s["answer_chars_mean"]) == (
         0.3333,
         0.6667,

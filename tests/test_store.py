@@ -42,8 +42,8 @@ def test_a_state_names_live_documents_per_segment(db: Store) -> None:
     assert state.revision == 2 and state.segments == {1: [1], 2: [0]}
     assert db.document("a") is not None and db.document("a")[1] == "New text."  # type: ignore[index]
     assert db.texts({"a", "b", "zzz"}) == {
-        "a": ("A", "New text.", "sha-a"),
-        "b": ("B", "Some text.", "sha-b"),
+        "a": ("A", "New text.", "sha-a", ()),
+        "b": ("B", "Some text.", "sha-b", ()),
     }
 
 
@@ -87,3 +87,37 @@ def test_listing_holds_no_text(db: Store) -> None:
     (doc,) = db.documents()
     assert doc.chars == 10_000 and not hasattr(doc, "text")
     assert db.counts() == (1, 1)
+
+
+def test_a_store_made_before_files_gains_their_columns_and_keeps_its_rows(tmp_path: Path) -> None:
+    """0.6.0's documents table had no format, page_starts or published, and no originals."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE documents (doc_id TEXT PRIMARY KEY, title TEXT NOT NULL, source TEXT, "
+        "sha256 TEXT NOT NULL, text TEXT NOT NULL, chars INTEGER NOT NULL, passages INTEGER NOT NULL, "
+        "created_at TEXT NOT NULL, segment INTEGER NOT NULL, seg_doc INTEGER NOT NULL);"
+        "INSERT INTO documents VALUES ('a', 'A', NULL, 'sha-a', 'Old text.', 9, 1, '2026-01-01', 1, 0);"
+    )
+    old.commit()
+    old.close()
+    db = Store(path)
+    (doc,) = db.documents()
+    assert (doc.doc_id, doc.format, doc.page_starts, doc.pages, doc.published) == (
+        "a",
+        "text",
+        (),
+        None,
+        None,
+    )
+    assert db.original("a") is None
+    with db.transaction(write=True) as tx:
+        store.put_document(
+            tx,
+            NewDocument(Document("b", "B", "b.pdf", "sha-b", 4, 1, "2026-01-02", "pdf", (0, 2)), "x\n\ny"),
+            1,
+            1,
+        )
+    assert db.document("b")[0].page_at(3) == 2  # type: ignore[index]
