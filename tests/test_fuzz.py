@@ -25,6 +25,8 @@ def test_the_fuzzer_finds_nothing(tmp_path: Path, key: str) -> None:
         run = subprocess.run(
             [
                 ST,
+                "--config-file",
+                str(Path(__file__).with_name("schemathesis.toml")),
                 "run",
                 server.url + "/openapi.json",
                 "--checks",
