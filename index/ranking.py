@@ -23,6 +23,8 @@ MODES: tuple[Mode, ...] = get_args(Mode)
 DEFAULT_MODE: Mode = "hybrid"
 MAX_QUESTION_CHARS = 1000
 MAX_K = 50
+# Most documents one query may name in doc_ids (each is a bound SQL parameter).
+MAX_DOC_IDS = 1000
 DEFAULT_K = 5
 
 
@@ -44,7 +46,9 @@ def clean_question(question: str) -> str:
     return question
 
 
-def check_query(question: str, k: int, mode: str) -> str:
+def check_query(question: str, k: int, mode: str, doc_ids: list[str] | None = None) -> str:
+    if doc_ids is not None and len(doc_ids) > MAX_DOC_IDS:
+        raise InvalidQuery(f"doc_ids has {len(doc_ids)} ids; the limit is {MAX_DOC_IDS}")
     if not 1 <= k <= MAX_K:
         raise InvalidQuery(f"k is {k}; it must be from 1 to {MAX_K}")
     if mode not in MODES:

@@ -265,6 +265,25 @@ def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _descriptors_for(connections: int) -> None:
+    """Room for the connections a worker may hold, and its files: the soft limit raised toward
+    the hard one (workers inherit it)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = connections + 256
+    if soft < want:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (want if hard == resource.RLIM_INFINITY else min(want, hard), hard)
+        )
+    if hard != resource.RLIM_INFINITY and hard < want:
+        print(
+            f"groundqa: the process may open {hard} files: fewer than GROUNDQA_MAX_CONNECTIONS "
+            f"({connections}) + 256; lower it or raise the limit (ulimit -n)",
+            file=sys.stderr,
+        )
+
+
 def _index(settings: Settings) -> Index:
     if not settings.qdrant_url and not Path(settings.index_dir).exists():
         raise UsageError(f"no index at {settings.index_dir}; ingest documents first or give --index")
@@ -274,7 +293,7 @@ def _index(settings: Settings) -> Index:
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from groundqa.service.app import GRACEFUL_SHUTDOWN, NoDelayH11
+    from groundqa.service.app import GRACEFUL_SHUTDOWN, guarded_protocol
 
     updates = {k: v for k, v in (("seed", args.seed), ("workers", args.workers)) if v is not None}
     settings = settings.model_copy(update=updates)
@@ -282,8 +301,12 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         article_sources([settings.seed])  # a missing seed is one line here, not an error in each worker
     if settings.workers < 1:
         raise UsageError(f"--workers is {settings.workers}; give a positive number")
-    if settings.workers > 1 and (settings.qdrant_url or "").startswith("local:"):
-        raise UsageError("Qdrant's local mode is one process: use --workers 1, or a Qdrant server")
+    kind = (settings.qdrant_url or "").partition(":")[0]
+    if settings.workers > 1 and kind in ("local", "edge"):
+        raise UsageError(
+            f"{kind}:DIR is opened by one process at a time: use --workers 1, or a Qdrant server"
+        )
+    _descriptors_for(settings.max_connections)
     # Each worker builds the app from the environment: the flags go there first.
     os.environ.update(
         GROUNDQA_INDEX_DIR=str(settings.index_dir),
@@ -302,7 +325,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         "groundqa.service.app:app_from_environment",
         factory=True,
         workers=settings.workers,
-        http=NoDelayH11,
+        http=guarded_protocol(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log,
