@@ -265,7 +265,11 @@ class SegmentStorage(Storage):
         return results
 
     def delete(self, doc_id: str) -> None:
-        with self._disk("the document was not deleted"), self._locked(), self.store.transaction(write=True) as db:
+        with (
+            self._disk("the document was not deleted"),
+            self._locked(),
+            self.store.transaction(write=True) as db,
+        ):
             if not store.delete_document(db, doc_id):
                 raise not_found(doc_id)
             store.drop_dead_segments(db)

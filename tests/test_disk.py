@@ -75,7 +75,10 @@ def test_a_full_disk_answers_507_loses_nothing_and_recovers(small_disk: Path) ->
         assert refused, "the filled disk took every write"
         listed = {d["doc_id"] for d in client.get("/v1/documents").json()["documents"]}
         assert listed == set(stored)
-        assert client.post("/v1/query", json={"question": "Which pier does ferry 2 leave from?"}).status_code == 200
+        assert (
+            client.post("/v1/query", json={"question": "Which pier does ferry 2 leave from?"}).status_code
+            == 200
+        )
 
         filler.unlink()
         again = client.post("/v1/documents", json={"doc_id": "after", "text": _text(99)}, headers=AUTH)
@@ -98,7 +101,9 @@ def test_the_cli_says_a_full_disk_in_one_line(small_disk: Path, tmp_path: Path) 
     assert done.stderr.startswith("groundqa: error: no space left on the disk of"), done.stderr
     assert done.stderr.count("\n") == 1, done.stderr
     compacted = groundqa("compact", index=index)
-    assert compacted.returncode == 1 and compacted.stderr.startswith("groundqa: error: no space left"), compacted.stderr
+    assert compacted.returncode == 1 and compacted.stderr.startswith("groundqa: error: no space left"), (
+        compacted.stderr
+    )
     assert compacted.stderr.count("\n") == 1
     filler.unlink()
     assert groundqa("ingest", str(article), index=index).returncode == 0
