@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from groundqa.index import qdrant
-from groundqa.index.config import open_index
 from groundqa.index.backends import Location
+from groundqa.index.config import open_index
 from groundqa.index.errors import DocumentConflict, DocumentNotFound, IndexMismatch, SetupError
 from groundqa.index.index import Index
 from groundqa.index.lexical import BM25Params
