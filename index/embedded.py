@@ -80,12 +80,15 @@ class SegmentStorage(Storage):
                 f"cannot open the index at {folder}: {exc.strerror or exc}; "
                 "give a folder you can write with --index or GROUNDQA_INDEX_DIR"
             ) from exc
-        except (sqlite3.DatabaseError, json.JSONDecodeError) as exc:
+        except sqlite3.DatabaseError as exc:
             raise IndexDamaged(
-                f"the index at {folder} is damaged ({exc}); "
-                "ingest the documents again into a new --index folder"
+                f"the index file {folder / 'store.sqlite'} is damaged ({exc}): restore the index "
+                "folder from a backup (the document texts live in that file)"
             ) from exc
-        self.dimension = dimension
+        except json.JSONDecodeError as exc:
+            raise IndexDamaged(
+                f"the index file {folder / 'meta.json'} is damaged ({exc}): restore it from a backup"
+            ) from exc
         self.dimension = dimension
         self.bm25 = bm25
         self.lock_timeout = lock_timeout
@@ -150,7 +153,9 @@ class SegmentStorage(Storage):
             state = self.store.state()
             try:
                 opened = self._segments(list(state.segments))
-            except FileNotFoundError:  # merged away after the state was read: read it again
+            except FileNotFoundError as exc:  # merged away after the state was read: read it again
+                if self.store.revision() == state.revision:  # no writer moved on: it is gone
+                    raise segment.damaged(Path(exc.filename), "it is missing") from exc
                 continue
             parts = [(opened[s], np.array(live, dtype=np.int64)) for s, live in state.segments.items()]
             return SegmentReader(state.revision, parts, self.store, self.dimension, self.bm25)

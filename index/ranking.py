@@ -12,7 +12,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from groundqa.index.confidence import SIGNALS, text_signals
-from groundqa.index.errors import InvalidQuery
+from groundqa.index.errors import IndexDamaged, InvalidQuery
 from groundqa.index.lexical import query_terms
 from groundqa.index.model import PieceVectors
 from groundqa.index.storage import Reader, StoredText, page_at
@@ -29,9 +29,7 @@ DEFAULT_K = 5
 
 
 # 1 to MAX_QUESTION_CHARS characters once trimmed: clean_question's rule, for the JSON Schema.
-QUESTION_PATTERN = (
-    f"^[{SPACE}]*[^{SPACE}](?:[\\s\\S]{{0,{MAX_QUESTION_CHARS - 2}}}[^{SPACE}])?[{SPACE}]*$"
-)
+QUESTION_PATTERN = f"^[{SPACE}]*[^{SPACE}](?:[\\s\\S]{{0,{MAX_QUESTION_CHARS - 2}}}[^{SPACE}])?[{SPACE}]*$"
 
 
 def clean_question(question: str) -> str:
@@ -151,6 +149,17 @@ def rank(reader: Reader, query: Query, ranking: Ranking) -> tuple[list[Hit], Ans
     shown = pool[: max(query.k, ranking.answer_passages)]
     places = reader.passages(keys[shown])
     texts = reader.texts(keys[shown])
+    for d, s, e in places:  # rows a checksum missed (segments before 0.7.0 have none)
+        if not 0 <= s < e <= len(texts[d].text):
+            raise IndexDamaged(
+                f"a passage of {d!r} lies at {s}-{e}, outside its text: the index is damaged; "
+                "run 'groundqa rebuild'"
+            )
+    # Unit vectors: a cosine past 1, or a score that is not finite, is damage a checksum missed.
+    if not (np.abs(passage_sim) <= 1.01).all() or not np.isfinite(scores).all():
+        raise IndexDamaged(
+            "a passage scored a number that is not finite: the index is damaged; run 'groundqa rebuild'"
+        )
     passages = [Passage(d, s, e, texts[d][1][s:e]) for d, s, e in places]
     hits = [
         Hit(p, texts[p.doc_id].title, round(float(score), 4), page_at(texts[p.doc_id].page_starts, p.start))

@@ -74,6 +74,10 @@ class Store:
         self.path = path
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         with self._connection() as db:
+            # Damage shows at open, in one line, not as a query's failure later.
+            problems = [" ".join(str(row[0]).split()) for row in db.execute("PRAGMA quick_check(3)")]
+            if problems != ["ok"]:
+                raise sqlite3.DatabaseError(f"quick_check: {'; '.join(problems)}")
             db.execute("PRAGMA journal_mode = WAL")  # kept in the file: readers never wait for a writer
             db.executescript(_SCHEMA)
             have = {row[1] for row in db.execute("PRAGMA table_info(documents)")}

@@ -39,6 +39,7 @@ from groundqa.index.errors import (
     DocumentNotFound,
     GroundQAError,
     IndexBusy,
+    IndexDamaged,
     InvalidDocument,
     InvalidQuery,
     ShuttingDown,
@@ -85,6 +86,7 @@ log = logging.getLogger("uvicorn.error")  # shown with the server's own lines
 
 _STATUS = {
     DiskFull: 507,
+    IndexDamaged: 503,
     FileTooLarge: 413,  # before InvalidDocument, which it is too
     InvalidDocument: 422,
     InvalidQuery: 422,
@@ -423,6 +425,7 @@ def _add_routes(app: FastAPI) -> None:
 
     @app.get("/readyz", tags=["operations"], responses=errors(503))
     def readyz(index: IndexDep) -> dict[str, Any]:
+        index.reader()  # opens (and checks) every segment of the latest state: damage is a 503
         docs, passages = index.counts()
         return {"status": "ready", "documents": docs, "passages": passages}
 
