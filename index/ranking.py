@@ -13,7 +13,7 @@ import numpy as np
 
 from groundqa.index.confidence import SIGNALS, text_signals
 from groundqa.index.errors import IndexDamaged, InvalidQuery
-from groundqa.index.lexical import query_terms
+from groundqa.index.lexical import identifier_terms, query_terms
 from groundqa.index.model import PieceVectors
 from groundqa.index.storage import Reader, StoredText, page_at
 from groundqa.index.text import SPACE, Passage, Span, lone_surrogate, strip_span
@@ -23,6 +23,9 @@ MODES: tuple[Mode, ...] = get_args(Mode)
 DEFAULT_MODE: Mode = "hybrid"
 MAX_QUESTION_CHARS = 1000
 MAX_K = 50
+# Added to the hybrid score of a passage holding an identifier of the question: more than word
+# match and the rest can give (at most 1 + match_weight), so it ranks first.
+EXACT_FIRST = 100.0
 # Most documents one query may name in doc_ids (each is a bound SQL parameter).
 MAX_DOC_IDS = 1000
 DEFAULT_K = 5
@@ -131,12 +134,17 @@ def rank(reader: Reader, query: Query, ranking: Ranking) -> tuple[list[Hit], Ans
     lexical = _mix(
         _minmax(passage_bm25), _minmax(sentences.best(sentences.bm25)), ranking.lexical_sentence_weight
     )
+    # Hybrid: a passage holding an identifier of the question (a part number) goes first.
+    exact = np.zeros(len(keys), dtype=bool)
+    identifiers = identifier_terms(query.question) if query.mode == "hybrid" else np.zeros(0, np.uint64)
+    if len(identifiers):
+        exact = reader.passage_bm25(keys, identifiers) > 0
     if query.mode == "dense":
         scores = dense
     elif query.mode == "lexical":
         scores = lexical
     else:
-        scores = _mix(_minmax(dense), lexical, 1 - ranking.dense_weight)
+        scores = _mix(_minmax(dense), lexical, 1 - ranking.dense_weight) + exact
     relevant = (passage_sim >= ranking.min_similarity) | (passage_bm25 > 0)
     order = [i for i in np.argsort(-scores, kind="stable") if relevant[i]][: max(query.k, ranking.rerank)]
     pool, pool_scores = np.array(order, dtype=np.int64), scores[order]
@@ -144,6 +152,7 @@ def rank(reader: Reader, query: Query, ranking: Ranking) -> tuple[list[Hit], Ans
     if query.mode == "hybrid" and len(pool):
         matched = match.scores(keys[pool])
         pool_scores = _minmax(pool_scores) + ranking.match_weight * matched
+        pool_scores = pool_scores + EXACT_FIRST * exact[pool]
         resort = np.argsort(-pool_scores, kind="stable")
         pool, pool_scores = pool[resort], pool_scores[resort]
     shown = pool[: max(query.k, ranking.answer_passages)]
