@@ -13,6 +13,7 @@ the lock is held. Only the lock holder removes files that no committed state nam
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -30,7 +31,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from groundqa.index import segment, store
-from groundqa.index.errors import DocumentNotFound, IndexBusy, IndexDamaged
+from groundqa.index.errors import DiskFull, DocumentNotFound, IndexBusy, IndexDamaged
 from groundqa.index.lexical import BM25Params, Postings, lexical_input, piece_idf, scores, scores_of, stats
 from groundqa.index.segment import Segment
 from groundqa.index.storage import (
@@ -72,18 +73,22 @@ class SegmentStorage(Storage):
         """The index in folder (made if missing), checked against the settings in meta."""
         self.folder = folder
         try:
-            self._make(meta)
+            with self._disk("the index cannot be opened"):
+                self._make(meta)
         except OSError as exc:
             raise IndexDamaged(
                 f"cannot open the index at {folder}: {exc.strerror or exc}; "
                 "give a folder you can write with --index or GROUNDQA_INDEX_DIR"
             ) from exc
-        except (sqlite3.DatabaseError, json.JSONDecodeError) as exc:
+        except sqlite3.DatabaseError as exc:
             raise IndexDamaged(
-                f"the index at {folder} is damaged ({exc}); "
-                "ingest the documents again into a new --index folder"
+                f"the index file {folder / 'store.sqlite'} is damaged ({exc}): restore the index "
+                "folder from a backup (the document texts live in that file)"
             ) from exc
-        self.dimension = dimension
+        except json.JSONDecodeError as exc:
+            raise IndexDamaged(
+                f"the index file {folder / 'meta.json'} is damaged ({exc}): restore it from a backup"
+            ) from exc
         self.dimension = dimension
         self.bm25 = bm25
         self.lock_timeout = lock_timeout
@@ -148,7 +153,9 @@ class SegmentStorage(Storage):
             state = self.store.state()
             try:
                 opened = self._segments(list(state.segments))
-            except FileNotFoundError:  # merged away after the state was read: read it again
+            except FileNotFoundError as exc:  # merged away after the state was read: read it again
+                if self.store.revision() == state.revision:  # no writer moved on: it is gone
+                    raise segment.damaged(Path(exc.filename), "it is missing") from exc
                 continue
             parts = [(opened[s], np.array(live, dtype=np.int64)) for s, live in state.segments.items()]
             return SegmentReader(state.revision, parts, self.store, self.dimension, self.bm25)
@@ -230,14 +237,15 @@ class SegmentStorage(Storage):
             return []
         tmp = self._tmp_path()
         try:
-            arrays = segment.build([p.vectors for p in batch], self.dimension)
-            segment.write(tmp, [(p.vectors.doc_id, p.vectors.sha256) for p in batch], arrays)
-            self._at("written")
-            with self._locked():
-                self._at("locked")
-                with self.store.transaction(write=True) as db:
-                    results = self._commit(db, tmp, batch, replace)
-                self._at("committed")
+            with self._disk("nothing of this write was stored"):
+                arrays = segment.build([p.vectors for p in batch], self.dimension)
+                segment.write(tmp, [(p.vectors.doc_id, p.vectors.sha256) for p in batch], arrays)
+                self._at("written")
+                with self._locked():
+                    self._at("locked")
+                    with self.store.transaction(write=True) as db:
+                        results = self._commit(db, tmp, batch, replace)
+                    self._at("committed")
         finally:
             tmp.unlink(missing_ok=True)
         return results
@@ -262,7 +270,11 @@ class SegmentStorage(Storage):
         return results
 
     def delete(self, doc_id: str) -> None:
-        with self._locked(), self.store.transaction(write=True) as db:
+        with (
+            self._disk("the document was not deleted"),
+            self._locked(),
+            self.store.transaction(write=True) as db,
+        ):
             if not store.delete_document(db, doc_id):
                 raise not_found(doc_id)
             store.drop_dead_segments(db)
@@ -294,7 +306,21 @@ class SegmentStorage(Storage):
             self._merge_thread_lock.release()
 
     def compact(self) -> None:
-        self.merge(everything=True)
+        with self._disk("the compaction stopped, the index is as it was"):
+            self.merge(everything=True)
+
+    @contextmanager
+    def _disk(self, what: str) -> Iterator[None]:
+        """A full disk, from the segment files or from SQLite, as DiskFull: nothing of the write
+        was committed (SQLite rolls back; the temporary segment is removed)."""
+        try:
+            yield
+        except (OSError, sqlite3.Error) as exc:
+            if not (getattr(exc, "errno", None) == errno.ENOSPC or _sqlite_full(exc, self.folder)):
+                raise
+            raise DiskFull(
+                f"no space left on the disk of {self.folder}: {what}; free some space, then try again"
+            ) from exc
 
     def _passages(self, segments: dict[int, list[int]]) -> dict[int, tuple[int, int]]:
         """Live and total passages of each segment."""
@@ -572,6 +598,19 @@ class SegmentReader(Reader):
             if doc_id not in found or found[doc_id][2] != sha:
                 raise StaleRead(f"{doc_id} changed after revision {self.revision}")
         return {doc_id: StoredText(title, text, pages) for doc_id, (title, text, _, pages) in found.items()}
+
+
+def _sqlite_full(exc: Exception, folder: Path) -> bool:
+    """SQLite's full disk: SQLITE_FULL, or an I/O error (its shared memory or journal could not
+    grow) on a disk with (almost) no space left."""
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
+        return True
+    try:
+        return "disk I/O error" in str(exc) and shutil.disk_usage(folder.parent).free < 1 << 20
+    except OSError:
+        return False
 
 
 def _top(keys: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

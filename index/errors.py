@@ -30,6 +30,15 @@ class IndexMismatch(GroundQAError):
     pass
 
 
+class DiskFull(GroundQAError):
+    """No space left for a write: it stored nothing, and what was stored before is whole."""
+
+
+class SetupError(GroundQAError):
+    """The index cannot be opened as set up: a missing optional package, a folder another
+    process holds."""
+
+
 class IndexBusy(GroundQAError):
     """Another writer held the index's lock for longer than the wait allowed."""
 

@@ -243,7 +243,7 @@ class Index:
         confidence is under min_confidence (the index's own, self.min_confidence, by default;
         0 always answers)."""
         began = time.perf_counter()
-        question = check_query(question, k, mode)
+        question = check_query(question, k, mode, doc_ids)
         vector, pieces = self.questions.embed(question)
         query = Query(question, vector, pieces, k, mode, doc_ids)
         reader = self.reader()

@@ -54,6 +54,13 @@ def lexical_input(title: str, text: str) -> str:
     return f"{title}\n{text}"
 
 
+def identifier_terms(text: str) -> np.ndarray:
+    """The ids of a query's words that mix letters and digits (part numbers, codes, versions:
+    zqt7x7w, A320neo): looked up exactly, they must not drown in the meaning of the rest."""
+    found = [w for w in terms(text) if any(c.isdigit() for c in w) and any(c.isalpha() for c in w)]
+    return np.array([term_id(t) for t in found], dtype=np.uint64)
+
+
 def query_terms(text: str) -> np.ndarray:
     """A query's term ids, repeated as often as the term occurs (each occurrence adds its weight)."""
     return np.array([term_id(t) for t in terms(text)], dtype=np.uint64)

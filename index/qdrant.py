@@ -33,7 +33,7 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as m
 
 from groundqa.index import codec
-from groundqa.index.errors import DocumentNotFound, IndexMismatch
+from groundqa.index.errors import DocumentNotFound, IndexMismatch, SetupError
 from groundqa.index.lexical import BM25Params, lexical_input, piece_idf, term_id, term_weight, terms
 from groundqa.index.storage import (
     PIECE_ID,
@@ -166,12 +166,8 @@ class Client:
     def __init__(self, url: str, api_key: str | None, timeout: float = 60) -> None:
         self.local = url.startswith(("local:", "edge:"))  # in this process: no payload indexes
         self._lock = threading.RLock() if url.startswith("local:") else None
-        if url.startswith("local:"):
-            self.raw = QdrantClient(path=url.removeprefix("local:"))
-        elif url.startswith("edge:"):
-            from groundqa.index.qdrant_edge import EdgeClient
-
-            self.raw = EdgeClient(url.removeprefix("edge:"))
+        if self.local:
+            self.raw = _open_folder(url)
         else:
             self.raw = QdrantClient(url=url, api_key=api_key, timeout=int(timeout))
 
@@ -188,6 +184,31 @@ class Client:
 
     def close(self) -> None:
         self.raw.close()
+
+
+def _open_folder(url: str) -> Any:
+    """local:DIR or edge:DIR, which one process at a time may open: another process holding it,
+    or a missing optional package, is one line (SetupError), not the engine's traceback."""
+    kind, _, folder = url.partition(":")
+    try:
+        if kind == "local":
+            return QdrantClient(path=folder)
+        from groundqa.index.qdrant_edge import EdgeClient
+
+        return EdgeClient(folder)
+    except ImportError as exc:
+        raise SetupError(
+            f"{url} needs the qdrant-edge-py package ({exc.name} is missing): "
+            "pip install 'groundqa[edge]', or use local:DIR or a Qdrant server"
+        ) from exc
+    except Exception as exc:
+        said = str(exc)
+        if "already accessed" in said or "WouldBlock" in said:
+            raise SetupError(
+                f"the Qdrant folder {folder} is open in another process ({kind}: allows one process "
+                "per folder); stop that process, or use a Qdrant server"
+            ) from exc
+        raise
 
 
 class QdrantStorage(Storage):

@@ -12,8 +12,8 @@ from typing import Literal, get_args
 import numpy as np
 
 from groundqa.index.confidence import SIGNALS, text_signals
-from groundqa.index.errors import InvalidQuery
-from groundqa.index.lexical import query_terms
+from groundqa.index.errors import IndexDamaged, InvalidQuery
+from groundqa.index.lexical import identifier_terms, query_terms
 from groundqa.index.model import PieceVectors
 from groundqa.index.storage import Reader, StoredText, page_at
 from groundqa.index.text import SPACE, Passage, Span, lone_surrogate, strip_span
@@ -23,13 +23,16 @@ MODES: tuple[Mode, ...] = get_args(Mode)
 DEFAULT_MODE: Mode = "hybrid"
 MAX_QUESTION_CHARS = 1000
 MAX_K = 50
+# Added to the hybrid score of a passage holding an identifier of the question: more than word
+# match and the rest can give (at most 1 + match_weight), so it ranks first.
+EXACT_FIRST = 100.0
+# Most documents one query may name in doc_ids (each is a bound SQL parameter).
+MAX_DOC_IDS = 1000
 DEFAULT_K = 5
 
 
 # 1 to MAX_QUESTION_CHARS characters once trimmed: clean_question's rule, for the JSON Schema.
-QUESTION_PATTERN = (
-    f"^[{SPACE}]*[^{SPACE}](?:[\\s\\S]{{0,{MAX_QUESTION_CHARS - 2}}}[^{SPACE}])?[{SPACE}]*$"
-)
+QUESTION_PATTERN = f"^[{SPACE}]*[^{SPACE}](?:[\\s\\S]{{0,{MAX_QUESTION_CHARS - 2}}}[^{SPACE}])?[{SPACE}]*$"
 
 
 def clean_question(question: str) -> str:
@@ -44,7 +47,9 @@ def clean_question(question: str) -> str:
     return question
 
 
-def check_query(question: str, k: int, mode: str) -> str:
+def check_query(question: str, k: int, mode: str, doc_ids: list[str] | None = None) -> str:
+    if doc_ids is not None and len(doc_ids) > MAX_DOC_IDS:
+        raise InvalidQuery(f"doc_ids has {len(doc_ids)} ids; the limit is {MAX_DOC_IDS}")
     if not 1 <= k <= MAX_K:
         raise InvalidQuery(f"k is {k}; it must be from 1 to {MAX_K}")
     if mode not in MODES:
@@ -129,12 +134,17 @@ def rank(reader: Reader, query: Query, ranking: Ranking) -> tuple[list[Hit], Ans
     lexical = _mix(
         _minmax(passage_bm25), _minmax(sentences.best(sentences.bm25)), ranking.lexical_sentence_weight
     )
+    # Hybrid: a passage holding an identifier of the question (a part number) goes first.
+    exact = np.zeros(len(keys), dtype=bool)
+    identifiers = identifier_terms(query.question) if query.mode == "hybrid" else np.zeros(0, np.uint64)
+    if len(identifiers):
+        exact = reader.passage_bm25(keys, identifiers) > 0
     if query.mode == "dense":
         scores = dense
     elif query.mode == "lexical":
         scores = lexical
     else:
-        scores = _mix(_minmax(dense), lexical, 1 - ranking.dense_weight)
+        scores = _mix(_minmax(dense), lexical, 1 - ranking.dense_weight) + exact
     relevant = (passage_sim >= ranking.min_similarity) | (passage_bm25 > 0)
     order = [i for i in np.argsort(-scores, kind="stable") if relevant[i]][: max(query.k, ranking.rerank)]
     pool, pool_scores = np.array(order, dtype=np.int64), scores[order]
@@ -142,11 +152,23 @@ def rank(reader: Reader, query: Query, ranking: Ranking) -> tuple[list[Hit], Ans
     if query.mode == "hybrid" and len(pool):
         matched = match.scores(keys[pool])
         pool_scores = _minmax(pool_scores) + ranking.match_weight * matched
+        pool_scores = pool_scores + EXACT_FIRST * exact[pool]
         resort = np.argsort(-pool_scores, kind="stable")
         pool, pool_scores = pool[resort], pool_scores[resort]
     shown = pool[: max(query.k, ranking.answer_passages)]
     places = reader.passages(keys[shown])
     texts = reader.texts(keys[shown])
+    for d, s, e in places:  # rows a checksum missed (segments before 0.7.0 have none)
+        if not 0 <= s < e <= len(texts[d].text):
+            raise IndexDamaged(
+                f"a passage of {d!r} lies at {s}-{e}, outside its text: the index is damaged; "
+                "run 'groundqa rebuild'"
+            )
+    # Unit vectors: a cosine past 1, or a score that is not finite, is damage a checksum missed.
+    if not (np.abs(passage_sim) <= 1.01).all() or not np.isfinite(scores).all():
+        raise IndexDamaged(
+            "a passage scored a number that is not finite: the index is damaged; run 'groundqa rebuild'"
+        )
     passages = [Passage(d, s, e, texts[d][1][s:e]) for d, s, e in places]
     hits = [
         Hit(p, texts[p.doc_id].title, round(float(score), 4), page_at(texts[p.doc_id].page_starts, p.start))

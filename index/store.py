@@ -8,8 +8,10 @@ replaced. Readers read the revision, the segments and the live documents in one 
 from __future__ import annotations
 
 import json
+import os
 import queue
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -74,6 +76,11 @@ class Store:
         self.path = path
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         with self._connection() as db:
+            # Damage shows at open, in one line, not as a query's failure later.
+            problems = [" ".join(str(row[0]).split()) for row in db.execute("PRAGMA quick_check(3)")]
+            if problems != ["ok"]:
+                raise sqlite3.DatabaseError(f"quick_check: {'; '.join(problems)}")
+            self._check_committed(db)
             db.execute("PRAGMA journal_mode = WAL")  # kept in the file: readers never wait for a writer
             db.executescript(_SCHEMA)
             have = {row[1] for row in db.execute("PRAGMA table_info(documents)")}
@@ -105,6 +112,39 @@ class Store:
         else:
             self._idle.put(db)
 
+    @property
+    def _committed_path(self) -> Path:
+        return self.path.with_name("committed")
+
+    def _check_committed(self, db: sqlite3.Connection) -> None:
+        """SQLite skips write-ahead log frames that fail their checksum, and every frame after
+        them, without a word: committed writes would vanish. The revision each commit reached is
+        also kept in a file beside the database; a database behind it has lost writes."""
+        try:
+            committed = int(self._committed_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return
+        have = (
+            int(db.execute("SELECT value FROM state WHERE key = 'revision'").fetchone()[0])
+            if _has_state(db)
+            else 0
+        )
+        if have < committed:
+            raise sqlite3.DatabaseError(
+                f"its write-ahead log lost committed writes: it holds revision {have}, "
+                f"{committed} was committed"
+            )
+
+    def _note_committed(self, db: sqlite3.Connection) -> None:
+        """After a write transaction: the revision it reached, in the file beside the database
+        (replaced whole; not synced: after a power loss it may lag, never lead)."""
+        tmp = self._committed_path.with_name(f"committed.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            tmp.write_text(str(revision(db)))
+            os.replace(tmp, self._committed_path)
+        except OSError:  # a full disk: the commit stands; the file lags, which is harmless
+            tmp.unlink(missing_ok=True)
+
     def close(self) -> None:
         """Close the idle connections (one in use closes when its user is done)."""
         while True:
@@ -121,8 +161,11 @@ class Store:
             try:
                 yield db
                 db.execute("COMMIT")
+                if write:
+                    self._note_committed(db)
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
+                    db.execute("ROLLBACK")
                 raise
 
     def revision(self) -> int:
@@ -185,6 +228,10 @@ class Store:
                 f"SELECT doc_id, segment, seg_doc FROM documents WHERE doc_id IN ({marks})", doc_ids
             ).fetchall()
         return {d: (int(s), int(n)) for d, s, n in rows}
+
+
+def _has_state(db: sqlite3.Connection) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE name = 'state'").fetchone() is not None
 
 
 def revision(db: sqlite3.Connection) -> int:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
+import json
 import logging
 import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -23,6 +26,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
+from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -30,17 +34,27 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from groundqa import __version__
 from groundqa.index.config import open_index, prepare_process
 from groundqa.index.errors import (
+    DiskFull,
     DocumentConflict,
     DocumentNotFound,
     GroundQAError,
     IndexBusy,
+    IndexDamaged,
     InvalidDocument,
     InvalidQuery,
     ShuttingDown,
 )
 from groundqa.index.formats import CONTENT_TYPES, FileTooLarge, isolated
 from groundqa.index.index import DocumentInput, Index, derive_doc_id
-from groundqa.index.ranking import DEFAULT_K, DEFAULT_MODE, MAX_K, MAX_QUESTION_CHARS, MODES, Mode
+from groundqa.index.ranking import (
+    DEFAULT_K,
+    DEFAULT_MODE,
+    MAX_DOC_IDS,
+    MAX_K,
+    MAX_QUESTION_CHARS,
+    MODES,
+    Mode,
+)
 from groundqa.service import mcp_server, openai_chat
 from groundqa.service.articles import article_input, article_sources, read_source
 from groundqa.service.config import Settings, get_settings
@@ -49,6 +63,7 @@ from groundqa.service.schemas import (
     BatchItem,
     BatchResult,
     DocId,
+    DocIds,
     DocumentBatch,
     DocumentIn,
     DocumentList,
@@ -70,6 +85,8 @@ STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("uvicorn.error")  # shown with the server's own lines
 
 _STATUS = {
+    DiskFull: 507,
+    IndexDamaged: 503,
     FileTooLarge: 413,  # before InvalidDocument, which it is too
     InvalidDocument: 422,
     InvalidQuery: 422,
@@ -121,6 +138,7 @@ def create_app(settings: Settings | None = None, seed: list[DocumentInput] | Non
         )
     app.add_middleware(
         BodyGuard,
+        key=settings.api_key,
         max_bytes=settings.max_body_bytes,
         timeout=settings.body_timeout,
         # An upload's limit is the file's, plus room for the form around it.
@@ -179,22 +197,31 @@ def get_index(request: Request) -> Index:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
+def key_refusal(key: SecretStr | None, authorization: str | None) -> tuple[int, str] | None:
+    """Why a write with this Authorization header is refused (status, detail), or None."""
+    if key is None:
+        return 403, "HTTP writes are disabled; set GROUNDQA_API_KEY on the server to enable them"
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), key.get_secret_value().encode()
+    ):
+        return 401, "missing or wrong API key; send 'Authorization: Bearer <GROUNDQA_API_KEY>'"
+    return None
+
+
+def is_write(method: str, path: str) -> bool:
+    """The routes that need the key: every change to the documents."""
+    return method in ("POST", "PUT", "DELETE") and path.startswith("/v1/documents")
+
+
 def require_key(
     settings: SettingsDep,
     authorization: Annotated[str | None, Header()] = None,
 ) -> None:
-    if settings.api_key is None:
-        raise HTTPException(
-            403, "HTTP writes are disabled; set GROUNDQA_API_KEY on the server to enable them"
-        )
-    scheme, _, key = (authorization or "").partition(" ")
-    want = settings.api_key.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), want):
-        raise HTTPException(
-            401,
-            "missing or wrong API key; send 'Authorization: Bearer <GROUNDQA_API_KEY>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    refused = key_refusal(settings.api_key, authorization)
+    if refused is not None:
+        headers = {"WWW-Authenticate": "Bearer"} if refused[0] == 401 else None
+        raise HTTPException(refused[0], refused[1], headers=headers)
 
 
 IndexDep = Annotated[Index, Depends(get_index)]
@@ -203,7 +230,7 @@ WriteKey = Depends(require_key)
 
 def _add_routes(app: FastAPI) -> None:
     body = (408, 413, 422, 503)
-    write = (401, 403, *body)
+    write = (401, 403, *body, 507)
 
     @app.post("/v1/query", response_model=QueryResponse, tags=["query"], responses=errors(404, *body))
     def query(body: QueryRequest, index: IndexDep, request: Request) -> QueryResponse:
@@ -216,7 +243,9 @@ def _add_routes(app: FastAPI) -> None:
         q: Annotated[Question, Query(description="the question")],
         k: Annotated[K, Query()] = DEFAULT_K,
         mode: Annotated[Mode, Query()] = DEFAULT_MODE,
-        doc_ids: Annotated[list[DocId] | None, Query(description="repeat to search several")] = None,
+        doc_ids: Annotated[
+            DocIds, Query(description=f"repeat to search several (at most {MAX_DOC_IDS})")
+        ] = None,
         min_confidence: Annotated[MinConfidence, Query()] = None,
     ) -> QueryResponse:
         return _search(index, request, q, k, mode, doc_ids, min_confidence)
@@ -383,6 +412,7 @@ def _add_routes(app: FastAPI) -> None:
             default_mode=DEFAULT_MODE,
             doc_chars=settings.max_doc_chars,
             batch_documents=settings.max_batch_docs,
+            doc_ids=MAX_DOC_IDS,
             body_bytes=settings.max_body_bytes,
             file_bytes=settings.max_file_bytes,
             pdf_pages=settings.max_pages,
@@ -395,6 +425,7 @@ def _add_routes(app: FastAPI) -> None:
 
     @app.get("/readyz", tags=["operations"], responses=errors(503))
     def readyz(index: IndexDep) -> dict[str, Any]:
+        index.reader()  # opens (and checks) every segment of the latest state: damage is a 503
         docs, passages = index.counts()
         return {"status": "ready", "documents": docs, "passages": passages}
 
@@ -493,11 +524,15 @@ async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Re
 
 
 class BodyGuard:
-    """413 for a body over the limit (by its Content-Length, or by counting), 408 for one that
-    does not arrive in time: a client that stalls half-way does not hold a connection for ever."""
+    """Before a body is read, 401 or 403 for a write without the key (its body is never read);
+    413 for a body over the limit (by its Content-Length, or by counting), 408 for one that does
+    not arrive in time: a client that stalls half-way does not hold a connection for ever."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float, larger: dict[str, int]) -> None:
+    def __init__(
+        self, app: ASGIApp, key: SecretStr | None, max_bytes: int, timeout: float, larger: dict[str, int]
+    ) -> None:
         self.app = app
+        self.key = key
         self.max_bytes = max_bytes
         self.timeout = timeout
         self.larger = larger  # paths with a limit of their own
@@ -506,8 +541,15 @@ class BodyGuard:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
+        headers = dict(scope["headers"])
+        if is_write(scope["method"], scope["path"]):
+            authorization = headers.get(b"authorization", b"").decode("latin-1")
+            refused = key_refusal(self.key, authorization)
+            if refused is not None:
+                await _refuse(send, *refused)
+                return
         limit = self.larger.get(scope["path"], self.max_bytes)
-        length = dict(scope["headers"]).get(b"content-length")
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             await _refuse(send, 413, f"the request body is larger than {limit} bytes")
             return
@@ -542,7 +584,7 @@ class BodyGuard:
 
 
 async def _refuse(send: Send, status: int, detail: str) -> None:
-    headers = {"Connection": "close"}
+    headers = {"Connection": "close"} | ({"WWW-Authenticate": "Bearer"} if status == 401 else {})
     await JSONResponse({"detail": detail}, status_code=status, headers=headers)(
         {"type": "http"}, _no_body, send
     )
@@ -552,13 +594,72 @@ async def _no_body() -> Message:
     return {"type": "http.request", "body": b""}
 
 
-class NoDelayH11(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with Nagle's algorithm off on every connection. With several
-    workers uvicorn binds the socket itself, without the protocol number asyncio looks for, so
-    the accepted sockets kept Nagle on: a keep-alive client waited 40 ms for each answer."""
+class GuardedH11(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with three guards:
+
+    - Nagle's algorithm off on every connection (with several workers uvicorn binds the socket
+      itself, without the protocol number asyncio looks for, so the accepted sockets kept Nagle
+      on: a keep-alive client waited 40 ms for each answer);
+    - a connection that has not sent a whole request head within header_timeout seconds (after
+      it opened, or after its last answer) gets 408 and is closed: silent and trickling clients
+      do not hold sockets;
+    - past max_connections open connections, a new one gets 503 with Retry-After at once.
+    """
+
+    def __init__(
+        self, *args: Any, header_timeout: float = 10, max_connections: int = 2000, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout = header_timeout
+        self.max_connections = max_connections
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._waiting_after: object = None  # the cycle the head timer was set after
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            detail = f"the server holds its limit of {self.max_connections} connections; try again"
+            self._answer_and_close(503, detail, {"Retry-After": "1"})
+            return
+        self._expect_head()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._expect_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        super().connection_lost(exc)
+
+    def _expect_head(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._waiting_after = self.cycle
+        self._head_timer = self.loop.call_later(self.header_timeout, self._head_late)
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if self.cycle is self._waiting_after and not self.transport.is_closing():  # no new request
+            detail = f"the request head did not arrive within {self.header_timeout:g} s"
+            self._answer_and_close(408, detail, {})
+
+    def _answer_and_close(self, status: int, detail: str, headers: dict[str, str]) -> None:
+        """A JSON error written straight to the socket (no request was read), then close."""
+        body = json.dumps({"detail": detail}).encode()
+        head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "Content-Type: application/json"]
+        head += [f"{k}: {v}" for k, v in headers.items()]
+        head += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
+        self.transport.write("\r\n".join(head).encode() + body)
+        self.transport.close()
+
+
+def guarded_protocol(settings: Settings) -> Any:
+    """The protocol uvicorn builds for each connection, with the server's guards (picklable, for
+    several workers)."""
+    return functools.partial(
+        GuardedH11, header_timeout=settings.header_timeout, max_connections=settings.max_connections
+    )

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,9 @@ from groundqa.eval.client import Client
 from groundqa.eval.progress import progress
 from groundqa.index.config import open_index, prepare_process
 from groundqa.index.errors import GroundQAError
-from groundqa.index.index import Index, new_document
+from groundqa.index.index import DocumentInput, Index, new_document
 from groundqa.index.ranking import DEFAULT_K, DEFAULT_MODE, MAX_K, MODES, check_query
+from groundqa.index.store import Store
 from groundqa.service.articles import UsageError, article_input, article_sources, read_source
 from groundqa.service.config import Settings
 from groundqa.service.schemas import QueryResponse
@@ -30,6 +33,7 @@ EXAMPLES = {
     "docs": "example: groundqa docs",
     "rm": "example: groundqa rm putin-china-visit",
     "compact": "example: groundqa compact",
+    "rebuild": "example: groundqa rebuild --index var/index  (after a message that an index file is damaged)",
     "migrate": "example: groundqa migrate --to qdrant --index var/index  (GROUNDQA_QDRANT_URL set)",
     "mcp": "example: groundqa mcp --index var/index  (an MCP client starts it: see the README)",
 }
@@ -123,6 +127,12 @@ def add_parser(commands: Any) -> None:
 
     compact = command("compact", "merge the index's segments into one, dropping deleted rows")
     compact.set_defaults(run=run_compact)
+
+    rebuild = command(
+        "rebuild",
+        "make the embedded index again from the texts it stores (damaged segments); keeps the old folder",
+    )
+    rebuild.set_defaults(run=run_rebuild)
 
     migrate = command("migrate", "copy an embedded index into Qdrant (GROUNDQA_QDRANT_URL), vectors and all")
     migrate.add_argument("--to", choices=["qdrant"], required=True)
@@ -248,6 +258,45 @@ def run_compact(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def run_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    """The documents as SQLite holds them (texts, titles, pages, originals), embedded again into
+    a new folder that then takes the index's place; the old one is kept beside it."""
+    if settings.qdrant_url:
+        raise UsageError("rebuild makes an embedded index again; Qdrant keeps its own copies")
+    folder = Path(settings.index_dir)
+    if not (folder / "store.sqlite").exists():
+        raise UsageError(f"no index at {folder}; give --index")
+    stored = Store(folder / "store.sqlite")  # checked by quick_check: its texts must be whole
+    items = []
+    for doc in stored.documents():
+        _, text = stored.document(doc.doc_id) or (doc, "")
+        items.append(
+            DocumentInput(
+                text,
+                doc.title,
+                doc.doc_id,
+                doc.source,
+                doc.format,
+                doc.page_starts,
+                doc.published,
+                stored.original(doc.doc_id),
+            )
+        )
+    stored.close()
+    fresh = folder.with_name(folder.name + ".rebuilding")
+    shutil.rmtree(fresh, ignore_errors=True)
+    index = open_index(settings.model_copy(update={"index_dir": fresh}))
+    for at in progress(range(0, len(items), INGEST_BATCH), "rebuild", unit="batch"):
+        index.add_many(items[at : at + INGEST_BATCH])
+    docs, passages = index.counts()
+    index.storage.close()
+    kept = folder.with_name(f"{folder.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    folder.rename(kept)
+    fresh.rename(folder)
+    print(f"rebuilt {folder}: {docs} documents, {passages} passages; the old folder is {kept}")
+    return 0
+
+
 def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.qdrant_url:
         raise UsageError("set GROUNDQA_QDRANT_URL to the Qdrant server to copy the index into")
@@ -265,6 +314,25 @@ def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _descriptors_for(connections: int) -> None:
+    """Room for the connections a worker may hold, and its files: the soft limit raised toward
+    the hard one (workers inherit it)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = connections + 256
+    if soft < want:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (want if hard == resource.RLIM_INFINITY else min(want, hard), hard)
+        )
+    if hard != resource.RLIM_INFINITY and hard < want:
+        print(
+            f"groundqa: the process may open {hard} files: fewer than GROUNDQA_MAX_CONNECTIONS "
+            f"({connections}) + 256; lower it or raise the limit (ulimit -n)",
+            file=sys.stderr,
+        )
+
+
 def _index(settings: Settings) -> Index:
     if not settings.qdrant_url and not Path(settings.index_dir).exists():
         raise UsageError(f"no index at {settings.index_dir}; ingest documents first or give --index")
@@ -274,7 +342,7 @@ def _index(settings: Settings) -> Index:
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from groundqa.service.app import GRACEFUL_SHUTDOWN, NoDelayH11
+    from groundqa.service.app import GRACEFUL_SHUTDOWN, guarded_protocol
 
     updates = {k: v for k, v in (("seed", args.seed), ("workers", args.workers)) if v is not None}
     settings = settings.model_copy(update=updates)
@@ -282,8 +350,12 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         article_sources([settings.seed])  # a missing seed is one line here, not an error in each worker
     if settings.workers < 1:
         raise UsageError(f"--workers is {settings.workers}; give a positive number")
-    if settings.workers > 1 and (settings.qdrant_url or "").startswith("local:"):
-        raise UsageError("Qdrant's local mode is one process: use --workers 1, or a Qdrant server")
+    kind = (settings.qdrant_url or "").partition(":")[0]
+    if settings.workers > 1 and kind in ("local", "edge"):
+        raise UsageError(
+            f"{kind}:DIR is opened by one process at a time: use --workers 1, or a Qdrant server"
+        )
+    _descriptors_for(settings.max_connections)
     # Each worker builds the app from the environment: the flags go there first.
     os.environ.update(
         GROUNDQA_INDEX_DIR=str(settings.index_dir),
@@ -302,7 +374,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         "groundqa.service.app:app_from_environment",
         factory=True,
         workers=settings.workers,
-        http=NoDelayH11,
+        http=guarded_protocol(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log,

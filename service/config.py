@@ -16,6 +16,11 @@ class Settings(IndexSettings):
     max_body_bytes: int = 5_000_000
     # Seconds a client has to send a request body (408 after): stalled clients do not hold sockets.
     body_timeout: float = 30
+    # Seconds a connection has to send a whole request head, after it opens or after its last
+    # answer (408 and closed after).
+    header_timeout: float = 10
+    # Open connections a worker holds; past them a new one gets 503 with Retry-After.
+    max_connections: int = 2000
     # Most documents in one bulk request.
     max_batch_docs: int = 1000
     # A file or folder `serve` ingests first when the index holds no document.

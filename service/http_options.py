@@ -30,10 +30,10 @@ CONFIGS = {  # name: (HTTP protocol, event loop)
 }
 SERVE = """
 import sys, uvicorn
-from groundqa.service.app import NoDelayH11
+from groundqa.service.app import GuardedH11
 http, loop, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 uvicorn.run("groundqa.service.app:app_from_environment", factory=True, port=port, log_level="warning",
-            http=NoDelayH11 if http == "h11" else http, loop=loop)
+            http=GuardedH11 if http == "h11" else http, loop=loop)
 """
 
 

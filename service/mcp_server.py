@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from groundqa import __version__
 from groundqa.index.errors import GroundQAError
 from groundqa.index.index import Index
-from groundqa.index.ranking import DEFAULT_K, DEFAULT_MODE, MAX_K, MAX_QUESTION_CHARS, Mode
+from groundqa.index.ranking import DEFAULT_K, DEFAULT_MODE, MAX_DOC_IDS, MAX_K, MAX_QUESTION_CHARS, Mode
 from groundqa.service.schemas import DocumentList, DocumentOut, PassageOut, QueryResponse
 
 INSTRUCTIONS = (
@@ -47,7 +47,11 @@ Question = Annotated[
 ]
 K = Annotated[int, Field(ge=1, le=MAX_K, description="how many passages to return")]
 DocIds = Annotated[
-    list[str] | None, Field(description="search only these documents (doc_ids from list_documents)")
+    list[str] | None,
+    Field(
+        max_length=MAX_DOC_IDS,
+        description=f"search only these documents (doc_ids from list_documents; at most {MAX_DOC_IDS})",
+    ),
 ]
 DocId = Annotated[str, Field(description="the document, as a passage's doc_id names it")]
 

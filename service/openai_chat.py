@@ -8,11 +8,11 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from groundqa.index.errors import GroundQAError, IndexBusy
@@ -36,16 +36,20 @@ class OpenAIError(Exception):
         self.status, self.kind, self.param = status, kind, param
 
 
+# Most messages in a conversation, and parts in one message's content (422 over them).
+MAX_MESSAGES = 1000
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: str
-    content: str | list[dict[str, Any]] | None = None
+    content: str | Annotated[list[dict[str, Any]], Field(max_length=MAX_MESSAGES)] | None = None
 
 
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="allow")  # temperature, max_tokens...: accepted, not used
     model: str
-    messages: list[Message]
+    messages: list[Message] = Field(max_length=MAX_MESSAGES)
     stream: bool = False
 
 

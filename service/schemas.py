@@ -8,7 +8,15 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from groundqa.index.formats import FORMATS
 from groundqa.index.index import DOC_ID_PATTERN, SearchResult, check_doc_id, passage_id
-from groundqa.index.ranking import DEFAULT_K, DEFAULT_MODE, MAX_K, QUESTION_PATTERN, Mode, clean_question
+from groundqa.index.ranking import (
+    DEFAULT_K,
+    DEFAULT_MODE,
+    MAX_DOC_IDS,
+    MAX_K,
+    QUESTION_PATTERN,
+    Mode,
+    clean_question,
+)
 from groundqa.index.storage import Document, Ingested
 from groundqa.index.text import NOT_BLANK_PATTERN, check_text
 
@@ -28,6 +36,12 @@ def _whole_number(value: object) -> object:
 K = Annotated[int, Field(ge=1, le=MAX_K), BeforeValidator(_whole_number)]
 DocId = Annotated[
     str, Field(json_schema_extra={"pattern": f"^{DOC_ID_PATTERN}$"}), AfterValidator(check_doc_id)
+]
+
+
+DocIds = Annotated[
+    list[DocId] | None,
+    Field(max_length=MAX_DOC_IDS, description=f"search only these documents (at most {MAX_DOC_IDS})"),
 ]
 
 
@@ -51,7 +65,7 @@ class QueryRequest(BaseModel):
     question: Question
     k: K = DEFAULT_K
     mode: Mode = DEFAULT_MODE
-    doc_ids: list[DocId] | None = None
+    doc_ids: DocIds = None
     min_confidence: MinConfidence = None
 
 
@@ -223,7 +237,8 @@ ERRORS = {
     409: "the doc_id holds another text; send replace or use PUT",
     413: "the body, the number of documents, or a file's bytes or pages are over the limit",
     422: "invalid input: the detail names the field, or says why a file cannot be read",
-    503: "the index is loading, busy or stopping: try again",
+    503: "the index is loading, busy or stopping, or the server holds its most connections: try again",
+    507: "no space left on the index's disk: the write stored nothing; free space and send it again",
 }
 
 
@@ -252,6 +267,7 @@ class Limits(BaseModel):
     default_mode: str
     doc_chars: int
     batch_documents: int
+    doc_ids: int
     body_bytes: int
     file_bytes: int
     pdf_pages: int

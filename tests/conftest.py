@@ -20,7 +20,7 @@ from groundqa.index.backends import Location
 from groundqa.index.config import prepare_process
 from groundqa.index.index import DocumentInput, Index
 from groundqa.index.model import Embedder
-from groundqa.service.app import create_app
+from groundqa.service.app import create_app, guarded_protocol
 from groundqa.service.articles import Article, article_input
 from groundqa.service.config import Settings
 
@@ -153,7 +153,9 @@ class LiveServer:
         self.seed_text = ARTICLE.read_text(encoding="utf-8")
         app = create_app(config, seed=[seed_input()])
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+            uvicorn.Config(
+                app, host="127.0.0.1", port=self.port, log_level="warning", http=guarded_protocol(config)
+            )
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -222,7 +222,9 @@ def test_empty_index_is_ready_and_answers_nothing(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_readyz_is_503_until_the_index_loads(tmp_path: Path) -> None:
     text = ARTICLE.read_text(encoding="utf-8")
-    seeds = [seed_input(Path(f"copy-{i}.txt"), f"{text}\n\nCopy {i}.") for i in range(6)]  # seconds of embedding
+    seeds = [
+        seed_input(Path(f"copy-{i}.txt"), f"{text}\n\nCopy {i}.") for i in range(6)
+    ]  # seconds of embedding
     config = Settings(index_dir=tmp_path / "index")  # type: ignore[call-arg]
     with TestClient(create_app(config, seed=seeds)) as c:
         first = c.get("/readyz")
@@ -446,7 +448,13 @@ def test_questions_in_other_unicode_forms_find_the_document_over_http(client: Te
 def test_every_route_is_documented_in_the_readme(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     app = create_app(Settings(index_dir=tmp_path / "index"))  # type: ignore[call-arg]
-    routes = [(m, r.path) for r in app.routes if isinstance(r, Route) for m in sorted(r.methods or ()) if m != "HEAD"]
+    routes = [
+        (m, r.path)
+        for r in app.routes
+        if isinstance(r, Route)
+        for m in sorted(r.methods or ())
+        if m != "HEAD"
+    ]
     assert len(routes) > 10
     assert [f"{m} {p}" for m, p in routes if f"{m} {p}" not in readme] == []
 
@@ -481,3 +489,24 @@ def test_the_doc_id_rule_holds_on_every_route(tmp_path: Path, request_line: tupl
         reply = client.request(method, path, json=body, headers=AUTH)
         assert reply.status_code == 422, reply.text
         assert "doc_id" in reply.json()["detail"]
+
+
+def test_every_list_in_a_request_has_a_limit(tmp_path: Path) -> None:
+    """Defect 1 of round 2: 250,001 doc_ids gave a 500 (one SQL parameter each) with no key."""
+    with _client(tmp_path) as client:
+        wait_until_ready(client)
+        most = client.get("/v1/limits").json()["doc_ids"]
+        over = [f"d{i}" for i in range(most + 1)]
+        for reply in (
+            client.post("/v1/query", json={"question": "Who?", "doc_ids": over}),
+            client.post("/v1/query", json={"question": "Who?", "doc_ids": ["a"] * 250_001}),
+            client.get("/v1/query", params={"q": "Who?", "doc_ids": over}),
+        ):
+            assert reply.status_code == 422 and "doc_ids: List should have at most 1000" in reply.text, (
+                reply.text
+            )
+        at_limit = client.post("/v1/query", json={"question": "Who?", "doc_ids": over[:most]})
+        assert at_limit.status_code == 404  # none of them is indexed: said, not a 500
+        chat = {"model": "groundqa", "messages": [{"role": "user", "content": "Who?"}] * 1001}
+        reply = client.post("/v1/chat/completions", json=chat)
+        assert reply.status_code == 400 and "messages" in reply.json()["error"]["message"]

@@ -4,14 +4,18 @@ GROUNDQA_QDRANT_URL is set (layer 4). The engine itself is tested in test_qdrant
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
 from groundqa.index import qdrant
+from groundqa.index.backends import Location
 from groundqa.index.config import open_index
-from groundqa.index.errors import DocumentConflict, DocumentNotFound, IndexMismatch
+from groundqa.index.errors import DocumentConflict, DocumentNotFound, IndexMismatch, SetupError
 from groundqa.index.index import Index
 from groundqa.index.lexical import BM25Params
 from groundqa.index.model import Embedder
@@ -20,7 +24,7 @@ from groundqa.index.ranking import Hit
 from groundqa.index.storage import StaleRead
 from groundqa.index.text import Chunking
 from groundqa.service.config import Settings
-from tests.conftest import ARTICLE, groundqa, qdrant_index, server_settings
+from tests.conftest import ARTICLE, ROOT, groundqa, qdrant_index, server_settings
 
 # Qdrant local mode, subprocesses: the fast loop keeps the embedded index only.
 pytestmark = pytest.mark.slow
@@ -224,8 +228,34 @@ def test_the_cli_works_on_qdrant(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "GROUNDQA_QDRANT_URL" in missing.stderr
 
 
-def test_a_local_qdrant_folder_is_one_process(tmp_path: Path, embedder: Embedder) -> None:
-    index = qdrant_index(tmp_path / "q", embedder)
-    assert index.counts() == (0, 0)
-    with pytest.raises(RuntimeError, match="already accessed by another instance"):
-        QdrantStorage(f"local:{tmp_path / 'q'}", index.meta(), embedder.info.dimension, BM25Params())
+@pytest.mark.parametrize("kind", ["local", "edge"])
+def test_a_qdrant_folder_is_one_process_and_says_so_in_one_line(
+    tmp_path: Path, embedder: Embedder, kind: str
+) -> None:
+    """Defects 5 and 7 of round 2: edge: started with several workers (30 % of requests a
+    permanent 503), and a second process got a traceback of 25 to 51 lines."""
+    url = f"{kind}:{tmp_path / 'q'}"
+    held = Index(Location(tmp_path, url), embedder)
+    assert held.counts() == (0, 0)
+    with pytest.raises(SetupError, match="is open in another process"):
+        QdrantStorage(url, held.meta(), embedder.info.dimension, BM25Params())
+    env = {"GROUNDQA_QDRANT_URL": url}
+    second = groundqa("docs", env=env)
+    assert second.returncode == 1 and second.stderr.count("\n") == 1, second.stderr
+    assert f"the Qdrant folder {tmp_path / 'q'} is open in another process" in second.stderr
+    workers = groundqa("serve", "--workers", "2", env=env)
+    assert workers.returncode == 1 and workers.stderr.count("\n") == 1, workers.stderr
+    assert f"{kind}:DIR is opened by one process at a time: use --workers 1" in workers.stderr
+    held.storage.close()
+
+
+def test_edge_without_its_package_names_the_extra(tmp_path: Path) -> None:
+    """As on a machine without the edge extra: the import of qdrant_edge fails."""
+    code = (
+        "import sys; sys.modules['qdrant_edge'] = None; "
+        "from groundqa.service.cli import main; sys.exit(main(['docs']))"
+    )
+    env = {**os.environ, "GROUNDQA_QDRANT_URL": f"edge:{tmp_path / 'q'}"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "needs the qdrant-edge-py package" in done.stderr and "groundqa[edge]" in done.stderr

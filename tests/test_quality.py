@@ -42,6 +42,18 @@ def test_squad_sample(make_index, tmp_path: Path) -> None:  # type: ignore[no-un
     assert summary["mrr@10"] >= FLOORS["mrr@10"], summary
     assert summary["answer_hit"] >= FLOORS["answer_hit"], summary
 
+    # On the same index, with the floors above held: an identifier found in one document only
+    # (a part number) ranks that document first in hybrid mode, whatever the rest of the question
+    # is about (round 2, defect 8: it fell out of the top 20 under "Martin Luther").
+    index.add(
+        "Warehouse notes. Shelf B holds the spare gaskets. The catalogue code of the blue pump is "
+        "zqt7x7w; order it from the Leeds depot. Shelf C holds the filters.",
+        doc_id="store",
+    )
+    for question in ("Martin Luther zqt7x7w", "Who won Super Bowl 50? zqt7x7w", "What is zqt7x7w?"):
+        top = [h.passage.doc_id for h in index.search(question, k=3).hits]
+        assert "store" in top, (question, top)
+
 
 # Measured on this sample: hit@1 0.797, hit@5 0.977, MRR@10 0.874, answer_hit 0.753; floors sit
 # about 2 points under, so a real regression fails and noise does not.

@@ -3,6 +3,7 @@ clients that stall, a server stopped in the middle of a write."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import sys
@@ -198,3 +199,132 @@ def test_several_workers_serve_one_index(tmp_path: Path) -> None:
         server.kill()
         server.wait()
     assert "2 workers" in (server.stderr.read() if server.stderr else "")
+
+
+def _more_descriptors(count: int) -> None:
+    """The test process holds both ends of every socket (the server runs in it)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < count:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(count, hard), hard))
+
+
+def _answer(s: socket.socket) -> bytes:
+    """What the server sends before it closes the socket."""
+    answer = b""
+    try:
+        while chunk := s.recv(65536):
+            answer += chunk
+    except ConnectionResetError:
+        pass
+    return answer
+
+
+def test_silent_and_trickling_connections_are_closed_while_queries_answer(tmp_path: Path) -> None:
+    """Defect 2 of round 2: sockets that sent nothing, or a header byte now and then, were never
+    timed out, and enough of them locked every other client out."""
+    _more_descriptors(4096)
+    server = LiveServer(tmp_path / "index", header_timeout=3)
+    server.start()
+    silent, trickling, stop = [], [], threading.Event()
+
+    def trickle() -> None:
+        head = b"GET /v1/query?q=Who HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000
+        for at in range(len(head)):
+            if stop.is_set():
+                return
+            for s in trickling:
+                with contextlib.suppress(OSError):
+                    s.send(head[at : at + 1])
+            time.sleep(0.5)
+
+    try:
+        for _ in range(1000):
+            silent.append(socket.create_connection(("127.0.0.1", server.port), timeout=60))
+        for _ in range(50):
+            trickling.append(socket.create_connection(("127.0.0.1", server.port), timeout=60))
+        feeder = threading.Thread(target=trickle, daemon=True)
+        feeder.start()
+        reply = httpx.get(server.url + "/v1/query", params={"q": QUESTIONS[0]}, timeout=60)
+        assert reply.status_code == 200 and "2,500 km" in reply.json()["answer"]["text"]
+        for s in silent + trickling:  # all answered 408 and closed after the head timeout
+            answer = _answer(s)
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+            assert b"the request head did not arrive within 3 s" in answer
+        # A keep-alive connection that goes quiet after an answer is closed too.
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            assert client.get("/healthz").status_code == 200
+    finally:
+        stop.set()
+        for s in silent + trickling:
+            s.close()
+        server.stop()
+
+
+def test_past_the_connection_cap_a_client_gets_503_with_retry_after(tmp_path: Path) -> None:
+    server = LiveServer(tmp_path / "index", max_connections=20)
+    server.start()
+    held = []
+    try:
+        for _ in range(20):
+            held.append(socket.create_connection(("127.0.0.1", server.port), timeout=60))
+        extra = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+        answer = _answer(extra)
+        assert answer.startswith(b"HTTP/1.1 503"), answer[:80]
+        assert b"Retry-After: 1" in answer and b"its limit of 20 connections" in answer
+        extra.close()
+    finally:
+        for s in held:
+            s.close()
+    try:
+        deadline = time.monotonic() + 60  # the server sees the closed sockets go
+        while True:
+            try:
+                if httpx.get(server.url + "/healthz", timeout=10).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        server.stop()
+
+
+def test_a_write_without_the_key_is_refused_before_its_body_and_memory_stays_flat(tmp_path: Path) -> None:
+    """Defect 3 of round 2: 1,000 keyless clients declaring 4.9 MB bodies took the server from 2.2
+    to 5.5 GB, for the whole body was read before the key was checked."""
+    _more_descriptors(4096)
+    server = LiveServer(tmp_path / "index", api_key="k")
+    server.start()
+    head = (
+        b"POST /v1/documents HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 4900000\r\n\r\n"
+    )
+    try:
+        one = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+        one.sendall(head)  # the headers only: the 401 comes without the body
+        answer = _answer(one)
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:80]
+        assert b"missing or wrong API key" in answer
+        one.close()
+
+        def rss_mb() -> float:
+            with open("/proc/self/status") as f:
+                return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+        before, chunk = rss_mb(), b"x" * 65536
+        clients = []
+        for _ in range(1000):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+            with contextlib.suppress(OSError):
+                s.sendall(head + chunk)
+            clients.append(s)
+        answers = [_answer(s) for s in clients]
+        for s in clients:
+            s.close()
+        assert all(a.startswith(b"HTTP/1.1 401") for a in answers)
+        grown = rss_mb() - before
+        assert grown < 150, f"the server grew by {grown:.0f} MB under 1,000 keyless 4.9 MB bodies"
+    finally:
+        server.stop()
