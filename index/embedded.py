@@ -201,7 +201,7 @@ class SegmentStorage(Storage):
         self.close()
         for path in (self.segments_dir, self.tmp_dir):
             shutil.rmtree(path, ignore_errors=True)
-        for name in ("store.sqlite", "store.sqlite-wal", "store.sqlite-shm", "meta.json"):
+        for name in ("store.sqlite", "store.sqlite-wal", "store.sqlite-shm", "committed", "meta.json"):
             (self.folder / name).unlink(missing_ok=True)
 
     def close(self) -> None:

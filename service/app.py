@@ -7,6 +7,7 @@ import functools
 import hmac
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -210,8 +211,16 @@ def key_refusal(key: SecretStr | None, authorization: str | None) -> tuple[int, 
 
 
 def is_write(method: str, path: str) -> bool:
-    """The routes that need the key: every change to the documents."""
-    return method in ("POST", "PUT", "DELETE") and path.startswith("/v1/documents")
+    """The routes that need the key: every change to the documents (other methods on these
+    paths get their 405 from the router, as they would with the key)."""
+    return any(m == method and p.fullmatch(path) for m, p in _WRITES)
+
+
+_WRITES = [
+    ("POST", re.compile(r"/v1/documents(/batch|/upload)?")),
+    ("PUT", re.compile(r"/v1/documents/[^/]+")),
+    ("DELETE", re.compile(r"/v1/documents/[^/]+")),
+]
 
 
 def require_key(

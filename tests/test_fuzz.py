@@ -34,7 +34,7 @@ def test_the_fuzzer_finds_nothing(tmp_path: Path, key: str) -> None:
                 "--seed",
                 "1",
                 "--max-examples",
-                "100",
+                "50",
                 "--workers",
                 "1",
                 "--no-color",

@@ -159,7 +159,7 @@ def test_a_server_stops_soon_after_sigterm_during_a_long_write(tmp_path: Path) -
 @pytest.mark.slow
 def test_a_short_soak_loses_nothing_and_never_answers_5xx(tmp_path: Path) -> None:
     """Query clients beside a writer that adds, replaces and deletes (the long one: eval/soak.py)."""
-    figures = soak(seconds=45, clients=4, folder=tmp_path / "index")
+    figures = soak(seconds=25, clients=4, folder=tmp_path / "index")
     assert figures["server_errors"] == 0, figures
     assert figures["stale_answers"] == 0, figures["stale_examples"]
     assert figures["missing_after"] == [], figures["missing_after"]
