@@ -111,8 +111,7 @@ def detect(data: bytes, name: str = "") -> str:
 
 def extract(data: bytes, name: str = "", limits: Limits = Limits()) -> Extracted:
     """The file's article text (in this process: isolated() runs it in a child)."""
-    if len(data) > limits.max_bytes:
-        raise FileTooLarge(f"the file has {len(data):,} bytes; the limit is {limits.max_bytes:,}")
+    _check_size(data, limits)
     kind = detect(data, name)
     if kind == "pdf":
         return _pdf(data, limits)
@@ -121,6 +120,11 @@ def extract(data: bytes, name: str = "", limits: Limits = Limits()) -> Extracted
     if kind == "html":
         return _html(data)
     return Extracted(decode_text(data), kind)
+
+
+def _check_size(data: bytes, limits: Limits) -> None:
+    if len(data) > limits.max_bytes:
+        raise FileTooLarge(f"the file has {len(data):,} bytes; the limit is {limits.max_bytes:,}")
 
 
 def decode_text(data: bytes) -> str:
@@ -315,10 +319,9 @@ def isolated(data: bytes, name: str = "", limits: Limits = Limits()) -> Extracte
     """extract() in a child process that is killed after limits.timeout seconds and may use
     limits.memory bytes: parsing a file from outside never hangs or bloats the caller. Plain
     text needs no child."""
-    if len(data) > limits.max_bytes:
-        raise FileTooLarge(f"the file has {len(data):,} bytes; the limit is {limits.max_bytes:,}")
     if detect(data, name) in ("text", "markdown"):
         return extract(data, name, limits)
+    _check_size(data, limits)  # before the bytes go to the child
     context = multiprocessing.get_context("forkserver")
     ours, theirs = context.Pipe(duplex=False)
     child = context.Process(target=_child, args=(theirs, data, name, limits), daemon=True)

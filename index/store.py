@@ -80,9 +80,9 @@ class Store:
             problems = [" ".join(str(row[0]).split()) for row in db.execute("PRAGMA quick_check(3)")]
             if problems != ["ok"]:
                 raise sqlite3.DatabaseError(f"quick_check: {'; '.join(problems)}")
-            self._check_committed(db)
             db.execute("PRAGMA journal_mode = WAL")  # kept in the file: readers never wait for a writer
             db.executescript(_SCHEMA)
+            self._check_committed(db)
             have = {row[1] for row in db.execute("PRAGMA table_info(documents)")}
             for column, kind in _ADDED.items():
                 if column not in have:
@@ -124,11 +124,7 @@ class Store:
             committed = int(self._committed_path.read_text())
         except (FileNotFoundError, ValueError):
             return
-        have = (
-            int(db.execute("SELECT value FROM state WHERE key = 'revision'").fetchone()[0])
-            if _has_state(db)
-            else 0
-        )
+        have = revision(db)
         if have < committed:
             raise sqlite3.DatabaseError(
                 f"its write-ahead log lost committed writes: it holds revision {have}, "
@@ -228,10 +224,6 @@ class Store:
                 f"SELECT doc_id, segment, seg_doc FROM documents WHERE doc_id IN ({marks})", doc_ids
             ).fetchall()
         return {d: (int(s), int(n)) for d, s, n in rows}
-
-
-def _has_state(db: sqlite3.Connection) -> bool:
-    return db.execute("SELECT 1 FROM sqlite_master WHERE name = 'state'").fetchone() is not None
 
 
 def revision(db: sqlite3.Connection) -> int:

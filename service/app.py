@@ -45,8 +45,8 @@ from groundqa.index.errors import (
     InvalidQuery,
     ShuttingDown,
 )
-from groundqa.index.formats import CONTENT_TYPES, FileTooLarge, isolated
-from groundqa.index.index import DocumentInput, Index, derive_doc_id
+from groundqa.index.formats import CONTENT_TYPES, FileTooLarge
+from groundqa.index.index import DocumentInput, Index
 from groundqa.index.ranking import (
     DEFAULT_K,
     DEFAULT_MODE,
@@ -57,7 +57,7 @@ from groundqa.index.ranking import (
     Mode,
 )
 from groundqa.service import mcp_server, openai_chat
-from groundqa.service.articles import article_input, article_sources, read_source
+from groundqa.service.articles import Article, article_input, article_sources, read_source
 from groundqa.service.config import Settings, get_settings
 from groundqa.service.metrics import Metrics
 from groundqa.service.schemas import (
@@ -302,9 +302,8 @@ def _add_routes(app: FastAPI) -> None:
     ) -> Uploaded:
         """Store an article file: its text is extracted (in a child process, under a time limit)
         and the original is kept, served by GET /v1/documents/{doc_id}/source."""
-        data, name = file.file.read(), file.filename or "upload"
-        found = isolated(data, name, settings.file_limits())
-        item = DocumentInput.of_file(found, data, name, title, doc_id or derive_doc_id(Path(name).stem))
+        article = Article(file.filename or "upload", file.file.read())
+        item, found = article_input(article, settings.file_limits(), title, doc_id)
         with request.app.state.metrics.writes.track_inprogress():
             added = index.add_many([item], replace=replace)[0]
         response.status_code = 201 if added.created else 200
