@@ -45,10 +45,14 @@ class QueryBatcher:
 
     def embed(self, text: str) -> tuple[np.ndarray, PieceVectors]:
         """The text's vector and word pieces, as Embedder.embed_with_pieces([text]) gives them."""
+        return self.submit(text).result()
+
+    def submit(self, text: str) -> Future[tuple[np.ndarray, PieceVectors]]:
+        """embed(), without waiting: an event loop awaits the future without holding a thread."""
         job = _Job(text, Future(), time.monotonic())
         self._ensure_worker()
         self._queue.put(job)
-        return job.done.result()
+        return job.done
 
     def _ensure_worker(self) -> None:
         with self._start:

@@ -7,6 +7,7 @@ killed when, the last committed revision is whole (index/embedded.py says how).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import re
@@ -14,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -245,7 +247,29 @@ class Index:
         began = time.perf_counter()
         question = check_query(question, k, mode, doc_ids)
         vector, pieces = self.questions.embed(question)
+        return self.ranked(Query(question, vector, pieces, k, mode, doc_ids), min_confidence, began)
+
+    async def search_async(
+        self,
+        executor: Executor,
+        question: str,
+        k: int = DEFAULT_K,
+        mode: Mode = DEFAULT_MODE,
+        doc_ids: list[str] | None = None,
+        min_confidence: float | None = None,
+    ) -> SearchResult:
+        """search() for an event loop: the question waits for the encoder without holding a
+        thread (so the questions of many clients meet in one forward pass), and ranking runs on
+        executor, whose few threads bound how many queries take turns at the GIL."""
+        began = time.perf_counter()
+        question = check_query(question, k, mode, doc_ids)
+        vector, pieces = await asyncio.wrap_future(self.questions.submit(question))
         query = Query(question, vector, pieces, k, mode, doc_ids)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, self.ranked, query, min_confidence, began)
+
+    def ranked(self, query: Query, min_confidence: float | None, began: float) -> SearchResult:
+        """The passages and answer of an encoded query; began: when the query came (for took_ms)."""
         reader = self.reader()
         for attempt in range(STALE_RETRIES):
             try:
@@ -261,7 +285,7 @@ class Index:
         if answer is not None and confidence < floor:
             answer = None
         took = round((time.perf_counter() - began) * 1000, 2)
-        return SearchResult(question, mode, k, hits, answer, round(confidence, 4), took)
+        return SearchResult(query.question, query.mode, query.k, hits, answer, round(confidence, 4), took)
 
     # --- writing ---------------------------------------------------------------------------
 

@@ -199,16 +199,22 @@ class Sentences:
         self.similarity = reader.sentence_vectors(self.keys) @ vector
         self.bm25 = reader.sentence_bm25(self.keys, terms)
         self.spans = reader.sentence_spans(self.keys)
+        # Each candidate's sentences as positions in keys, one run after the other.
+        self._counts = np.array([len(m) for m in members], dtype=np.int64)
+        self._starts = np.cumsum(self._counts) - self._counts
+        self._flat = np.searchsorted(self.keys, np.concatenate(members)) if members else self._counts
 
     def positions(self, candidate: int) -> np.ndarray:
-        return np.searchsorted(self.keys, self.members[candidate])
+        start = self._starts[candidate]
+        return self._flat[start : start + self._counts[candidate]]
 
     def best(self, values: np.ndarray) -> np.ndarray:
         """Each candidate passage's best value among its sentences (0 when it has none)."""
-        return np.array(
-            [float(values[self.positions(i)].max()) if len(m) else 0.0 for i, m in enumerate(self.members)],
-            dtype=np.float32,
-        )
+        out = np.zeros(len(self.members), dtype=np.float32)
+        some = self._counts > 0
+        if some.any():  # runs of no sentences are left out, so each run ends where the next begins
+            out[some] = np.maximum.reduceat(values[self._flat], self._starts[some])
+        return out
 
 
 class WordMatch:

@@ -11,7 +11,8 @@ import re
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 from pathlib import Path
@@ -99,11 +100,18 @@ _STATUS = {
 UPLOAD = "/v1/documents/upload"
 # Room for an upload's form fields and multipart boundaries beside the file.
 FORM_BYTES = 64 * 1024
+# Threads that rank queries, per worker.
+RANKING_THREADS = int(__import__("os").environ.get("RT", "2"))
 # Seconds a stopping server waits for requests in flight before it cancels them.
 GRACEFUL_SHUTDOWN = 3
 
 
-def create_app(settings: Settings | None = None, seed: list[DocumentInput] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, seed: list[DocumentInput] | None = None, load_first: bool = False
+) -> FastAPI:
+    """load_first: take connections only once the index is loaded (one of several workers: the
+    others answer meanwhile, and no request lands on a worker that would say "loading"); else
+    the index loads in the background and /readyz says when it is there."""
     settings = settings or get_settings()
 
     key = settings.api_key.get_secret_value() if settings.api_key else None
@@ -113,10 +121,13 @@ def create_app(settings: Settings | None = None, seed: list[DocumentInput] | Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loader = threading.Thread(target=_load, args=(app, settings, seed or []), daemon=True)
         loader.start()
+        if load_first:
+            await asyncio.to_thread(loader.join)
         async with tools.session_manager.run():
             yield
         if app.state.index is not None:  # a write still embedding stops at its next model batch
             app.state.index.close()
+        app.state.rankers.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="groundqa",
@@ -128,6 +139,9 @@ def create_app(settings: Settings | None = None, seed: list[DocumentInput] | Non
     )
     app.state.index = None
     app.state.load_error = None
+    # Queries rank on these threads, and wait for the encoder holding none: a few threads keep
+    # the GIL for the work at hand (16 threads ranking at once answered a third less).
+    app.state.rankers = ThreadPoolExecutor(RANKING_THREADS, thread_name_prefix="ranking")
     app.state.metrics = Metrics(lambda: app.state.index)
     app.dependency_overrides[get_settings] = lambda: settings
     if settings.cors_list():
@@ -145,7 +159,7 @@ def create_app(settings: Settings | None = None, seed: list[DocumentInput] | Non
         # An upload's limit is the file's, plus room for the form around it.
         larger={UPLOAD: settings.max_file_bytes + FORM_BYTES},
     )
-    app.middleware("http")(_observe)
+    app.add_middleware(Observe, metrics=app.state.metrics)
     _add_error_handlers(app)
     _add_routes(app)
     openai_chat.add_routes(app, lambda request: loaded(request.app))
@@ -167,7 +181,8 @@ def app_from_environment() -> FastAPI:
     settings = get_settings()
     sources = article_sources([settings.seed]) if settings.seed else []
     limits = settings.file_limits()
-    return create_app(settings, seed=[article_input(read_source(s, limits), limits)[0] for s in sources])
+    seed = [article_input(read_source(s, limits), limits)[0] for s in sources]
+    return create_app(settings, seed, load_first=settings.worker_count() > 1)
 
 
 def _load(app: FastAPI, settings: Settings, seed: list[DocumentInput]) -> None:
@@ -191,7 +206,8 @@ def loaded(app: FastAPI) -> Index:
     return index
 
 
-def get_index(request: Request) -> Index:
+async def get_index(request: Request) -> Index:
+    """(async: FastAPI runs a plain function dependency on a thread of its pool.)"""
     return loaded(request.app)
 
 
@@ -242,11 +258,12 @@ def _add_routes(app: FastAPI) -> None:
     write = (401, 403, *body, 507)
 
     @app.post("/v1/query", response_model=QueryResponse, tags=["query"], responses=errors(404, *body))
-    def query(body: QueryRequest, index: IndexDep, request: Request) -> QueryResponse:
-        return _search(index, request, body.question, body.k, body.mode, body.doc_ids, body.min_confidence)
+    async def query(body: QueryRequest, index: IndexDep, request: Request) -> Response:
+        b = body
+        return await _search(index, request, b.question, b.k, b.mode, b.doc_ids, b.min_confidence)
 
     @app.get("/v1/query", response_model=QueryResponse, tags=["query"], responses=errors(404, 422, 503))
-    def query_get(
+    async def query_get(
         index: IndexDep,
         request: Request,
         q: Annotated[Question, Query(description="the question")],
@@ -256,8 +273,8 @@ def _add_routes(app: FastAPI) -> None:
             DocIds, Query(description=f"repeat to search several (at most {MAX_DOC_IDS})")
         ] = None,
         min_confidence: Annotated[MinConfidence, Query()] = None,
-    ) -> QueryResponse:
-        return _search(index, request, q, k, mode, doc_ids, min_confidence)
+    ) -> Response:
+        return await _search(index, request, q, k, mode, doc_ids, min_confidence)
 
     @app.post(
         "/v1/documents",
@@ -443,7 +460,7 @@ def _add_routes(app: FastAPI) -> None:
         return Response(body, media_type=content_type)
 
 
-def _search(
+async def _search(
     index: Index,
     request: Request,
     question: str,
@@ -451,10 +468,12 @@ def _search(
     mode: Mode,
     doc_ids: list[str] | None,
     min_confidence: float | None,
-) -> QueryResponse:
-    result = index.search(question, k, mode, doc_ids, min_confidence)
-    request.app.state.metrics.query_seconds.labels(mode).observe(result.took_ms / 1000)
-    return QueryResponse.of(result)
+) -> Response:
+    """The query, and its answer rendered once (FastAPI would check the model a second time)."""
+    state = request.app.state
+    result = await index.search_async(state.rankers, question, k, mode, doc_ids, min_confidence)
+    state.metrics.query_seconds.labels(mode).observe(result.took_ms / 1000)
+    return Response(QueryResponse.of(result).model_dump_json(), media_type="application/json")
 
 
 def _add_pages(app: FastAPI) -> None:
@@ -522,13 +541,31 @@ def _describe(errors: Any) -> str:
     return "; ".join(parts)
 
 
-async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    began = time.perf_counter()
-    response = await call_next(request)
-    route = request.scope.get("route")
-    path = getattr(route, "path", "unmatched")
-    request.app.state.metrics.observe(request.method, path, response.status_code, time.perf_counter() - began)
-    return response
+class Observe:
+    """Each request's route, status and time into the metrics (plain ASGI: FastAPI's
+    function middleware adds a task and a stream to every request)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began, status = time.perf_counter(), 500
+
+        async def sent(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sent)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.observe(scope["method"], path, status, time.perf_counter() - began)
 
 
 class BodyGuard:

@@ -115,7 +115,9 @@ def add_parser(commands: Any) -> None:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--seed", metavar="PATH", help="ingest PATH first when the index holds no document")
-    serve.add_argument("--workers", type=int, help="uvicorn worker processes (GROUNDQA_WORKERS, 1)")
+    serve.add_argument(
+        "--workers", type=_workers, help="uvicorn worker processes, or auto: one per core (GROUNDQA_WORKERS)"
+    )
     serve.set_defaults(run=run_serve)
 
     docs = command("docs", "list the documents in the index")
@@ -339,6 +341,16 @@ def _index(settings: Settings) -> Index:
     return open_index(settings)
 
 
+def _workers(value: str) -> int | str:
+    """--workers: a number, or auto."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is neither a number nor auto") from None
+
+
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
@@ -348,10 +360,11 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     settings = settings.model_copy(update=updates)
     if settings.seed:
         article_sources([settings.seed])  # a missing seed is one line here, not an error in each worker
-    if settings.workers < 1:
-        raise UsageError(f"--workers is {settings.workers}; give a positive number")
+    workers = settings.worker_count()
+    if workers < 1:
+        raise UsageError(f"--workers is {workers}; give a positive number or auto")
     kind = (settings.qdrant_url or "").partition(":")[0]
-    if settings.workers > 1 and kind in ("local", "edge"):
+    if workers > 1 and kind in ("local", "edge"):
         raise UsageError(
             f"{kind}:DIR is opened by one process at a time: use --workers 1, or a Qdrant server"
         )
@@ -361,19 +374,20 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         GROUNDQA_INDEX_DIR=str(settings.index_dir),
         GROUNDQA_HOST=settings.host,
         GROUNDQA_PORT=str(settings.port),
+        GROUNDQA_WORKERS=str(workers),
         **({"GROUNDQA_SEED": settings.seed} if settings.seed else {}),
     )
     writes = "on (bearer key)" if settings.api_key is not None else "off (GROUNDQA_API_KEY is not set)"
     where = f"http://{settings.host}:{settings.port}"
-    workers = f"{settings.workers} workers" if settings.workers > 1 else "1 worker"
     print(
-        f"groundqa: serving {settings.where()} on {where} ({workers}); HTTP writes {writes}",
+        f"groundqa: serving {settings.where()} on {where} ({workers} worker{'s' * (workers > 1)}); "
+        f"HTTP writes {writes}",
         file=sys.stderr,
     )
     uvicorn.run(
         "groundqa.service.app:app_from_environment",
         factory=True,
-        workers=settings.workers,
+        workers=workers,
         http=guarded_protocol(settings),
         host=settings.host,
         port=settings.port,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from typing import Literal
+
 from pydantic import SecretStr, field_validator
 
 from groundqa.index.config import IndexSettings
@@ -25,8 +28,9 @@ class Settings(IndexSettings):
     max_batch_docs: int = 1000
     # A file or folder `serve` ingests first when the index holds no document.
     seed: str | None = None
-    # uvicorn worker processes for `serve`, each with its own encoder, sharing the index's files.
-    workers: int = 1
+    # uvicorn worker processes for `serve`, each with its own encoder, sharing the index's files:
+    # a number, or auto (one per core; one for a local: or edge: Qdrant folder).
+    workers: int | Literal["auto"] = "auto"
     # uvicorn's log level for `serve`.
     log: str = "info"
 
@@ -34,6 +38,15 @@ class Settings(IndexSettings):
     @classmethod
     def blank_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
         return None if value is None or not value.get_secret_value().strip() else value
+
+    def worker_count(self) -> int:
+        """The workers `serve` starts: auto is one per core this process may use, except on a
+        Qdrant folder, which one process opens at a time."""
+        if self.workers != "auto":
+            return self.workers
+        if (self.qdrant_url or "").partition(":")[0] in ("local", "edge"):
+            return 1
+        return len(os.sched_getaffinity(0))
 
     def cors_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
