@@ -101,7 +101,7 @@ UPLOAD = "/v1/documents/upload"
 # Room for an upload's form fields and multipart boundaries beside the file.
 FORM_BYTES = 64 * 1024
 # Threads that rank queries, per worker.
-RANKING_THREADS = int(__import__("os").environ.get("RT", "2"))
+RANKING_THREADS = 2
 # Seconds a stopping server waits for requests in flight before it cancels them.
 GRACEFUL_SHUTDOWN = 3
 
