@@ -151,7 +151,7 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         config = Settings(index_dir=folder, **settings)  # type: ignore[arg-type]
         self.seed_text = ARTICLE.read_text(encoding="utf-8")
-        app = create_app(config, seed=[seed_input()])
+        self.app = app = create_app(config, seed=[seed_input()])
         self.server = uvicorn.Server(
             uvicorn.Config(
                 app, host="127.0.0.1", port=self.port, log_level="warning", http=guarded_protocol(config)

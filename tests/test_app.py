@@ -510,3 +510,49 @@ def test_every_list_in_a_request_has_a_limit(tmp_path: Path) -> None:
         chat = {"model": "groundqa", "messages": [{"role": "user", "content": "Who?"}] * 1001}
         reply = client.post("/v1/chat/completions", json=chat)
         assert reply.status_code == 400 and "messages" in reply.json()["error"]["message"]
+
+
+def test_concurrent_questions_share_the_encoder_and_rank_on_few_threads(
+    tmp_path: Path, seeded_index: Path
+) -> None:
+    """Over real HTTP, 16 questions at once: they wait for the encoder without holding a thread
+    (so they meet in one forward pass), rank on the app's few ranking threads, and each gets the
+    answer it gets alone."""
+    import threading
+
+    import httpx
+
+    from groundqa.service.app import RANKING_THREADS
+    from tests.conftest import LiveServer
+
+    shutil.copytree(seeded_index, tmp_path / "index")
+    server = LiveServer(tmp_path / "index")
+    server.start()
+    try:
+        index = server.app.state.index
+        questions = [f"{QUESTION} ({n})" for n in range(15)] + ["Who visited China?"]
+        alone = {q: index.search(q) for q in questions}
+        index.questions.largest = 0
+        barrier = threading.Barrier(len(questions))
+
+        def ask(question: str) -> dict:
+            with httpx.Client(base_url=server.url, timeout=300) as http:
+                barrier.wait()
+                reply = http.get("/v1/query", params={"q": question})
+                assert reply.status_code == 200, reply.text
+                return dict(reply.json())
+
+        with ThreadPoolExecutor(len(questions)) as pool:
+            answers = dict(zip(questions, pool.map(ask, questions), strict=True))
+        rankers = [t.name for t in threading.enumerate() if t.name.startswith("ranking")]
+    finally:
+        server.stop()
+    assert index.questions.largest > 1
+    assert 1 <= len(rankers) <= RANKING_THREADS, rankers
+    for question, body in answers.items():
+        expected = alone[question]
+        assert body["answer"]["start"] == expected.answer.span.start, question
+        assert [p["passage_id"] for p in body["passages"]] == [
+            f"{h.passage.doc_id}:{h.passage.start}-{h.passage.end}" for h in expected.hits
+        ]
+        assert body["confidence"] == expected.confidence

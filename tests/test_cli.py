@@ -153,3 +153,18 @@ def test_a_document_over_the_size_limit_is_refused_by_name(tmp_path: Path) -> No
         f"groundqa: error: {big}: the document text has 170 characters; the limit is 100 "
         "(GROUNDQA_MAX_DOC_CHARS): split it into several documents"
     )
+
+
+def test_serve_starts_one_worker_per_core_by_default(tmp_path: Path) -> None:
+    """GROUNDQA_WORKERS=auto: one worker per core this process may use; one on a Qdrant folder,
+    which one process opens at a time; a number as given; anything else one line."""
+    import os
+
+    from groundqa.service.config import Settings
+
+    cores = len(os.sched_getaffinity(0))
+    assert Settings().worker_count() == cores
+    assert Settings(qdrant_url=f"local:{tmp_path}").worker_count() == 1
+    assert Settings(workers=3).worker_count() == 3
+    bad = groundqa("serve", "--workers", "many")
+    assert bad.returncode == 2 and "'many' is neither a number nor auto" in bad.stderr
