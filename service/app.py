@@ -543,7 +543,8 @@ def _describe(errors: Any) -> str:
 
 class Observe:
     """Each request's route, status and time into the metrics (plain ASGI: FastAPI's
-    function middleware adds a task and a stream to every request)."""
+    function middleware adds a task and a stream to every request); a 503 for a request the
+    stopping server cancels."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -553,16 +554,23 @@ class Observe:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        began, status = time.perf_counter(), 500
+        began, status, started = time.perf_counter(), 500, False
 
         async def sent(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
             await send(message)
 
         try:
             await self.app(scope, receive, sent)
+        except asyncio.CancelledError:
+            # uvicorn cancels what still runs when a stopping server's grace period ends: say
+            # so with a 503 (uvicorn's own answer would be a bare 500). Writes are idempotent.
+            if started:
+                raise
+            status = 503
+            await _refuse(send, status, "the server stopped before this request finished; send it again")
         finally:
             path = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.observe(scope["method"], path, status, time.perf_counter() - began)
