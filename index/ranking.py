@@ -146,8 +146,9 @@ def rank(reader: Reader, query: Query, ranking: Ranking) -> tuple[list[Hit], Ans
     else:
         scores = _mix(_minmax(dense), lexical, 1 - ranking.dense_weight) + exact
     relevant = (passage_sim >= ranking.min_similarity) | (passage_bm25 > 0)
-    order = [i for i in np.argsort(-scores, kind="stable") if relevant[i]][: max(query.k, ranking.rerank)]
-    pool, pool_scores = np.array(order, dtype=np.int64), scores[order]
+    best_first = np.argsort(-scores, kind="stable")
+    pool = best_first[relevant[best_first]][: max(query.k, ranking.rerank)].astype(np.int64)
+    pool_scores = scores[pool]
     match = WordMatch(reader, query.question, query.pieces)
     if query.mode == "hybrid" and len(pool):
         matched = match.scores(keys[pool])
