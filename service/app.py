@@ -189,8 +189,12 @@ def _load(app: FastAPI, settings: Settings, seed: list[DocumentInput]) -> None:
     try:
         index = open_index(settings, merge_in_background=True)
         if seed and not index.counts()[0]:
-            index.add_many(seed, replace=True)
-            log.info("seeded the empty index with %s", ", ".join(str(d.source) for d in seed))
+            done = index.add_many(seed, replace=True)
+            # Several workers may seed at once: the one whose commit comes second finds the
+            # documents there (unchanged) and says nothing.
+            stored = [str(d.source) for d, r in zip(seed, done, strict=True) if r.state != "unchanged"]
+            if stored:
+                log.info("seeded the empty index with %s", ", ".join(stored))
         app.state.index = index
     except Exception as exc:  # reported by /readyz and every query, and in the log
         log.exception("the index could not be loaded")
