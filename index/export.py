@@ -136,10 +136,17 @@ def _export(model_dir: Path, path: Path) -> None:
 
 
 def _quantize(fp32: Path, path: Path) -> None:
+    from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8)
+    # The fused graph's com.microsoft nodes have no shape inference: their outputs are float.
+    quantize_dynamic(
+        str(fp32),
+        str(tmp),
+        weight_type=QuantType.QInt8,
+        extra_options={"DefaultTensorType": TensorProto.FLOAT},
+    )
     tmp.replace(path)
 
 
