@@ -39,12 +39,16 @@ class Settings(IndexSettings):
     def blank_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
         return None if value is None or not value.get_secret_value().strip() else value
 
+    def one_process(self) -> bool:
+        """A local: or edge: Qdrant folder, which one process opens at a time."""
+        return (self.qdrant_url or "").partition(":")[0] in ("local", "edge")
+
     def worker_count(self) -> int:
         """The workers `serve` starts: auto is one per core this process may use, except on a
         Qdrant folder, which one process opens at a time."""
         if self.workers != "auto":
             return self.workers
-        if (self.qdrant_url or "").partition(":")[0] in ("local", "edge"):
+        if self.one_process():
             return 1
         return len(os.sched_getaffinity(0))
 
