@@ -368,9 +368,9 @@ def verdict(report: dict[str, Any]) -> None:
             steps[http_step(most, 16)]["throughput_ratio"] >= target
         )
     if 1 in report["workers"]:
-        checks[
-            f"one worker: requests/s at 16 clients >= at 4 >= {TARGETS['one_worker_scaling']:g}x at 1"
-        ] = rate[1, 16] >= rate[1, 4] >= TARGETS["one_worker_scaling"] * rate[1, 1]
+        checks[f"one worker: requests/s at 16 clients >= at 4 >= {TARGETS['one_worker_scaling']:g}x at 1"] = (
+            rate[1, 16] >= rate[1, 4] >= TARGETS["one_worker_scaling"] * rate[1, 1]
+        )
     checks[f"in-process hybrid p50 <= {TARGETS['one_query_ms']:g} ms"] = (
         steps["in_process"]["groundqa-hybrid"]["p50"] <= TARGETS["one_query_ms"]
     )

@@ -5,8 +5,9 @@ index holds, and the share refused about what it does not, with the default GROU
         --out reports/abstention-corpora
 
 Corpora: the bundled article alone (its 40 questions; refused: SQuAD questions), the SQuAD half's
-articles with every fourth article left out (its questions refused), and each SQuAD paragraph as a
-document of its own (the paragraphs of the articles kept: 719 documents).
+articles with every fourth article left out (its questions refused), each SQuAD paragraph as a
+document of its own (the paragraphs of the articles kept: 719 documents), and every two sentences
+of those paragraphs as a document (1,991 documents).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from groundqa.eval.runner import articles_input, index_all
 from groundqa.index.config import prepare_process
 from groundqa.index.index import DocumentInput, Index
 from groundqa.index.model import Embedder
+from groundqa.index.text import sentences
 
 BUNDLED = Path(__file__).resolve().parent.parent / "corpus" / "putin-china-visit.txt"
 QUESTIONS = Path(__file__).resolve().parent / "questions" / "putin-china-visit.jsonl"
@@ -41,6 +43,17 @@ def shares(index: Index, inside: list[Question], outside: list[Question]) -> dic
         "asked_outside": len(outside),
         "refused_outside": round(sum(refused) / len(refused), 4),
     }
+
+
+def sentence_pairs(paragraphs: list[DocumentInput]) -> list[DocumentInput]:
+    """Each paragraph cut into documents of two sentences (the last may have one)."""
+    out = []
+    for p in paragraphs:
+        spans = sentences(p.text)
+        for n in range(0, len(spans), 2):
+            text = p.text[spans[n].start : spans[min(n + 1, len(spans) - 1)].end]
+            out.append(DocumentInput(text, p.title, f"{p.doc_id}-{n // 2}"))
+    return out
 
 
 def main() -> int:
@@ -71,6 +84,8 @@ def main() -> int:
         ]
         paragraphs = index_all(Index(Path(folder) / "paragraphs", embedder), docs, "paragraphs", 64)
         out["SQuAD paragraphs as documents"] = shares(paragraphs, inside, outside)
+        pairs = index_all(Index(Path(folder) / "pairs", embedder), sentence_pairs(docs), "pairs", 64)
+        out["every two sentences as a document"] = shares(pairs, inside, outside)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))

@@ -195,7 +195,6 @@ class Sentences:
     def __init__(
         self, reader: Reader, members: list[np.ndarray], vector: np.ndarray, terms: np.ndarray
     ) -> None:
-        self.members = members
         self.keys = np.unique(np.concatenate(members)) if members else np.zeros(0, dtype=np.int64)
         self.similarity = reader.sentence_vectors(self.keys) @ vector
         self.bm25 = reader.sentence_bm25(self.keys, terms)
@@ -211,7 +210,7 @@ class Sentences:
 
     def best(self, values: np.ndarray) -> np.ndarray:
         """Each candidate passage's best value among its sentences (0 when it has none)."""
-        out = np.zeros(len(self.members), dtype=np.float32)
+        out = np.zeros(len(self._counts), dtype=np.float32)
         some = self._counts > 0
         if some.any():  # runs of no sentences are left out, so each run ends where the next begins
             out[some] = np.maximum.reduceat(values[self._flat], self._starts[some])

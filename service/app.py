@@ -263,8 +263,9 @@ def _add_routes(app: FastAPI) -> None:
 
     @app.post("/v1/query", response_model=QueryResponse, tags=["query"], responses=errors(404, *body))
     async def query(body: QueryRequest, index: IndexDep, request: Request) -> Response:
-        b = body
-        return await _search(index, request, b.question, b.k, b.mode, b.doc_ids, b.min_confidence)
+        return await _search(
+            index, request, body.question, body.k, body.mode, body.doc_ids, body.min_confidence
+        )
 
     @app.get("/v1/query", response_model=QueryResponse, tags=["query"], responses=errors(404, 422, 503))
     async def query_get(

@@ -137,9 +137,7 @@ def build(index: Callable[[], Index], check_write: WriteCheck | None) -> MCPServ
             """Add an article so that questions can be answered from it. The same text again
             changes nothing; other text under an existing doc_id is refused."""
             check_write(ctx)
-            return _call(
-                lambda: DocumentOut.of(index().add(text, title=title, doc_id=doc_id).document)
-            )
+            return _call(lambda: DocumentOut.of(index().add(text, title=title, doc_id=doc_id).document))
 
     return server
 

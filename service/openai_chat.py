@@ -110,6 +110,7 @@ def add_routes(app: FastAPI, index: Callable[[Request], Index]) -> None:
     """The routes follow OpenAI's API reference, with its error shape, not groundqa's OpenAPI
     document (which promises {"detail"} errors): they are left out of it, and the official client
     tests them (tests/test_integrations.py)."""
+
     @app.exception_handler(OpenAIError)
     async def openai_error(request: Request, exc: OpenAIError) -> JSONResponse:
         code = {401: "invalid_api_key", 404: "model_not_found", 503: "unavailable"}.get(exc.status)

@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from groundqa.eval.metrics import auroc, calibration, risk_coverage
+from groundqa.eval.train_confidence import cross_validated
 from groundqa.index.confidence import SIGNALS, ConfidenceModel, bundled, text_signals
 from groundqa.index.index import Index
 from groundqa.service.app import create_app
@@ -77,8 +78,26 @@ def test_the_shipped_model_says_how_it_was_made() -> None:
     assert (
         about["data_sha256"]["dev-v1.1-even-articles.json"] == hashlib.sha256(shared.read_bytes()).hexdigest()
     )  # type: ignore[index]
+    cv = about["cross_validated"]
+    assert 0.5 < cv["auroc_squad2"]["min"] <= cv["auroc_squad2"]["mean"] <= cv["auroc_squad2"]["max"]  # type: ignore[index]
     neutral = ConfidenceModel.neutral()
     assert float(neutral.probability(np.zeros(len(SIGNALS)))[0]) == 0.5
+
+
+def test_cross_validation_holds_each_article_out_and_sees_what_separates() -> None:
+    rng = np.random.default_rng(0)
+    n = 1600
+    doc = np.array([f"article-{i % 8}" for i in range(n)])
+    kind = np.where(np.arange(n) % 3 == 0, "unanswerable", "answerable")
+    y = (kind == "answerable").astype(float)
+    x = rng.normal(size=(n, len(SIGNALS)))
+    x[:, 0] += 3 * y  # the answer's cosine separates; nothing else does
+    found = cross_validated(x, y, kind, doc)
+    assert found["auroc_squad2"]["min"] > 0.95
+    x[:, 0] = rng.normal(size=n)  # now nothing separates
+    found = cross_validated(x, y, kind, doc)
+    assert 0.35 < found["auroc_squad2"]["mean"] < 0.65
+    assert found["splits"] == "4 folds of the articles x 2 shuffles, seed 0"
 
 
 def test_metrics_of_abstention_on_hand_made_cases() -> None:
