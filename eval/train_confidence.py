@@ -224,12 +224,16 @@ def figures(
     p = model.probability(x)
     answered = p >= model.threshold
     answerable = kind == "answerable"
+
+    def mean(values: np.ndarray) -> float | None:  # None where these rows hold no such question
+        return round(float(values.mean()), 4) if len(values) else None
+
     return {
-        "answerable_answered": round(float(answered[answerable].mean()), 4),
-        "answer_hit_no_abstention": round(float(y[answerable].mean()), 4),
-        "answer_hit_with_abstention": round(float((y * answered)[answerable].mean()), 4),
-        "unanswerable_refused": round(float(1 - answered[kind == "unanswerable"].mean()), 4),
-        "outside_refused": round(float(1 - answered[kind == "outside"].mean()), 4),
+        "answerable_answered": mean(answered[answerable]),
+        "answer_hit_no_abstention": mean(y[answerable]),
+        "answer_hit_with_abstention": mean((y * answered)[answerable]),
+        "unanswerable_refused": mean(1 - answered[kind == "unanswerable"]),
+        "outside_refused": mean(1 - answered[kind == "outside"]),
         "auroc_squad2": _round(auroc(p[kind != "outside"], answerable[kind != "outside"])),
         "auroc_outside": _round(auroc(p[kind != "unanswerable"], answerable[kind != "unanswerable"])),
         "auroc_right_answer": _round(auroc(p, y > 0)),
