@@ -363,8 +363,8 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     workers = settings.worker_count()
     if workers < 1:
         raise UsageError(f"--workers is {workers}; give a positive number or auto")
-    kind = (settings.qdrant_url or "").partition(":")[0]
-    if workers > 1 and settings.one_process():
+    kind = settings.qdrant_folder()
+    if workers > 1 and kind:
         raise UsageError(
             f"{kind}:DIR is opened by one process at a time: use --workers 1, or a Qdrant server"
         )

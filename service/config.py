@@ -39,16 +39,18 @@ class Settings(IndexSettings):
     def blank_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
         return None if value is None or not value.get_secret_value().strip() else value
 
-    def one_process(self) -> bool:
-        """A local: or edge: Qdrant folder, which one process opens at a time."""
-        return (self.qdrant_url or "").partition(":")[0] in ("local", "edge")
+    def qdrant_folder(self) -> str | None:
+        """The kind of a Qdrant folder, which one process opens at a time: "local" for local:DIR,
+        "edge" for edge:DIR; None for a Qdrant server or the embedded index."""
+        kind = (self.qdrant_url or "").partition(":")[0]
+        return kind if kind in ("local", "edge") else None
 
     def worker_count(self) -> int:
         """The workers `serve` starts: auto is one per core this process may use, except on a
         Qdrant folder, which one process opens at a time."""
         if self.workers != "auto":
             return self.workers
-        if self.one_process():
+        if self.qdrant_folder():
             return 1
         return len(os.sched_getaffinity(0))
 
