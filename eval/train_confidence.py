@@ -30,7 +30,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.optimize import minimize
@@ -54,6 +54,13 @@ SYNTHETIC = 2000  # unanswerable twins of answerable training questions
 FOLDS, REPEATS = 4, 2  # cross-validation by article
 
 
+class Table(NamedTuple):
+    x: np.ndarray  # signals
+    y: np.ndarray  # labels
+    kind: np.ndarray
+    doc: np.ndarray
+
+
 @dataclass
 class Rows:
     x: list[np.ndarray]
@@ -67,8 +74,8 @@ class Rows:
         self.kind.append(kind)
         self.doc.append(doc or "")
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        return np.array(self.x), np.array(self.y), np.array(self.kind), np.array(self.doc)
+    def arrays(self) -> Table:
+        return Table(np.array(self.x), np.array(self.y), np.array(self.kind), np.array(self.doc))
 
 
 def signals_of(index: Index, question: Question) -> tuple[np.ndarray, bool]:
@@ -266,7 +273,8 @@ def main() -> int:
             "held": collect(v1, v2, held, work, embedder, everything, synthetic=False),
         }
     arrays = {split: r.arrays() for split, r in rows.items()}
-    model = trained(*arrays["train"][:2])
+    train_rows, held_rows = arrays["train"], arrays["held"]
+    model = trained(train_rows.x, train_rows.y)
     sha = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (args.v1, args.v2)}
     about = {
         "command": "python -m groundqa.eval.train_confidence " + " ".join(sys.argv[1:]),
@@ -274,10 +282,10 @@ def main() -> int:
         "data_sha256": sha,
         "held_out_articles": [a.doc_id for a in held],
         "rows": {split: len(r.y) for split, r in rows.items()},
-        "train": figures(model, *arrays["train"][:3]),
-        "held_out": figures(model, *arrays["held"][:3]),
+        "train": figures(model, train_rows.x, train_rows.y, train_rows.kind),
+        "held_out": figures(model, held_rows.x, held_rows.y, held_rows.kind),
         "cross_validated": cross_validated(
-            *(np.concatenate(parts) for parts in zip(arrays["train"], arrays["held"], strict=True))
+            *(np.concatenate(parts) for parts in zip(train_rows, held_rows, strict=True))
         ),
     }
     model = dataclasses.replace(model, about=about)
