@@ -194,7 +194,8 @@ async function ask(event) {
     const response = await fetch("/v1/query", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ question, mode: $("mode").value, doc_ids: selectedDocs() }),
+      // Until the limits arrive the mode list is empty: the server's default mode answers then.
+      body: JSON.stringify({ question, mode: $("mode").value || undefined, doc_ids: selectedDocs() }),
     });
     if (!response.ok) {
       showError(reply, `The server could not answer: ${await errorText(response)}`);
