@@ -267,12 +267,12 @@ def test_a_question_asked_before_the_limits_arrive_is_answered(browser, server: 
     page = context.new_page()
     held: list[object] = []
     page.route("**/v1/limits", lambda route: held.append(route))  # answered only at the end
-    page.goto(server.url + "/")
-    page.wait_for_function("document.querySelectorAll('#mode option').length === 0 && document.readyState === 'complete'")
-    assert held, "the page did not ask for its limits"
+    page.goto(server.url + "/")  # returns at the load event: the page's script has run
     reply = _ask(page, "How long is the Power of Siberia 2 pipeline?")
     assert "2,500 km" in reply.locator(".answer-text").inner_text()
     assert reply.locator(".citation").count() == 3
+    assert page.locator("#mode option").count() == 0  # asked while the limits were held back
+    assert held, "the page did not ask for its limits"
     for route in held:
         route.continue_()  # type: ignore[attr-defined]
     page.wait_for_selector("#mode option", state="attached")
