@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import random
 import shlex
 import sys
@@ -12,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from groundqa.eval import report
+from groundqa.eval import conversations, report
 from groundqa.eval.client import Client
 from groundqa.eval.data import DataError, Dataset, Question, check_spans, load_questions, load_squad, sample
 from groundqa.eval.metrics import curves, summarize
@@ -60,6 +61,20 @@ def add_parser(commands: Any) -> None:
     questions.add_argument("file", type=Path)
     questions.add_argument("--url", help="ask a running server over HTTP instead of --index")
     questions.set_defaults(run=run_questions)
+    talks = kinds.add_parser(
+        "conversations",
+        help="a JSONL set of conversations with gold spans for the last question: asked standalone, "
+        "as a follow-up alone, with its history, and after an unrelated history",
+        epilog="example: groundqa eval conversations eval/conversations/squad-even.jsonl "
+        "--articles ../shared/data/squad/dev-v1.1-even-articles.json",
+    )
+    talks.add_argument("file", type=Path)
+    talks.add_argument("--articles", type=Path, help="a SQuAD file whose articles are indexed afresh")
+    talks.add_argument("--url", help="ask a running server over HTTP instead of --index")
+    talks.add_argument("--mode", choices=MODES, default=DEFAULT_MODE)
+    talks.add_argument("--out", type=Path, help="report folder (default reports/conversations-<set name>)")
+    talks.add_argument("--index", metavar="DIR", help=argparse.SUPPRESS)
+    talks.set_defaults(run=run_conversations)
     for sub in (squad, questions):
         sub.add_argument("--modes", default=None, help="comma-separated: hybrid,dense,lexical")
         sub.add_argument("--out", type=Path, help="report folder (default reports/<set name>)")
@@ -165,6 +180,52 @@ def run_questions(args: argparse.Namespace, settings: IndexSettings) -> int:
     }
     extra = {"url": args.url, "min_confidence": floor}
     return _finish(args, dataset, len(resolved), index, summaries, extra, found, by_format)
+
+
+def run_conversations(args: argparse.Namespace, settings: IndexSettings) -> int:
+    found = conversations.load(args.file)
+    if args.url:
+        client = Client(args.url)
+        texts = {d["doc_id"]: client.text(d["doc_id"]) for d in client.documents()}
+        conversations.check(found, texts)
+        ask = conversations.ask_remote(client.query, args.mode)
+        return _conversations(args, found, ask, float(client.limits()["min_confidence"]))
+    if args.articles is None:
+        if not settings.qdrant_url and not Path(settings.index_dir).exists():
+            raise DataError(f"no index at {settings.index_dir}; give --articles, --index or --url")
+        index = open_index(settings)
+        conversations.check(found, {d.doc_id: index.document(d.doc_id)[1] for d in index.documents()})
+        return _conversations(args, found, conversations.ask_index(index, args.mode), index.min_confidence)
+    articles = load_squad(args.articles).articles
+    conversations.check(found, {a.doc_id: a.text for a in articles})
+    with tempfile.TemporaryDirectory(prefix="groundqa-eval-") as folder:
+        index = Index(IndexSettings(index_dir=Path(folder)).location(), embedder_of(settings))
+        try:
+            index_all(index, articles_input(articles))
+            return _conversations(
+                args, found, conversations.ask_index(index, args.mode), index.min_confidence
+            )
+        finally:
+            index.storage.close()
+
+
+def _conversations(
+    args: argparse.Namespace,
+    found: list[conversations.Conversation],
+    ask: conversations.AskWith,
+    floor: float,
+) -> int:
+    result = conversations.summary(found, conversations.evaluate(found, ask, floor))
+    command = "groundqa " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    result |= {"set": args.file.stem, "mode": args.mode, "command": command}
+    out = args.out or Path("reports") / f"conversations-{args.file.stem}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = conversations.markdown(args.file.stem, command, result)
+    (out / "report.md").write_text(text)
+    print(text)
+    print(f"wrote {out / 'report.json'}, {out / 'report.md'}")
+    return 0
 
 
 def _remote(url: str) -> tuple[Ask, dict[str, str], dict[str, str], float]:

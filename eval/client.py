@@ -25,9 +25,12 @@ class Client:
         mode: str,
         min_confidence: float | None = None,
         doc_ids: list[str] | None = None,
+        history: list[dict[str, str]] | None = None,
     ) -> dict[str, Any]:
-        """The contract's QueryResponse, as JSON."""
+        """The contract's QueryResponse, as JSON; history: earlier turns, {"role", "content"}."""
         body: dict[str, Any] = {"question": question, "k": k, "mode": mode}
+        if history:
+            body["history"] = history
         if doc_ids is not None:
             body["doc_ids"] = doc_ids
         if min_confidence is not None:

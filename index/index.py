@@ -14,7 +14,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +29,7 @@ from groundqa.index.batching import QueryBatcher
 from groundqa.index.codec import encode_pieces
 from groundqa.index.confidence import ConfidenceModel
 from groundqa.index.confidence import bundled as bundled_confidence
+from groundqa.index.conversation import Titles, Turn, check_history, resolve
 from groundqa.index.errors import DocumentConflict, IndexBusy, IndexMismatch, InvalidDocument
 from groundqa.index.formats import CONTENT_TYPES, Extracted
 from groundqa.index.lexical import BM25Params, lexical_input
@@ -84,6 +85,7 @@ class SearchResult:
     answer: Answer | None  # None under the confidence asked for
     confidence: float  # that the best answer sentence answers the question (0 with none)
     took_ms: float
+    searched_for: str | None = None  # the question read in the light of a history (None: no history)
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,7 @@ class Index:
         # Answers under this confidence are left out; the model's own threshold by default.
         self.min_confidence = self.confidence.floor(min_confidence)
         self.questions = QueryBatcher(embedder)  # concurrent questions share one forward pass
+        self._title_cache: tuple[int | None, Titles] = (None, Titles())
         self.storage: Storage = open_storage(
             self.where, self.meta(), embedder.info.dimension, bm25, lock_timeout, failpoint
         )
@@ -240,14 +243,17 @@ class Index:
         mode: Mode = DEFAULT_MODE,
         doc_ids: list[str] | None = None,
         min_confidence: float | None = None,
+        history: Sequence[Turn] = (),
     ) -> SearchResult:
         """The best k passages and the answer sentence, which is left out (None) when its
         confidence is under min_confidence (the index's own, self.min_confidence, by default;
-        0 always answers)."""
+        0 always answers). history: the conversation's earlier turns, oldest first, in whose
+        light the question is read (index/conversation.py)."""
         began = time.perf_counter()
-        question = check_query(question, k, mode, doc_ids)
-        vector, pieces = self.questions.embed(question)
-        return self.ranked(Query(question, vector, pieces, k, mode, doc_ids), min_confidence, began)
+        question, searched = self._searched(question, k, mode, doc_ids, history)
+        vector, pieces = self.questions.embed(searched)
+        query = Query(searched, vector, pieces, k, mode, doc_ids, _given(history))
+        return self.ranked(query, min_confidence, began, question if history else None)
 
     async def search_async(
         self,
@@ -257,19 +263,41 @@ class Index:
         mode: Mode = DEFAULT_MODE,
         doc_ids: list[str] | None = None,
         min_confidence: float | None = None,
+        history: Sequence[Turn] = (),
     ) -> SearchResult:
         """search() for an event loop: the question waits for the encoder without holding a
         thread (so the questions of many clients meet in one forward pass), and ranking runs on
         executor, whose few threads bound how many queries take turns at the GIL."""
         began = time.perf_counter()
-        question = check_query(question, k, mode, doc_ids)
-        vector, pieces = await asyncio.wrap_future(self.questions.submit(question))
-        query = Query(question, vector, pieces, k, mode, doc_ids)
+        question, searched = self._searched(question, k, mode, doc_ids, history)
+        vector, pieces = await asyncio.wrap_future(self.questions.submit(searched))
+        query = Query(searched, vector, pieces, k, mode, doc_ids, _given(history))
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, self.ranked, query, min_confidence, began)
+        asked = question if history else None
+        return await loop.run_in_executor(executor, self.ranked, query, min_confidence, began, asked)
 
-    def ranked(self, query: Query, min_confidence: float | None, began: float) -> SearchResult:
-        """The passages and answer of an encoded query; began: when the query came (for took_ms)."""
+    def _searched(
+        self, question: str, k: int, mode: str, doc_ids: list[str] | None, history: Sequence[Turn]
+    ) -> tuple[str, str]:
+        """The question checked, and what is searched for it."""
+        question = check_query(question, k, mode, doc_ids)
+        if not history:
+            return question, question
+        check_history(history)
+        return question, resolve(question, history, self._titles()).searched_for
+
+    def _titles(self) -> Titles:
+        """The documents' titles, read again only when the index has changed."""
+        revision = self.reader().revision
+        if self._title_cache[0] != revision:
+            self._title_cache = (revision, Titles([d.title for d in self.documents()]))
+        return self._title_cache[1]
+
+    def ranked(
+        self, query: Query, min_confidence: float | None, began: float, asked: str | None = None
+    ) -> SearchResult:
+        """The passages and answer of an encoded query; began: when the query came (for took_ms);
+        asked: the question as asked, when the query searched it read in the light of a history."""
         reader = self.reader()
         for attempt in range(STALE_RETRIES):
             try:
@@ -280,12 +308,21 @@ class Index:
                 reader = self.storage.reader(fresh=True)
         else:
             raise IndexBusy("the documents kept changing during the query; ask again")
-        confidence = float(self.confidence.probability(np.array(answer.signals))[0]) if answer else 0.0
+        confidence = self._confidence(answer)
+        if answer is not None and answer.given is not None:
+            # A new sentence for a follow-up where it is confident enough, else the one given.
+            again = self._confidence(answer.given)
+            if confidence < self.min_confidence and again > confidence:
+                answer, confidence = answer.given, again
         floor = self.min_confidence if min_confidence is None else min_confidence
         if answer is not None and confidence < floor:
             answer = None
         took = round((time.perf_counter() - began) * 1000, 2)
-        return SearchResult(query.question, query.mode, query.k, hits, answer, round(confidence, 4), took)
+        question, searched = (query.question, None) if asked is None else (asked, query.question)
+        return SearchResult(question, query.mode, query.k, hits, answer, round(confidence, 4), took, searched)
+
+    def _confidence(self, answer: Answer | None) -> float:
+        return float(self.confidence.probability(np.array(answer.signals))[0]) if answer else 0.0
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -398,6 +435,10 @@ class Index:
             document = dataclasses.replace(doc, passages=len(passages))
             out.append(Prepared(dataclasses.replace(new, document=document), stored))
         return out
+
+
+def _given(history: Sequence[Turn]) -> tuple[str, ...]:
+    return tuple(t.content for t in history if t.role == "assistant")
 
 
 def new_document(item: DocumentInput, max_doc_chars: int = MAX_DOC_CHARS) -> NewDocument:

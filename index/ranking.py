@@ -6,6 +6,7 @@ and only those passages, their sentences and their word pieces are scored furthe
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -98,6 +99,9 @@ class Query:
     k: int = 5
     mode: Mode = "hybrid"
     doc_ids: list[str] | None = None
+    # Answers already given in the conversation: a follow-up is answered by another sentence
+    # where one can ("How much gas?" after the pipeline's description).
+    given: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,10 @@ class Answer:
     score: float
     signals: tuple[float, ...]  # confidence.SIGNALS, for the confidence model
     page: int | None = None  # the page the sentence begins on
+    # The best of the sentences already given in the conversation, when this one is not: the
+    # index gives it again when this one is not confident enough ("How long is it?" asked of
+    # the sentence that said so).
+    given: Answer | None = None
 
 
 def rank(reader: Reader, query: Query, ranking: Ranking) -> tuple[list[Hit], Answer | None]:
@@ -185,6 +193,7 @@ def rank(reader: Reader, query: Query, ranking: Ranking) -> tuple[list[Hit], Ans
         texts,
         match,
         ranking,
+        query.given,
     )
     return hits, answer
 
@@ -298,11 +307,14 @@ def _answer(
     texts: dict[str, StoredText],
     match: WordMatch,
     ranking: Ranking,
+    given: tuple[str, ...] = (),
 ) -> Answer | None:
     """The sentence of the best passages that is most like the question, as a whole and word by
-    word, favouring the better passages. top: (key, passage, candidate number) of each."""
+    word, favouring the better passages, and not one of the answers given (unless all are).
+    top: (key, passage, candidate number) of each."""
     # score, passage key, candidate number, sentence, passage, span, word match
     best: tuple[float, int, int, int, Passage, Span, float] | None = None
+    repeated: tuple[float, int, int, int, Passage, Span, float] | None = None
     for (key, passage, candidate), passage_score in zip(top, passage_scores, strict=True):
         text = texts[passage.doc_id][1]
         for at in sentences.positions(candidate):
@@ -316,10 +328,25 @@ def _answer(
                 + ranking.match_weight * matched
                 + ranking.rank_weight * float(passage_score)
             )
-            if best is None or score > best[0]:
-                best = (score, key, candidate, int(at), passage, span, matched)
-    if best is None:
+            here = (score, key, candidate, int(at), passage, span, matched)
+            if given and any(text[span.start : span.end] in g for g in given):
+                repeated = here if repeated is None or score > repeated[0] else repeated
+            elif best is None or score > best[0]:
+                best = here
+    if best is None and repeated is None:
         return None
+    found = [_sentence(question, b, sentences, passage_sim, texts, match) for b in (best, repeated) if b]
+    return found[0] if len(found) == 1 else dataclasses.replace(found[0], given=found[1])
+
+
+def _sentence(
+    question: str,
+    best: tuple[float, int, int, int, Passage, Span, float],
+    sentences: Sentences,
+    passage_sim: np.ndarray,
+    texts: dict[str, StoredText],
+    match: WordMatch,
+) -> Answer:
     score, key, candidate, at, passage, span, matched = best
     title, text, page_starts = texts[passage.doc_id]
     sentence = text[span.start : span.end]

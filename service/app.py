@@ -35,6 +35,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from groundqa import __version__
 from groundqa.index.config import open_index, prepare_process
+from groundqa.index.conversation import MAX_HISTORY_CHARS, MAX_TURN_CHARS, MAX_TURNS, Turn
 from groundqa.index.errors import (
     DiskFull,
     DocumentConflict,
@@ -81,6 +82,7 @@ from groundqa.service.schemas import (
     Uploaded,
     errors,
     stored,
+    turns_of,
 )
 
 STATIC = Path(__file__).parent / "static"
@@ -264,7 +266,14 @@ def _add_routes(app: FastAPI) -> None:
     @app.post("/v1/query", response_model=QueryResponse, tags=["query"], responses=errors(404, *body))
     async def query(body: QueryRequest, index: IndexDep, request: Request) -> Response:
         return await _search(
-            index, request, body.question, body.k, body.mode, body.doc_ids, body.min_confidence
+            index,
+            request,
+            body.question,
+            body.k,
+            body.mode,
+            body.doc_ids,
+            body.min_confidence,
+            turns_of(body.history),
         )
 
     @app.get("/v1/query", response_model=QueryResponse, tags=["query"], responses=errors(404, 422, 503))
@@ -447,6 +456,9 @@ def _add_routes(app: FastAPI) -> None:
             file_bytes=settings.max_file_bytes,
             pdf_pages=settings.max_pages,
             min_confidence=settings.answer_floor(),
+            history_turns=MAX_TURNS,
+            history_turn_chars=MAX_TURN_CHARS,
+            history_chars=MAX_HISTORY_CHARS,
         )
 
     @app.get("/healthz", tags=["operations"])
@@ -473,12 +485,15 @@ async def _search(
     mode: Mode,
     doc_ids: list[str] | None,
     min_confidence: float | None,
+    history: list[Turn] | None = None,
 ) -> Response:
     """The query, and its answer rendered once (FastAPI would check the model a second time)."""
     state = request.app.state
-    result = await index.search_async(state.rankers, question, k, mode, doc_ids, min_confidence)
+    result = await index.search_async(
+        state.rankers, question, k, mode, doc_ids, min_confidence, history or ()
+    )
     state.metrics.query_seconds.labels(mode).observe(result.took_ms / 1000)
-    return Response(QueryResponse.of(result).model_dump_json(), media_type="application/json")
+    return Response(QueryResponse.of(result).as_text(), media_type="application/json")
 
 
 def _add_pages(app: FastAPI) -> None:

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from groundqa import __version__
 from groundqa.eval import bench
 from groundqa.eval import cli as eval_cli
@@ -24,11 +26,12 @@ from groundqa.index.ranking import DEFAULT_K, DEFAULT_MODE, MAX_K, MODES, check_
 from groundqa.index.store import Store
 from groundqa.service.articles import UsageError, article_input, article_sources, read_source
 from groundqa.service.config import Settings
-from groundqa.service.schemas import QueryResponse
+from groundqa.service.schemas import History, QueryResponse, TurnIn, turns_of
 
 EXAMPLES = {
     "ingest": "example: groundqa ingest corpus/putin-china-visit.txt",
-    "ask": 'example: groundqa ask "How long is the Power of Siberia 2 pipeline?" --json',
+    "ask": 'example: groundqa ask "How long is it?" --history turns.json  (turns.json: '
+    '[{"role": "user", "content": "What is the Power of Siberia 2 pipeline?"}])',
     "serve": "example: groundqa serve --port 8000  (HTTP writes need GROUNDQA_API_KEY set)",
     "docs": "example: groundqa docs",
     "rm": "example: groundqa rm putin-china-visit",
@@ -109,6 +112,12 @@ def add_parser(commands: Any) -> None:
     )
     ask.add_argument("--json", action="store_true", help="print the QueryResponse as JSON")
     ask.add_argument("--url", help="ask a running server, e.g. http://127.0.0.1:8000")
+    ask.add_argument(
+        "--history",
+        metavar="FILE",
+        help='the conversation so far, a JSON list of {"role": "user"|"assistant", "content": ...}, '
+        "oldest first (- reads standard input): a follow-up question is read in its light",
+    )
     ask.set_defaults(run=run_ask)
 
     serve = command("serve", "serve the HTTP API and the chat page")
@@ -195,13 +204,19 @@ def _summary(counts: dict[str, int], index: Index) -> str:
 
 
 def run_ask(args: argparse.Namespace, settings: Settings) -> int:
+    history = _history(args.history) if args.history else None
     if args.url:
-        response = Client(args.url).query(args.question, args.k, args.mode, args.min_confidence)
+        turns = None if history is None else [t.model_dump() for t in history]
+        response = Client(args.url).query(
+            args.question, args.k, args.mode, args.min_confidence, history=turns
+        )
     else:
         check_query(args.question, args.k, args.mode)  # before the model loads
         if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:
             raise UsageError(f"--min-confidence is {args.min_confidence}; give a number from 0 to 1")
-        found = _index(settings).search(args.question, args.k, args.mode, min_confidence=args.min_confidence)
+        found = _index(settings).search(
+            args.question, args.k, args.mode, min_confidence=args.min_confidence, history=turns_of(history)
+        )
         response = QueryResponse.of(found).as_json()
     if args.json:
         print(json.dumps(response, ensure_ascii=False, indent=2))
@@ -210,8 +225,31 @@ def run_ask(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _history(path: str) -> list[TurnIn] | None:
+    """The turns of a --history file, checked as the HTTP API checks them."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--history: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+    try:
+        found: list[TurnIn] | None = HISTORY.validate_json(text)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        where = ".".join(str(p) for p in e["loc"])
+        raise UsageError(
+            f'--history: {path} is not a list of {{"role": "user"|"assistant", "content": ...}}'
+            f" ({where or 'the file'}: {e['msg']})"
+        ) from exc
+    return found
+
+
+HISTORY: TypeAdapter[list[TurnIn] | None] = TypeAdapter(History)
+
+
 def format_response(r: dict[str, Any]) -> str:
     lines = []
+    if r.get("searched_for") and r["searched_for"] != r["question"]:
+        lines.append(f"Searched for: {r['searched_for']}")
     a = r["answer"]
     if a is None and r["passages"]:
         lines.append(

@@ -16,7 +16,7 @@ from groundqa import __version__
 from groundqa.index.errors import GroundQAError
 from groundqa.index.index import Index
 from groundqa.index.ranking import DEFAULT_K, DEFAULT_MODE, MAX_DOC_IDS, MAX_K, MAX_QUESTION_CHARS, Mode
-from groundqa.service.schemas import DocumentList, DocumentOut, PassageOut, QueryResponse
+from groundqa.service.schemas import DocumentList, DocumentOut, History, PassageOut, QueryResponse, turns_of
 
 INSTRUCTIONS = (
     "groundqa answers questions from a fixed set of articles and cites them exactly. Call `ask` with a "
@@ -67,13 +67,20 @@ def build(index: Callable[[], Index], check_write: WriteCheck | None) -> MCPServ
 
     @server.tool()
     def ask(
-        question: Question, k: K = DEFAULT_K, mode: Mode = DEFAULT_MODE, doc_ids: DocIds = None
+        question: Question,
+        k: K = DEFAULT_K,
+        mode: Mode = DEFAULT_MODE,
+        doc_ids: DocIds = None,
+        history: History = None,
     ) -> QueryResponse:
         """Answer a question from the articles: the sentence that answers it (null when the articles
         do not seem to answer; then the passages are only the closest ones), the confidence that it
         answers (0 to 1), and the passages it comes from, best first, each with doc_id, title,
-        start and end (character offsets into the document's text) and text."""
-        return _call(lambda: QueryResponse.of(index().search(question, k, mode, doc_ids)))
+        start and end (character offsets into the document's text) and text. For a follow-up
+        ("How long is it?"), pass the earlier turns as history, or ask a self-contained question;
+        searched_for then says what was searched."""
+        turns = turns_of(history)
+        return _call(lambda: QueryResponse.of(index().search(question, k, mode, doc_ids, history=turns)))
 
     @server.tool()
     def search(

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from groundqa.index.conversation import ROLES, Turn, trim_history
 from groundqa.index.errors import GroundQAError, IndexBusy
 from groundqa.index.index import Index, SearchResult
 from groundqa.index.ranking import DEFAULT_K
@@ -53,18 +54,28 @@ class ChatRequest(BaseModel):
     stream: bool = False
 
 
-def question_of(body: ChatRequest) -> str:
-    """The last user message's text (string content, or its text parts)."""
-    for message in reversed(body.messages):
-        if message.role != "user":
-            continue
-        if isinstance(message.content, str):
-            return message.content
-        parts = [p.get("text", "") for p in message.content or [] if p.get("type") == "text"]
-        return "\n".join(parts)
+def conversation_of(body: ChatRequest) -> tuple[str, list[Turn]]:
+    """The last user message's text is the question; the user and assistant messages before it
+    are its history, trimmed from the oldest to the query's limits (system, developer and tool
+    messages are not part of the conversation searched)."""
+    for at in range(len(body.messages) - 1, -1, -1):
+        if body.messages[at].role == "user":
+            earlier = [
+                Turn(m.role, _text(m))  # type: ignore[arg-type]
+                for m in body.messages[:at]
+                if m.role in ROLES
+            ]
+            return _text(body.messages[at]), trim_history([t for t in earlier if t.content.strip()])
     raise OpenAIError(
         400, "messages holds no user message: the last user message is the question", param="messages"
     )
+
+
+def _text(message: Message) -> str:
+    """String content, or its text parts."""
+    if isinstance(message.content, str):
+        return message.content
+    return "\n".join(p.get("text", "") for p in message.content or [] if p.get("type") == "text")
 
 
 def citations(result: SearchResult, base_url: str) -> list[dict[str, Any]]:
@@ -127,7 +138,8 @@ def add_routes(app: FastAPI, index: Callable[[Request], Index]) -> None:
 
     @app.post("/v1/chat/completions", include_in_schema=False, response_model=None)
     async def chat(request: Request) -> JSONResponse | StreamingResponse:
-        """OpenAI's chat completion: the last user message is the question; the reply is the
+        """OpenAI's chat completion: the last user message is the question, read in the light of
+        the user and assistant messages before it; the reply is the
         grounded answer with [n] markers and `citations`; `stream: true` sends server-sent
         events. Abstentions say that the articles don't answer, with no citations."""
         try:
@@ -136,9 +148,10 @@ def add_routes(app: FastAPI, index: Callable[[Request], Index]) -> None:
             raise OpenAIError(400, f"the request is not a chat completion: {_first(exc)}") from exc
         if body.model != MODEL:
             raise OpenAIError(404, f"the model {body.model!r} does not exist; use {MODEL!r}", param="model")
-        question = question_of(body)
+        question, history = conversation_of(body)
         try:
-            result = await run_in_threadpool(index(request).search, question, DEFAULT_K)
+            search = index(request).search
+            result = await run_in_threadpool(search, question, DEFAULT_K, history=history)
         except IndexBusy as exc:  # loading, or overtaken by writers
             raise OpenAIError(503, str(exc), kind="server_error") from exc
         except GroundQAError as exc:

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from groundqa.index.conversation import MAX_HISTORY_CHARS, MAX_TURN_CHARS, MAX_TURNS, Role, Turn
 from groundqa.index.formats import FORMATS
 from groundqa.index.index import DOC_ID_PATTERN, SearchResult, check_doc_id, passage_id
 from groundqa.index.ranking import (
@@ -60,6 +61,42 @@ MinConfidence = Annotated[
 STRICT = ConfigDict(strict=True)
 
 
+class TurnIn(BaseModel):
+    """An earlier turn of the conversation, in OpenAI's message shape."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    role: Role
+    content: str = Field(max_length=MAX_TURN_CHARS)
+
+    def turn(self) -> Turn:
+        return Turn(self.role, self.content)
+
+
+def _history_size(turns: list[TurnIn] | None) -> list[TurnIn] | None:
+    total = sum(len(t.content) for t in turns or ())
+    if total > MAX_HISTORY_CHARS:
+        raise ValueError(
+            f"the history has {total} characters; the limit is {MAX_HISTORY_CHARS} (send the latest turns)"
+        )
+    return turns
+
+
+History = Annotated[
+    list[TurnIn] | None,
+    Field(
+        max_length=MAX_TURNS,
+        description="the conversation's earlier turns, oldest first: the question is read in their "
+        f"light (a follow-up such as 'How long is it?'); at most {MAX_TURNS} turns of "
+        f"{MAX_TURN_CHARS} characters, {MAX_HISTORY_CHARS} in all",
+    ),
+    AfterValidator(_history_size),
+]
+
+
+def turns_of(history: list[TurnIn] | None) -> list[Turn]:
+    return [t.turn() for t in history or ()]
+
+
 class QueryRequest(BaseModel):
     model_config = STRICT
     question: Question
@@ -67,6 +104,7 @@ class QueryRequest(BaseModel):
     mode: Mode = DEFAULT_MODE
     doc_ids: DocIds = None
     min_confidence: MinConfidence = None
+    history: History = None
 
 
 Page = Field(description="the page the span begins on: 1-based in a PDF, null in other formats")
@@ -108,6 +146,11 @@ class QueryResponse(BaseModel):
     )
     passages: list[PassageOut]
     took_ms: float
+    searched_for: str | None = Field(
+        None,
+        description="only with a history: what was searched, the question read in the light of the "
+        "conversation (the question itself when it needs none)",
+    )
 
     @classmethod
     def of(cls, result: SearchResult) -> QueryResponse:
@@ -145,10 +188,18 @@ class QueryResponse(BaseModel):
             confidence=result.confidence,
             passages=passages,
             took_ms=result.took_ms,
+            searched_for=result.searched_for,
         )
 
     def as_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """The contract's shape: searched_for only where a history was given."""
+        return self.model_dump(mode="json", exclude=self._no_history())
+
+    def as_text(self) -> str:
+        return self.model_dump_json(exclude=self._no_history())
+
+    def _no_history(self) -> set[str] | None:
+        return {"searched_for"} if self.searched_for is None else None
 
 
 def _checked_text(text: str) -> str:
@@ -272,3 +323,6 @@ class Limits(BaseModel):
     file_bytes: int
     pdf_pages: int
     min_confidence: float
+    history_turns: int
+    history_turn_chars: int
+    history_chars: int

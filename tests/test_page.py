@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -311,3 +312,32 @@ def test_a_pdf_citation_names_its_page_and_links_to_the_original_there(page, ser
         assert original.headers["content-type"] == "application/pdf" and original.content == pdf
     finally:
         httpx.delete(f"{server.url}/v1/documents/harbour", headers=auth)
+
+
+def test_a_follow_up_is_answered_from_the_conversation_and_survives_a_reload(page) -> None:  # type: ignore[no-untyped-def]
+    sent: list[dict] = []
+    page.on(
+        "request", lambda r: sent.append(json.loads(r.post_data)) if r.url.endswith("/v1/query") else None
+    )
+    _ask(page, "What is the Power of Siberia 2 pipeline?")
+    reply = _ask(page, "How long is it?")
+    history = sent[-1]["history"]
+    assert history[0] == {"role": "user", "content": "What is the Power of Siberia 2 pipeline?"}
+    assert history[1]["role"] == "assistant" and "Power of Siberia 2" in history[1]["content"]
+    assert "Power of Siberia 2" in reply.locator(".searched-for").inner_text()
+    assert "2,500 km" in reply.inner_text()
+
+    page.reload()
+    page.wait_for_selector("#mode option", state="attached")
+    assert page.locator(".turn").count() == 2  # the conversation is still there
+    reply = _ask(page, "How much gas is it expected to transport?")
+    assert len(sent[-1]["history"]) == 4
+    assert "50 billion cubic meters" in reply.locator(".answer-text").inner_text()
+
+    page.click("#new-conversation")
+    assert page.locator(".turn").count() == 0
+    _ask(page, "How long is it?")
+    assert sent[-1]["history"] == []
+    page.reload()
+    page.wait_for_selector("#mode option", state="attached")
+    assert page.locator(".turn").count() == 1

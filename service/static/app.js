@@ -6,6 +6,11 @@
 const CITATIONS = 3;
 // The API's own limits (GET /v1/limits), read at start: the page keeps no copy of them.
 let limits = null;
+// The conversation so far, [{question, body}] (body: the QueryResponse), kept for this tab in
+// sessionStorage so that a reload shows it again and follow-ups keep their history.
+const STORED = "groundqa.conversation";
+let conversation = [];
+const ABSTAINED = "The articles don't seem to answer this question.";
 const $ = (id) => document.getElementById(id);
 
 function codePoints(text) {
@@ -123,6 +128,10 @@ function excerpt(passage, answer) {
 function showAnswer(reply, body) {
   reply.classList.remove("pending");
   reply.replaceChildren();
+  if (body.searched_for && body.searched_for !== body.question) {
+    // A follow-up read in the light of the conversation: say what was searched.
+    reply.append(el("p", { class: "searched-for" }, "Searched for: ", el("q", {}, body.searched_for)));
+  }
   if (body.passages.length === 0) {
     reply.classList.add("empty");
     reply.append(el("p", { class: "answer-text" }, "Nothing in the documents answers this. Try other words, or search all documents."));
@@ -132,8 +141,7 @@ function showAnswer(reply, body) {
   if (!body.answer) {
     // Abstained: the closest passages are shown as such, with nothing highlighted as an answer.
     reply.classList.add("abstained");
-    reply.append(el("p", { class: "answer-text" },
-      "The articles don't seem to answer this question. These are the closest passages."));
+    reply.append(el("p", { class: "answer-text" }, ABSTAINED + " These are the closest passages."));
     label = "Closest passages";
     reply.append(el("p", { class: "closest-head" }, label));
   } else {
@@ -195,12 +203,15 @@ async function ask(event) {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       // Until the limits arrive the mode list is empty: the server's default mode answers then.
-      body: JSON.stringify({ question, mode: $("mode").value || undefined, doc_ids: selectedDocs() }),
+      body: JSON.stringify({ question, mode: $("mode").value || undefined, doc_ids: selectedDocs(), history: history() }),
     });
     if (!response.ok) {
       showError(reply, `The server could not answer: ${await errorText(response)}`);
     } else {
-      showAnswer(reply, await response.json());
+      const body = await response.json();
+      showAnswer(reply, body);
+      conversation.push({ question, body });
+      save();
     }
   } catch {
     showError(reply, "The server cannot be reached. Check that groundqa is running, then ask again.");
@@ -209,6 +220,51 @@ async function ask(event) {
     reply.scrollIntoView({ block: "end" });
     box.focus();
   }
+}
+
+// The earlier turns as the API takes them: each question, and the answer sentence given (or the
+// abstention), the latest ones within the server's limits.
+function history() {
+  const turns = conversation.flatMap(({ question, body }) => [
+    { role: "user", content: question },
+    { role: "assistant", content: body.answer ? body.answer.text : ABSTAINED },
+  ]);
+  if (!limits) return turns.slice(-10);
+  const kept = [];
+  let chars = 0;
+  for (const turn of turns.reverse()) {
+    const content = turn.content.slice(0, limits.history_turn_chars);
+    if (kept.length === limits.history_turns || chars + content.length > limits.history_chars) break;
+    kept.unshift({ role: turn.role, content });
+    chars += content.length;
+  }
+  return kept;
+}
+
+function save() {
+  try {
+    sessionStorage.setItem(STORED, JSON.stringify(conversation));
+  } catch {
+    // Storage full or refused: the conversation still goes on in this page.
+  }
+}
+
+function restore() {
+  try {
+    conversation = JSON.parse(sessionStorage.getItem(STORED) || "[]");
+  } catch {
+    conversation = [];
+  }
+  for (const { question, body } of conversation) showAnswer(addTurn(question), body);
+}
+
+function newConversation() {
+  conversation = [];
+  save();
+  $("log").replaceChildren();
+  $("hint").hidden = false;
+  say("New conversation: earlier questions are forgotten.");
+  $("question").focus();
 }
 
 function setBusy(busy) {
@@ -277,6 +333,8 @@ function init() {
     }
   });
   $("viewer-close").addEventListener("click", () => $("viewer").close());
+  $("new-conversation").addEventListener("click", newConversation);
+  restore();
   loadLimits();
   loadDocuments();
   $("question").focus();
