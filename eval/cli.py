@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from groundqa.eval import conversations, report
+from groundqa.eval import conversations, report, serving
 from groundqa.eval.client import Client
 from groundqa.eval.data import DataError, Dataset, Question, check_spans, load_questions, load_squad, sample
 from groundqa.eval.metrics import curves, summarize
@@ -72,6 +72,12 @@ def add_parser(commands: Any) -> None:
     talks.add_argument("--articles", type=Path, help="a SQuAD file whose articles are indexed afresh")
     talks.add_argument("--url", help="ask a running server over HTTP instead of --index")
     talks.add_argument("--mode", choices=MODES, default=DEFAULT_MODE)
+    talks.add_argument(
+        "--openai",
+        action="store_true",
+        help="also ask each follow-up through the OpenAI-compatible route (of --url, or of a "
+        "groundqa serve started on the index) and count the replies whose citations hold the answer",
+    )
     talks.add_argument("--out", type=Path, help="report folder (default reports/conversations-<set name>)")
     talks.add_argument("--index", metavar="DIR", help=argparse.SUPPRESS)
     talks.set_defaults(run=run_conversations)
@@ -189,22 +195,22 @@ def run_conversations(args: argparse.Namespace, settings: IndexSettings) -> int:
         texts = {d["doc_id"]: client.text(d["doc_id"]) for d in client.documents()}
         conversations.check(found, texts)
         ask = conversations.ask_remote(client.query, args.mode)
-        return _conversations(args, found, ask, float(client.limits()["min_confidence"]))
+        return _conversations(args, found, ask, float(client.limits()["min_confidence"]), None)
     if args.articles is None:
         if not settings.qdrant_url and not Path(settings.index_dir).exists():
             raise DataError(f"no index at {settings.index_dir}; give --articles, --index or --url")
         index = open_index(settings)
         conversations.check(found, {d.doc_id: index.document(d.doc_id)[1] for d in index.documents()})
-        return _conversations(args, found, conversations.ask_index(index, args.mode), index.min_confidence)
+        ask = conversations.ask_index(index, args.mode)
+        return _conversations(args, found, ask, index.min_confidence, Path(settings.index_dir).resolve())
     articles = load_squad(args.articles).articles
     conversations.check(found, {a.doc_id: a.text for a in articles})
     with tempfile.TemporaryDirectory(prefix="groundqa-eval-") as folder:
         index = Index(IndexSettings(index_dir=Path(folder)).location(), embedder_of(settings))
         try:
             index_all(index, articles_input(articles))
-            return _conversations(
-                args, found, conversations.ask_index(index, args.mode), index.min_confidence
-            )
+            ask = conversations.ask_index(index, args.mode)
+            return _conversations(args, found, ask, index.min_confidence, Path(folder))
         finally:
             index.storage.close()
 
@@ -214,8 +220,12 @@ def _conversations(
     found: list[conversations.Conversation],
     ask: conversations.AskWith,
     floor: float,
+    index_dir: Path | None,
 ) -> int:
+    """index_dir: the embedded index a server is started on for --openai (None: --url's)."""
     result = conversations.summary(found, conversations.evaluate(found, ask, floor))
+    if args.openai:
+        result["openai_citations_hold"] = _over_openai(found, args.url, index_dir)
     command = "groundqa " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result |= {"set": args.file.stem, "mode": args.mode, "command": command}
     out = args.out or Path("reports") / f"conversations-{args.file.stem}"
@@ -226,6 +236,20 @@ def _conversations(
     print(text)
     print(f"wrote {out / 'report.json'}, {out / 'report.md'}")
     return 0
+
+
+def _over_openai(found: list[conversations.Conversation], url: str | None, index_dir: Path | None) -> Any:
+    if url:
+        return conversations.openai_citations(found, url)
+    if index_dir is None:
+        raise DataError("--openai needs --url, or an embedded index to serve")
+    process, started = serving.serve(index_dir, "--workers", "1")
+    try:
+        serving.wait_ready(started, process)
+        return conversations.openai_citations(found, started)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
 
 
 def _remote(url: str) -> tuple[Ask, dict[str, str], dict[str, str], float]:

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from groundqa.eval.data import DataError, Dataset, Question, check_spans
-from groundqa.eval.metrics import Outcome, percentile, summarize
+from groundqa.eval.metrics import Located, Outcome, covers, percentile, summarize
 from groundqa.eval.progress import progress
 from groundqa.eval.runner import ASK_K, Reply, reply_of_json, reply_of_result, score
 from groundqa.index.conversation import ROLES, Turn
@@ -132,6 +134,28 @@ def evaluate(conversations: list[Conversation], ask: AskWith, floor: float) -> d
     return found
 
 
+def openai_citations(conversations: list[Conversation], url: str) -> dict[str, float]:
+    """Through a running server's OpenAI-compatible route, as a chat client asks (the whole
+    conversation in messages): the share of follow-ups whose reply cites a span holding a gold
+    span, with their history and alone."""
+    found: dict[str, list[bool]] = {"with_history": [], "alone": []}
+    with httpx.Client(base_url=url, timeout=120) as http:
+        for c in progress(conversations, "openai"):
+            for row, history in (("with_history", c.history), ("alone", [])):
+                messages = [{"role": t.role, "content": t.content} for t in history]
+                body = {"model": "groundqa", "messages": [*messages, {"role": "user", "content": c.question}]}
+                reply = http.post("/v1/chat/completions", json=body)
+                if reply.status_code != 200:
+                    raise DataError(
+                        f"{url}/v1/chat/completions answered {reply.status_code}: {reply.text[:200]}"
+                    )
+                cited = [
+                    Located(x["doc_id"], x["start"], x["end"]) for x in reply.json().get("citations", [])
+                ]
+                found[row].append(any(covers(x, c.doc_id, c.spans) for x in cited))
+    return {row: round(sum(hits) / len(hits), 4) for row, hits in found.items()}
+
+
 def summary(conversations: list[Conversation], outcomes: dict[str, list[Outcome]]) -> dict[str, Any]:
     """The four rows over all conversations and over the short ones, the share of the follow-ups
     that only their history can answer which it does, and the latency history adds."""
@@ -190,8 +214,14 @@ def markdown(name: str, command: str, s: dict[str, Any]) -> str:
         f"{s['needing_history']}, found with history {s['needing_history_found']}",
         f"- latency added by a history (the standalone question after an unrelated history, against "
         f"alone, p50 of the differences): {s['added_latency_ms_p50']} ms",
-        "",
     ]
+    if s.get("openai_citations_hold"):
+        o = s["openai_citations_hold"]
+        lines.append(
+            f"- over the OpenAI route, follow-ups whose citations hold a gold span: with history "
+            f"{o['with_history']}, alone {o['alone']}"
+        )
+    lines.append("")
     return "\n".join(lines)
 
 

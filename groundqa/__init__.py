@@ -4,4 +4,4 @@ One package over the repository's layers: groundqa.index (text to a saved, searc
 groundqa.eval (measures it) and groundqa.service (the HTTP face, the chat page and the CLI).
 """
 
-__version__ = "0.8.2"
+__version__ = "0.9.0"
