@@ -8,7 +8,6 @@ another document (a change of subject, which the history must not drag back).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from groundqa.eval.data import DataError, Dataset, Question, check_spans
+from groundqa.eval.data import DataError, Dataset, Question, check_spans, read_jsonl
 from groundqa.eval.metrics import Located, Outcome, covers, percentile, summarize
 from groundqa.eval.progress import progress
 from groundqa.eval.runner import ASK_K, Reply, reply_of_json, reply_of_result, score
@@ -45,16 +44,9 @@ class Conversation:
 def load(path: Path) -> list[Conversation]:
     """JSONL, one conversation a line: {"id", "doc_id", "history": [{"role", "content"}, ...],
     "question", "standalone", "spans": [[start, end], ...], "short"?}."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}") from exc
     found = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, item in read_jsonl(path, "conversation"):
         try:
-            item = json.loads(line)
             history = [Turn(t["role"], str(t.get("content") or "")) for t in item["history"]]
             conversation = Conversation(
                 str(item["id"]),
@@ -65,7 +57,7 @@ def load(path: Path) -> list[Conversation]:
                 [(int(s), int(e)) for s, e in item["spans"]],
                 bool(item.get("short", False)),
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise DataError(
                 f"{path}:{number}: malformed conversation ({exc}); see the README's format"
             ) from exc

@@ -6,6 +6,7 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from groundqa.index.errors import GroundQAError
 from groundqa.index.index import derive_doc_id
@@ -74,16 +75,9 @@ def load_squad(path: Path) -> Dataset:
 
 def load_questions(path: Path) -> Dataset:
     """JSONL: {"id", "question", "doc_id"?, "answer"?, "page"?, "spans": [[start, end], ...]} per line."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}") from exc
     questions = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, item in read_jsonl(path, "question"):
         try:
-            item = json.loads(line)
             spans = [(int(s), int(e)) for s, e in item["spans"]]
             page = item.get("page")
             question = Question(
@@ -94,7 +88,7 @@ def load_questions(path: Path) -> Dataset:
                 item.get("answer"),
                 None if page is None else int(page),
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise DataError(
                 f"{path}:{number}: malformed question line ({exc}); see the README's format"
             ) from exc
@@ -107,6 +101,25 @@ def load_questions(path: Path) -> Dataset:
     if not questions:
         raise DataError(f"{path} holds no questions")
     return Dataset(path.stem, questions)
+
+
+def read_jsonl(path: Path, kind: str) -> list[tuple[int, Any]]:
+    """Each non-blank line's number and JSON value; DataError for a file that cannot be read or a
+    line that is not JSON (kind names what a line holds, for the message)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}") from exc
+    found = []
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            try:
+                found.append((number, json.loads(line)))
+            except ValueError as exc:
+                raise DataError(
+                    f"{path}:{number}: malformed {kind} line ({exc}); see the README's format"
+                ) from exc
+    return found
 
 
 def check_spans(dataset: Dataset, texts: dict[str, str]) -> None:

@@ -218,10 +218,8 @@ def test_a_history_over_the_limits_gets_422_naming_it(
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = LiveServer(tmp_path_factory.mktemp("conversation") / "index")
-    live.start()
-    yield live
-    live.stop()
+    with LiveServer(tmp_path_factory.mktemp("conversation") / "index") as live:
+        yield live
 
 
 def test_openai_route_answers_a_follow_up_from_the_messages(server: LiveServer) -> None:

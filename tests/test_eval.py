@@ -117,10 +117,8 @@ def test_malformed_question_files_name_the_line(tmp_path: Path, content: str, me
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = LiveServer(tmp_path_factory.mktemp("eval") / "index")
-    live.start()
-    yield live
-    live.stop()
+    with LiveServer(tmp_path_factory.mktemp("eval") / "index") as live:
+        yield live
 
 
 @pytest.mark.slow
