@@ -464,7 +464,7 @@ class SegmentReader(Reader):
         places = self.db.places(doc_ids)
         unknown = [d for d in doc_ids if d not in places]
         if unknown:
-            raise DocumentNotFound(f"doc_ids not in the index: {', '.join(unknown)}")
+            raise DocumentNotFound(f"doc_ids not in the index: {', '.join(unknown)}", list(unknown))
         parts = []
         for d, (number, n) in places.items():
             i = self.numbers.get(number)

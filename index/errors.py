@@ -15,11 +15,15 @@ class InvalidQuery(GroundQAError, ValueError):
 
 
 class DocumentNotFound(GroundQAError):
-    pass
+    def __init__(self, message: str, doc_ids: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.doc_ids = doc_ids or []  # the unknown ones, for a face that words its own message
 
 
 class DocumentConflict(GroundQAError):
-    pass
+    def __init__(self, message: str, doc_id: str | None = None) -> None:
+        super().__init__(message)
+        self.doc_id = doc_id
 
 
 class ModelError(GroundQAError):

@@ -586,7 +586,7 @@ class QdrantReader(Reader):
         records = self.s.records(doc_ids)
         unknown = [d for d in doc_ids if d not in records]
         if unknown:
-            raise DocumentNotFound(f"doc_ids not in the index: {', '.join(unknown)}")
+            raise DocumentNotFound(f"doc_ids not in the index: {', '.join(unknown)}", list(unknown))
         for doc_id, record in records.items():
             if self.versions.setdefault(doc_id, str(record["version"])) != record["version"]:
                 raise StaleRead(f"{doc_id} changed during the query")

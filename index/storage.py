@@ -129,7 +129,8 @@ def decide(before: Document | None, doc: Document, replace: bool) -> State:
     if not replace:
         raise DocumentConflict(
             f"doc_id {doc.doc_id!r} already holds different text; "
-            "replace it with PUT or choose another doc_id"
+            "replace it with PUT or choose another doc_id",
+            doc.doc_id,
         )
     return "replaced"
 
@@ -170,7 +171,7 @@ def compare_meta(have: dict[str, object], want: dict[str, object], where: str) -
 
 
 def not_found(doc_id: str) -> DocumentNotFound:
-    return DocumentNotFound(f"no document with doc_id {doc_id!r}; list them with 'groundqa docs'")
+    return DocumentNotFound(f"no document with doc_id {doc_id!r}; list them with 'groundqa docs'", [doc_id])
 
 
 class Reader(ABC):

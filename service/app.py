@@ -58,7 +58,7 @@ from groundqa.index.ranking import (
     MODES,
     Mode,
 )
-from groundqa.service import mcp_server, openai_chat
+from groundqa.service import mcp_server, openai_chat, view
 from groundqa.service.articles import Article, article_input, article_sources, read_source
 from groundqa.service.config import Settings, get_settings
 from groundqa.service.metrics import Metrics
@@ -117,7 +117,7 @@ def create_app(
     settings = settings or get_settings()
 
     key = settings.api_key.get_secret_value() if settings.api_key else None
-    tools = mcp_server.build(lambda: loaded(app), mcp_server.bearer_check(key))
+    tools = mcp_server.build(lambda: loaded(app), mcp_server.bearer_check(key), settings.link_base())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -164,7 +164,9 @@ def create_app(
     app.add_middleware(Observe, metrics=app.state.metrics)
     _add_error_handlers(app)
     _add_routes(app)
-    openai_chat.add_routes(app, lambda request: loaded(request.app))
+    openai_chat.add_routes(app, lambda request: loaded(request.app), settings.link_base())
+    app.state.loaded = lambda: loaded(app)  # the citation view's index
+    app.include_router(view.router)
     # MCP over streamable HTTP at /mcp: one JSON answer a request, no session to keep, so any
     # worker answers any request.
     mcp_app = tools.streamable_http_app(
@@ -540,12 +542,22 @@ def _add_error_handlers(app: FastAPI) -> None:
             exact = [r for r in routes if r.path == path]  # /v1/documents/batch, not /v1/documents/{doc_id}
             allowed = sorted({method for route in exact or routes for method in route.methods or ()})
             detail = f"{request.method} is not allowed here; use {', '.join(allowed)}"
-            return JSONResponse({"detail": detail}, status_code=405, headers={"Allow": ", ".join(allowed)})
+            body = _error_body(path, 405, detail)
+            return JSONResponse(body, status_code=405, headers={"Allow": ", ".join(allowed)})
+        if request.url.path.startswith(openai_chat.PATHS):
+            body = openai_chat.error_body(exc.status_code, str(exc.detail))
+            return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _describe(exc.errors())}, status_code=422)
+
+
+def _error_body(path: str, status: int, detail: str) -> dict[str, Any]:
+    if path.startswith(openai_chat.PATHS):
+        return openai_chat.error_body(status, detail)
+    return {"detail": detail}
 
 
 def _describe(errors: Any) -> str:
@@ -590,7 +602,9 @@ class Observe:
             if started:
                 raise
             status = 503
-            await _refuse(send, status, "the server stopped before this request finished; send it again")
+            await _refuse(
+                send, status, "the server stopped before this request finished; send it again", scope
+            )
         finally:
             path = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.observe(scope["method"], path, status, time.perf_counter() - began)
@@ -619,12 +633,12 @@ class BodyGuard:
             authorization = headers.get(b"authorization", b"").decode("latin-1")
             refused = key_refusal(self.key, authorization)
             if refused is not None:
-                await _refuse(send, *refused)
+                await _refuse(send, *refused, scope)
                 return
         limit = self.larger.get(scope["path"], self.max_bytes)
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            await _refuse(send, 413, f"the request body is larger than {limit} bytes")
+            await _refuse(send, 413, f"the request body is larger than {limit} bytes", scope)
             return
         chunks, seen, more = [], 0, True
         try:
@@ -637,10 +651,10 @@ class BodyGuard:
                     seen += len(chunks[-1])
                     more = message.get("more_body", False)
                     if seen > limit:
-                        await _refuse(send, 413, f"the request body is larger than {limit} bytes")
+                        await _refuse(send, 413, f"the request body is larger than {limit} bytes", scope)
                         return
         except TimeoutError:
-            await _refuse(send, 408, f"the request body did not arrive within {self.timeout:g} s")
+            await _refuse(send, 408, f"the request body did not arrive within {self.timeout:g} s", scope)
             return
         body, sent = b"".join(chunks), False
 
@@ -656,11 +670,11 @@ class BodyGuard:
         await self.app(scope, replay, send)
 
 
-async def _refuse(send: Send, status: int, detail: str) -> None:
+async def _refuse(send: Send, status: int, detail: str, scope: Scope) -> None:
+    """An error answered before the app: {"detail"}, or OpenAI's shape on its routes."""
     headers = {"Connection": "close"} | ({"WWW-Authenticate": "Bearer"} if status == 401 else {})
-    await JSONResponse({"detail": detail}, status_code=status, headers=headers)(
-        {"type": "http"}, _no_body, send
-    )
+    body = _error_body(scope["path"], status, detail)
+    await JSONResponse(body, status_code=status, headers=headers)({"type": "http"}, _no_body, send)
 
 
 async def _no_body() -> Message:

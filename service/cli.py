@@ -168,7 +168,7 @@ def run_mcp(args: argparse.Namespace, settings: Settings) -> int:
             opened.append(_index(settings))
         return opened[0]
 
-    mcp_server.build(index, mcp_server.allow_all).run()
+    mcp_server.build(index, mcp_server.allow_all, settings.link_base()).run()
     return 0
 
 

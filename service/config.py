@@ -33,6 +33,10 @@ class Settings(IndexSettings):
     workers: int | Literal["auto"] = "auto"
     # uvicorn's log level for `serve`.
     log: str = "info"
+    # The base of the absolute links the service gives (citation views in OpenAI replies and MCP
+    # results), e.g. https://qa.example.org; unset: http://HOST:PORT as configured. Never taken
+    # from a request, whose Host header anyone can set.
+    public_url: str | None = None
 
     @field_validator("api_key")
     @classmethod
@@ -53,6 +57,12 @@ class Settings(IndexSettings):
         if self.qdrant_folder():
             return 1
         return len(os.sched_getaffinity(0))
+
+    def link_base(self) -> str:
+        if self.public_url and self.public_url.strip():
+            return self.public_url.strip().rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
     def cors_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]

@@ -9,13 +9,15 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import BaseModel, Field
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.types import CallToolResult
+from pydantic import BaseModel, Field, ValidationError
 
 from groundqa import __version__
-from groundqa.index.errors import GroundQAError
+from groundqa.index.errors import DocumentConflict, DocumentNotFound, GroundQAError
 from groundqa.index.index import Index
 from groundqa.index.ranking import DEFAULT_K, DEFAULT_MODE, MAX_DOC_IDS, MAX_K, MAX_QUESTION_CHARS, Mode
+from groundqa.service.citations import citations
 from groundqa.service.schemas import DocumentList, DocumentOut, History, PassageOut, QueryResponse, turns_of
 
 INSTRUCTIONS = (
@@ -31,6 +33,24 @@ MAX_SLICE = 20_000
 
 class Passages(BaseModel):
     passages: list[PassageOut]
+
+
+class Cited(BaseModel):
+    index: int
+    doc_id: str
+    title: str
+    start: int
+    end: int
+    page: int | None
+    text: str
+    url: str = Field(description="the citation view: the document with this span highlighted")
+
+
+class Answered(QueryResponse):
+    citations: list[Cited] = Field(
+        description="[1] the answer sentence, then passages around it, each with a link a person "
+        "can open to check it (empty when the articles do not answer)"
+    )
 
 
 class DocumentSlice(BaseModel):
@@ -60,10 +80,50 @@ DocId = Annotated[str, Field(description="the document, as a passage's doc_id na
 WriteCheck = Callable[[Context], None]
 
 
-def build(index: Callable[[], Index], check_write: WriteCheck | None) -> MCPServer:
+class PlainErrors(MCPServer):
+    """Tool errors as one plain sentence in MCP's words: a bad argument names the argument and
+    what it takes (not a validation dump), an unknown argument is refused by name, and the SDK's
+    "Error executing tool" prefix is left out."""
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context | None = None
+    ) -> CallToolResult | Any:
+        tool = self._tool_manager.get_tool(name)
+        if tool is not None:
+            known = sorted(tool.parameters.get("properties", {}))
+            unknown = sorted(set(arguments) - set(known))
+            if unknown:
+                raise ToolError(
+                    f"{name} has no argument {unknown[0]!r}; its arguments are {', '.join(known) or 'none'}."
+                )
+            try:
+                tool.fn_metadata.validate_arguments(arguments)
+            except ValidationError as exc:
+                raise ToolError(_argument_error(name, exc)) from exc
+        try:
+            return await super().call_tool(name, arguments, context)
+        except UnexpectedToolError:
+            raise
+        except ToolError as exc:
+            raise ToolError(str(exc).removeprefix(f"Error executing tool {name}: ")) from exc.__cause__
+
+
+def _argument_error(tool: str, exc: ValidationError) -> str:
+    e = exc.errors()[0]
+    where = ".".join(str(p) for p in e["loc"])
+    if e["type"] == "missing":
+        return f"{tool} needs the argument {where!r}."
+    said = e["msg"][0].lower() + e["msg"][1:]
+    said = said.removeprefix("input ").removeprefix("value error, ")
+    given = e.get("input")
+    return f"The argument {where!r} of {tool} {said} (it was {given!r}); change it and call {tool} again."
+
+
+def build(index: Callable[[], Index], check_write: WriteCheck | None, link_base: str = "") -> MCPServer:
     """The tools over the index that index() returns (loaded lazily by the caller); add_document
-    exists when check_write is given, and runs only when it passes."""
-    server = MCPServer("groundqa", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
+    exists when check_write is given, and runs only when it passes. link_base: the configured
+    base of the citation links."""
+    server = PlainErrors("groundqa", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
 
     @server.tool()
     def ask(
@@ -72,15 +132,22 @@ def build(index: Callable[[], Index], check_write: WriteCheck | None) -> MCPServ
         mode: Mode = DEFAULT_MODE,
         doc_ids: DocIds = None,
         history: History = None,
-    ) -> QueryResponse:
+    ) -> Answered:
         """Answer a question from the articles: the sentence that answers it (null when the articles
         do not seem to answer; then the passages are only the closest ones), the confidence that it
-        answers (0 to 1), and the passages it comes from, best first, each with doc_id, title,
-        start and end (character offsets into the document's text) and text. For a follow-up
-        ("How long is it?"), pass the earlier turns as history, or ask a self-contained question;
-        searched_for then says what was searched."""
+        answers (0 to 1), the passages it comes from, best first, each with doc_id, title, start
+        and end (character offsets into the document's text), page (PDFs) and text, and
+        citations with links a person can open to check them: give those links with the answer.
+        For a follow-up ("How long is it?"), pass the earlier turns as history, or ask a
+        self-contained question; searched_for then says what was searched."""
         turns = turns_of(history)
-        return _call(lambda: QueryResponse.of(index().search(question, k, mode, doc_ids, history=turns)))
+
+        def answer() -> Answered:
+            result = index().search(question, k, mode, doc_ids, history=turns)
+            cited = [Cited(**c) for c in citations(result, link_base)]
+            return Answered(**QueryResponse.of(result).__dict__, citations=cited)
+
+        return _call(answer)
 
     @server.tool()
     def search(
@@ -140,21 +207,42 @@ def build(index: Callable[[], Index], check_write: WriteCheck | None) -> MCPServ
             doc_id: Annotated[
                 str | None, Field(description="its id, A-Z a-z 0-9 . _ - (default: from the title)")
             ] = None,
+            replace: Annotated[
+                bool, Field(description="replace the text of an existing doc_id (else that is refused)")
+            ] = False,
         ) -> DocumentOut:
             """Add an article so that questions can be answered from it. The same text again
-            changes nothing; other text under an existing doc_id is refused."""
+            changes nothing; other text under an existing doc_id is refused unless replace is true."""
             check_write(ctx)
-            return _call(lambda: DocumentOut.of(index().add(text, title=title, doc_id=doc_id).document))
+            return _call(
+                lambda: DocumentOut.of(
+                    index().add(text, title=title, doc_id=doc_id, replace=replace).document
+                )
+            )
 
     return server
 
 
 def _call(work: Callable[[], Any]) -> Any:
-    """Domain errors become tool errors the model reads: the message says what to change."""
+    """Domain errors become tool errors the model reads, in MCP's words: what to change."""
     try:
         return work()
+    except DocumentNotFound as exc:
+        named = (
+            f"doc_id {exc.doc_ids[0]!r}"
+            if len(exc.doc_ids) == 1
+            else "doc_ids " + ", ".join(map(repr, exc.doc_ids))
+        )
+        raise ToolError(f"No document has the {named}; call list_documents for the doc_ids.") from exc
+    except DocumentConflict as exc:
+        if exc.doc_id is None:
+            raise ToolError(f"{exc}.") from exc
+        raise ToolError(
+            f"The doc_id {exc.doc_id!r} already holds other text; call add_document again with "
+            "replace: true to replace it, or give another doc_id."
+        ) from exc
     except GroundQAError as exc:
-        raise ToolError(str(exc)) from exc
+        raise ToolError(f"{str(exc)[0].upper()}{str(exc)[1:]}.") from exc
 
 
 def bearer_check(key: str | None) -> WriteCheck:

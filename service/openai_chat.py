@@ -1,6 +1,8 @@
-"""OpenAI-compatible routes: GET /v1/models and POST /v1/chat/completions (plain and streamed).
-The reply is the grounded answer with numbered markers, and a `citations` array (on the response
-and on the message) whose offsets index the stored text. Errors come in OpenAI's shape."""
+"""OpenAI-compatible routes: GET /v1/models, GET /v1/models/{model} and POST /v1/chat/completions
+(plain and streamed). The reply is the grounded answer with numbered markers, then its sources as
+Markdown links to the citation view (so a client that keeps only the text still lets a person
+check each claim), and a `citations` array (on the response and on the message) whose offsets
+index the stored text. Usage is counted in cl100k tokens. Errors come in OpenAI's shape."""
 
 from __future__ import annotations
 
@@ -19,12 +21,15 @@ from groundqa.index.conversation import ROLES, Turn, trim_history
 from groundqa.index.errors import GroundQAError, IndexBusy
 from groundqa.index.index import Index, SearchResult
 from groundqa.index.ranking import DEFAULT_K
+from groundqa.index.text import count_tokens, encoding
+from groundqa.service.citations import citations, sources
 
 MODEL = "groundqa"
+MODEL_OBJECT = {"id": MODEL, "object": "model", "created": 0, "owned_by": "groundqa"}
 ABSTAINED = "The articles don't seem to answer this question."
 NOTHING = "Nothing in the articles answers this question."
-# Passages cited beside the answer sentence.
-CITED = 3
+# The paths whose errors come in OpenAI's shape, whatever answers them (the body guard too).
+PATHS = ("/v1/chat/", "/v1/models")
 
 
 class OpenAIError(Exception):
@@ -37,6 +42,19 @@ class OpenAIError(Exception):
         self.status, self.kind, self.param = status, kind, param
 
 
+def error_body(
+    status: int, message: str, kind: str = "invalid_request_error", param: str | None = None
+) -> dict:
+    code = {
+        401: "invalid_api_key",
+        404: "model_not_found",
+        408: "timeout",
+        413: "request_too_large",
+        503: "unavailable",
+    }.get(status)
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
 # Most messages in a conversation, and parts in one message's content (422 over them).
 MAX_MESSAGES = 1000
 
@@ -47,11 +65,20 @@ class Message(BaseModel):
     content: str | Annotated[list[dict[str, Any]], Field(max_length=MAX_MESSAGES)] | None = None
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
 class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")  # temperature, max_tokens...: accepted, not used
+    model_config = ConfigDict(extra="allow")  # temperature, top_p...: accepted, not used
     model: str
     messages: list[Message] = Field(max_length=MAX_MESSAGES)
     stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
 
 
 def conversation_of(body: ChatRequest) -> tuple[str, list[Turn]]:
@@ -78,35 +105,6 @@ def _text(message: Message) -> str:
     return "\n".join(p.get("text", "") for p in message.content or [] if p.get("type") == "text")
 
 
-def citations(result: SearchResult, base_url: str) -> list[dict[str, Any]]:
-    """[1] the answer sentence, then the other returned passages of its document (context for it),
-    each with its exact text."""
-    if result.answer is None:
-        return []
-    a = result.answer
-    found = [(a.passage.doc_id, a.title, a.span.start, a.span.end, a.text)]
-    for hit in result.hits:
-        p = hit.passage
-        if len(found) > CITED:
-            break
-        holds_answer = p.start <= a.span.start and a.span.end <= p.end
-        if p.doc_id == a.passage.doc_id and not holds_answer:
-            found.append((p.doc_id, hit.title, p.start, p.end, p.text))
-    return [
-        {
-            "index": i,
-            "doc_id": doc_id,
-            "title": title,
-            "start": start,
-            "end": end,
-            "page": None,
-            "text": text,
-            "url": f"{base_url}/v1/documents/{doc_id}",
-        }
-        for i, (doc_id, title, start, end, text) in enumerate(found, start=1)
-    ]
-
-
 def reply_text(result: SearchResult, cited: list[dict[str, Any]]) -> str:
     if result.answer is None:
         return ABSTAINED if result.hits else NOTHING
@@ -114,40 +112,61 @@ def reply_text(result: SearchResult, cited: list[dict[str, Any]]) -> str:
     if len(cited) > 1:
         others = ", ".join(f"[{c['index']}]" for c in cited[1:])
         text += f"\n\nSee also {others} in {cited[0]['title']}."
-    return text
+    return f"{text}\n\n{sources(cited)}"
 
 
-def add_routes(app: FastAPI, index: Callable[[Request], Index]) -> None:
+def cut(
+    text: str, cited: list[dict[str, Any]], max_tokens: int | None
+) -> tuple[str, list[dict[str, Any]], str]:
+    """The reply within max_tokens cl100k tokens, the citations whose markers it keeps, and the
+    finish reason ("length" when cut)."""
+    tokens = encoding().encode(text, disallowed_special=())
+    if max_tokens is None or len(tokens) <= max_tokens:
+        return text, cited, "stop"
+    kept = encoding().decode_bytes(tokens[:max_tokens]).decode("utf-8", errors="ignore")
+    return kept, [c for c in cited if f"[{c['index']}]" in kept], "length"
+
+
+def add_routes(app: FastAPI, index: Callable[[Request], Index], link_base: str) -> None:
     """The routes follow OpenAI's API reference, with its error shape, not groundqa's OpenAPI
     document (which promises {"detail"} errors): they are left out of it, and the official client
-    tests them (tests/test_integrations.py)."""
+    tests them (tests/test_integrations.py). link_base: the configured base of the links."""
 
     @app.exception_handler(OpenAIError)
     async def openai_error(request: Request, exc: OpenAIError) -> JSONResponse:
-        code = {401: "invalid_api_key", 404: "model_not_found", 503: "unavailable"}.get(exc.status)
-        body = {"error": {"message": str(exc), "type": exc.kind, "param": exc.param, "code": code}}
-        return JSONResponse(body, status_code=exc.status)
+        return JSONResponse(error_body(exc.status, str(exc), exc.kind, exc.param), status_code=exc.status)
 
     @app.get("/v1/models", include_in_schema=False)
     def models() -> dict[str, Any]:
         """The one model: groundqa's grounded answers."""
-        return {
-            "object": "list",
-            "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "groundqa"}],
-        }
+        return {"object": "list", "data": [MODEL_OBJECT]}
+
+    @app.get("/v1/models/{model}", include_in_schema=False)
+    def model(model: str) -> dict[str, Any]:
+        if model != MODEL:
+            raise OpenAIError(404, f"the model {model!r} does not exist; use {MODEL!r}", param="model")
+        return MODEL_OBJECT
 
     @app.post("/v1/chat/completions", include_in_schema=False, response_model=None)
     async def chat(request: Request) -> JSONResponse | StreamingResponse:
         """OpenAI's chat completion: the last user message is the question, read in the light of
-        the user and assistant messages before it; the reply is the
-        grounded answer with [n] markers and `citations`; `stream: true` sends server-sent
-        events. Abstentions say that the articles don't answer, with no citations."""
+        the user and assistant messages before it; the reply is the grounded answer with [n]
+        markers, its sources and `citations`; `stream: true` sends server-sent events.
+        Abstentions say that the articles don't answer, with no citations."""
         try:
             body = ChatRequest.model_validate(await request.json())
         except (ValidationError, ValueError) as exc:
             raise OpenAIError(400, f"the request is not a chat completion: {_first(exc)}") from exc
         if body.model != MODEL:
             raise OpenAIError(404, f"the model {body.model!r} does not exist; use {MODEL!r}", param="model")
+        if body.n not in (None, 1):
+            raise OpenAIError(
+                400, f"n is {body.n}; groundqa gives one answer: send n = 1 or leave it out", param="n"
+            )
+        limit = body.max_completion_tokens or body.max_tokens
+        for name in ("max_tokens", "max_completion_tokens"):
+            if getattr(body, name) is not None and getattr(body, name) < 1:
+                raise OpenAIError(400, f"{name} is {getattr(body, name)}; give at least 1", param=name)
         question, history = conversation_of(body)
         try:
             search = index(request).search
@@ -156,11 +175,17 @@ def add_routes(app: FastAPI, index: Callable[[Request], Index]) -> None:
             raise OpenAIError(503, str(exc), kind="server_error") from exc
         except GroundQAError as exc:
             raise OpenAIError(400, str(exc), param="messages") from exc
-        cited = citations(result, str(request.base_url).rstrip("/"))
-        text = reply_text(result, cited)
+        cited = citations(result, link_base)
+        text, cited, finish = cut(reply_text(result, cited), cited, limit)
+        read = sum(count_tokens(t.content) for t in history) + count_tokens(question)
+        usage = {"prompt_tokens": read, "completion_tokens": count_tokens(text)}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         made = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": MODEL}
         if body.stream:
-            return StreamingResponse(_events(made, text, cited), media_type="text/event-stream")
+            counted = usage if body.stream_options and body.stream_options.include_usage else None
+            return StreamingResponse(
+                _events(made, text, cited, finish, counted), media_type="text/event-stream"
+            )
         return JSONResponse(
             {
                 **made,
@@ -169,24 +194,28 @@ def add_routes(app: FastAPI, index: Callable[[Request], Index]) -> None:
                     {
                         "index": 0,
                         "message": {"role": "assistant", "content": text, "citations": cited},
-                        "finish_reason": "stop",
+                        "finish_reason": finish,
                     }
                 ],
                 "citations": cited,
-                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+                "usage": usage,
             }
         )
 
 
-def _events(made: dict[str, Any], text: str, cited: list[dict[str, Any]]) -> Iterator[str]:
-    """OpenAI's chunk format: the role, the text a sentence at a time, then the finish with the
-    citations, then [DONE]."""
+def _events(
+    made: dict[str, Any], text: str, cited: list[dict[str, Any]], finish: str, usage: dict[str, int] | None
+) -> Iterator[str]:
+    """OpenAI's chunk format: the role, the text a piece at a time, then the finish with the
+    citations, then (asked for with stream_options.include_usage) a chunk with no choices and
+    the usage, every other chunk saying "usage": null; then [DONE]."""
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
         body = {
             **made,
             "object": "chat.completion.chunk",
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **({"usage": None} if usage is not None else {}),
             **extra,
         }
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
@@ -194,7 +223,10 @@ def _events(made: dict[str, Any], text: str, cited: list[dict[str, Any]]) -> Ite
     yield chunk({"role": "assistant", "content": ""})
     for piece in _pieces(text):
         yield chunk({"content": piece})
-    yield chunk({}, "stop", citations=cited)
+    yield chunk({}, finish, citations=cited)
+    if usage is not None:
+        last = {**made, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+        yield f"data: {json.dumps(last)}\n\n"
     yield "data: [DONE]\n\n"
 
 
@@ -207,4 +239,4 @@ def _first(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         e = exc.errors()[0]
         return f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-    return "the body is not JSON"
+    return "the body is not JSON in UTF-8"

@@ -149,7 +149,7 @@ class LiveServer:
     def __init__(self, folder: Path, **settings: object) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = Settings(index_dir=folder, **settings)  # type: ignore[arg-type]
+        config = Settings(index_dir=folder, port=self.port, **settings)  # type: ignore[arg-type]
         self.seed_text = ARTICLE.read_text(encoding="utf-8")
         self.app = app = create_app(config, seed=[seed_input()])
         self.server = uvicorn.Server(

@@ -128,7 +128,7 @@ def _check_citations(server: LiveServer, citations: list[dict[str, Any]]) -> Non
     for c in citations:
         text = stored(server, c["doc_id"])
         assert text[c["start"] : c["end"]] == c["text"]
-        assert c["url"] == f"{server.url}/v1/documents/{c['doc_id']}"
+        assert c["url"] == f"{server.url}/view/{c['doc_id']}?start={c['start']}&end={c['end']}#cited"
 
 
 def test_openai_chat_completion_with_citations(server: LiveServer) -> None:

@@ -1,0 +1,57 @@
+"""Citations a person can check from any client: each cited span with its page and a link to the
+citation view (/view/{doc_id}?start=&end=, the document with the span highlighted), and the same
+links as Markdown at the end of a reply, for clients that keep only the text."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from groundqa.index.index import SearchResult
+
+# Passages cited beside the answer sentence.
+SEE_ALSO = 3
+
+
+def view_url(base: str, doc_id: str, start: int, end: int) -> str:
+    return f"{base}/view/{quote(doc_id)}?{urlencode({'start': start, 'end': end})}#cited"
+
+
+def citations(result: SearchResult, base: str) -> list[dict[str, Any]]:
+    """[1] the answer sentence, then up to SEE_ALSO other returned passages of its document
+    (context for it) that overlap nothing cited before them, each with its exact text, page and
+    link; none when the answer was left out."""
+    if result.answer is None:
+        return []
+    a = result.answer
+    found = [(a.passage.doc_id, a.title, a.span.start, a.span.end, a.text, a.page)]
+    for hit in result.hits:
+        p = hit.passage
+        if len(found) > SEE_ALSO:
+            break
+        overlaps = any(d == p.doc_id and p.start < e and s < p.end for d, _, s, e, _, _ in found)
+        if p.doc_id == a.passage.doc_id and not overlaps:
+            found.append((p.doc_id, hit.title, p.start, p.end, p.text, hit.page))
+    return [
+        {
+            "index": i,
+            "doc_id": doc_id,
+            "title": title,
+            "start": start,
+            "end": end,
+            "page": page,
+            "text": text,
+            "url": view_url(base, doc_id, start, end),
+        }
+        for i, (doc_id, title, start, end, text, page) in enumerate(found, start=1)
+    ]
+
+
+def sources(cited: list[dict[str, Any]]) -> str:
+    """The citations as a Markdown list, one item a marker: `- [1] Title, p. 2: <link>`."""
+    lines = []
+    for c in cited:
+        page = f", p. {c['page']}" if c["page"] else ""
+        title = c["title"].replace("[", "(").replace("]", ")")
+        lines.append(f"- [{c['index']}] {title}{page}: <{c['url']}>")
+    return "Sources:\n\n" + "\n".join(lines) if lines else ""
