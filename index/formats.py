@@ -16,8 +16,10 @@ import resource
 import shutil
 import subprocess
 import tempfile
+import time
 import unicodedata
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -109,12 +111,18 @@ def detect(data: bytes, name: str = "") -> str:
     return "markdown" if SUFFIXES.get(suffix) == "markdown" else "text"
 
 
-def extract(data: bytes, name: str = "", limits: Limits = Limits()) -> Extracted:
+# Told of pages read: (pages read, pages in all).
+Progress = Callable[[int, int], None]
+
+
+def extract(
+    data: bytes, name: str = "", limits: Limits = Limits(), progress: Progress | None = None
+) -> Extracted:
     """The file's article text (in this process: isolated() runs it in a child)."""
     _check_size(data, limits)
     kind = detect(data, name)
     if kind == "pdf":
-        return _pdf(data, limits)
+        return _pdf(data, limits, progress)
     if kind == "docx":
         return _docx(data, limits)
     if kind == "html":
@@ -195,7 +203,7 @@ def unreadable(text: str) -> bool:
     return bad / len(shown) >= GARBAGE_SHARE
 
 
-def _pdf(data: bytes, limits: Limits) -> Extracted:
+def _pdf(data: bytes, limits: Limits, progress: Progress | None = None) -> Extracted:
     import pypdfium2 as pdfium
     import pypdfium2.raw as pdfium_c
 
@@ -228,6 +236,8 @@ def _pdf(data: bytes, limits: Limits) -> Extracted:
                     missing.append(number)
             page.close()
             pages.append(text.strip())
+            if progress is not None:
+                progress(number, len(pdf))
         title = (pdf.get_metadata_value("Title") or "").strip() or None
     finally:
         pdf.close()
@@ -315,31 +325,41 @@ def _docx(data: bytes, limits: Limits) -> Extracted:
 # --- isolation ------------------------------------------------------------------------------
 
 
-def isolated(data: bytes, name: str = "", limits: Limits = Limits()) -> Extracted:
+def isolated(
+    data: bytes, name: str = "", limits: Limits = Limits(), progress: Progress | None = None
+) -> Extracted:
     """extract() in a child process that is killed after limits.timeout seconds and may use
     limits.memory bytes: parsing a file from outside never hangs or bloats the caller. Plain
-    text needs no child."""
+    text needs no child. progress hears of the pages read as the child reads them."""
     if detect(data, name) in ("text", "markdown"):
         return extract(data, name, limits)
     _check_size(data, limits)  # before the bytes go to the child
     context = multiprocessing.get_context("forkserver")
     ours, theirs = context.Pipe(duplex=False)
-    child = context.Process(target=_child, args=(theirs, data, name, limits), daemon=True)
+    child = context.Process(
+        target=_child, args=(theirs, data, name, limits, progress is not None), daemon=True
+    )
     child.start()
     theirs.close()
+    deadline = time.monotonic() + limits.timeout
     try:
-        if not ours.poll(limits.timeout):
-            raise FileRefused(
-                f"reading the file took longer than {limits.timeout:g} s (GROUNDQA_PARSE_TIMEOUT); "
-                "it may be damaged, or too large to read here"
-            )
-        try:
-            kind, value = ours.recv()
-        except EOFError as exc:  # the child died: out of memory, or a crash in a parser
-            raise FileRefused(
-                "reading the file ran out of memory or crashed the parser: it may be damaged "
-                "or built to exhaust memory"
-            ) from exc
+        while True:
+            if not ours.poll(max(0.0, deadline - time.monotonic())):
+                raise FileRefused(
+                    f"reading the file took longer than {limits.timeout:g} s (GROUNDQA_PARSE_TIMEOUT); "
+                    "it may be damaged, or too large to read here"
+                )
+            try:
+                kind, value = ours.recv()
+            except EOFError as exc:  # the child died: out of memory, or a crash in a parser
+                raise FileRefused(
+                    "reading the file ran out of memory or crashed the parser: it may be damaged "
+                    "or built to exhaust memory"
+                ) from exc
+            if kind != "page":
+                break
+            if progress is not None:
+                progress(*value)
     finally:
         ours.close()
         if child.is_alive():
@@ -350,10 +370,11 @@ def isolated(data: bytes, name: str = "", limits: Limits = Limits()) -> Extracte
     raise (FileTooLarge if kind == "large" else FileRefused)(value)
 
 
-def _child(out: Connection, data: bytes, name: str, limits: Limits) -> None:
+def _child(out: Connection, data: bytes, name: str, limits: Limits, pages: bool) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limits.memory, limits.memory))
+    told = (lambda done, total: out.send(("page", (done, total)))) if pages else None
     try:
-        result: tuple[str, Any] = ("ok", extract(data, name, limits))
+        result: tuple[str, Any] = ("ok", extract(data, name, limits, told))
     except FileTooLarge as exc:
         result = ("large", str(exc))
     except FileRefused as exc:

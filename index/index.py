@@ -14,7 +14,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -71,6 +71,11 @@ TITLE_IN_VECTOR = 100
 STALE_RETRIES = 50
 # Passages embedded between compressions of their word pieces: bounds the float copies to ~90 MB.
 PIECE_BATCH = 256
+# Sentences embedded between progress reports: large enough that the encoder's length buckets
+# still fill (a book has tens of thousands).
+SENTENCE_BATCH = 2048
+# Told of the texts embedded for a write: (done, in all).
+Progress = Callable[[int, int], None]
 # Longest document accepted by default: a long book, about 2 minutes to embed on 2 cores.
 MAX_DOC_CHARS = 1_000_000
 _DOC_ID = re.compile(DOC_ID_PATTERN)
@@ -337,8 +342,11 @@ class Index:
         """Store a document; identical text under the same doc_id is a no-op."""
         return self.add_many([DocumentInput(text, title, doc_id, source)], replace)[0]
 
-    def add_many(self, items: list[DocumentInput], replace: bool = False) -> list[Ingested]:
-        """Store documents as one commit: all or none. Unchanged ones are left as they are."""
+    def add_many(
+        self, items: list[DocumentInput], replace: bool = False, progress: Progress | None = None
+    ) -> list[Ingested]:
+        """Store documents as one commit: all or none. Unchanged ones are left as they are.
+        progress hears of the texts embedded, passages then sentences: (done, in all)."""
         news = [new_document(item, self.max_doc_chars) for item in items]
         ids = [n.document.doc_id for n in news]
         twice = [d for d, n in Counter(ids).items() if n > 1]
@@ -351,7 +359,8 @@ class Index:
         before = settle(self.storage.existing(ids), [n.document for n in news], replace)
         results = dict(enumerate(before))
         todo = [i for i, r in enumerate(before) if r.state != "unchanged"]
-        committed = self.storage.commit(self._prepare([news[i] for i in todo]) if todo else [], replace)
+        prepared = self._prepare([news[i] for i in todo], progress) if todo else []
+        committed = self.storage.commit(prepared, replace)
         results.update(zip(todo, committed, strict=True))
         if todo and isinstance(self.storage, Merging):
             if self.merge_in_background:  # the server: a write does not wait for a merge
@@ -389,18 +398,23 @@ class Index:
             new.document.doc_id, new.text, lambda t: self.embedder.fits(vector_input(title, t))
         )
 
-    def _prepare(self, news: list[NewDocument]) -> list[Prepared]:
-        """Passages, sentences and their vectors: the model's work, done before any lock, in one
-        call per kind for many documents at once (small per-document calls took twice as long)."""
+    def _prepare(self, news: list[NewDocument], progress: Progress | None = None) -> list[Prepared]:
+        """Passages, sentences and their vectors: the model's work, done before any lock, in few
+        calls per kind for many documents at once (small per-document calls took twice as long)."""
         cut = [(self._passages(n), sentences(n.text)) for n in news]
         flat = [(n.document.title, p) for n, (passages, _) in zip(news, cut, strict=True) for p in passages]
+        total = len(flat) + sum(len(spans) for _, spans in cut)
+        told = progress or (lambda done, total: None)
+        told(0, total)
         p_vectors = np.zeros((len(flat), self.embedder.info.dimension), dtype=np.float32)
         pieces: list[PassagePieces] = []
         # Word pieces are compressed as they come, so a large batch does not hold them in float.
         for at in range(0, len(flat), PIECE_BATCH):
             part = flat[at : at + PIECE_BATCH]
             vectors, found = self.embedder.embed_with_pieces(
-                [vector_input(title, p.text) for title, p in part], stop=self._closing
+                [vector_input(title, p.text) for title, p in part],
+                stop=self._closing,
+                done=lambda n, at=at: told(at + n, total),  # type: ignore[misc]
             )
             p_vectors[at : at + len(part)] = vectors
             own = []
@@ -409,14 +423,20 @@ class Index:
                 kept = f.spans[:, 0] >= skip
                 own.append((f.vectors[kept], f.spans[kept] - skip + p.start, f.ids[kept]))
             pieces.extend(encode_pieces(own))
-        s_vectors = self.embedder.embed(
-            [
-                vector_input(n.document.title, n.text[s.start : s.end])
-                for n, (_, spans) in zip(news, cut, strict=True)
-                for s in spans
-            ],
-            stop=self._closing,
-        )
+            told(at + len(part), total)
+        texts = [
+            vector_input(n.document.title, n.text[s.start : s.end])
+            for n, (_, spans) in zip(news, cut, strict=True)
+            for s in spans
+        ]
+        s_vectors = np.zeros((len(texts), self.embedder.info.dimension), dtype=np.float32)
+        for at in range(0, len(texts), SENTENCE_BATCH):
+            s_vectors[at : at + SENTENCE_BATCH] = self.embedder.embed(
+                texts[at : at + SENTENCE_BATCH],
+                stop=self._closing,
+                done=lambda n, at=at: told(len(flat) + at + n, total),  # type: ignore[misc]
+            )
+            told(len(flat) + min(at + SENTENCE_BATCH, len(texts)), total)
         out, p_at, s_at = [], 0, 0
         for new, (passages, spans) in zip(news, cut, strict=True):
             doc, text = new.document, new.text

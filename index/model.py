@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -150,9 +150,13 @@ class Embedder:
         return self.word_pieces(text) <= self.info.max_word_pieces
 
     def embed(
-        self, texts: list[str], batch_size: int = 64, stop: threading.Event | None = None
+        self,
+        texts: list[str],
+        batch_size: int = 64,
+        stop: threading.Event | None = None,
+        done: Callable[[int], None] | None = None,
     ) -> np.ndarray:
-        return self.embed_with_pieces(texts, batch_size, stop, pieces=False)[0]
+        return self.embed_with_pieces(texts, batch_size, stop, pieces=False, done=done)[0]
 
     def embed_with_pieces(
         self,
@@ -160,13 +164,19 @@ class Embedder:
         batch_size: int = 64,
         stop: threading.Event | None = None,
         pieces: bool = True,
+        done: Callable[[int], None] | None = None,
     ) -> tuple[np.ndarray, list[PieceVectors]]:
         """Text vectors and, from the same pass, the vectors of each text's word pieces
         ([CLS] and [SEP] left out), with their spans in the text. When `stop` is set,
-        ShuttingDown is raised before the next batch."""
+        ShuttingDown is raised before the next batch; done hears how many texts are embedded
+        after each batch."""
         vectors = np.zeros((len(texts), self.info.dimension), dtype=np.float32)
         found: list[PieceVectors | None] = [None] * len(texts)
+        count = 0
         for at in _batches(texts, batch_size, stop):
+            if done is not None and count:
+                done(count)
+            count += len(at)
             with self._lock:
                 reads = self._loaded().forward([texts[i] for i in at])
             for i, read in zip(at, reads, strict=True):

@@ -61,6 +61,7 @@ from groundqa.index.ranking import (
 from groundqa.service import mcp_server, openai_chat, view
 from groundqa.service.articles import Article, article_input, article_sources, read_source
 from groundqa.service.config import Settings, get_settings
+from groundqa.service.jobs import Jobs, QueueFull
 from groundqa.service.metrics import Metrics
 from groundqa.service.schemas import (
     BatchItem,
@@ -73,6 +74,8 @@ from groundqa.service.schemas import (
     DocumentOut,
     DocumentText,
     DocumentUpdate,
+    JobList,
+    JobOut,
     K,
     Limits,
     MinConfidence,
@@ -98,6 +101,7 @@ _STATUS = {
     DocumentConflict: 409,
     IndexBusy: 503,
     ShuttingDown: 503,
+    QueueFull: 429,
 }
 UPLOAD = "/v1/documents/upload"
 # Room for an upload's form fields and multipart boundaries beside the file.
@@ -121,12 +125,23 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.jobs = Jobs(
+            Path(settings.index_dir),
+            lambda: loaded(app),
+            settings.file_limits,
+            settings.max_jobs,
+            settings.max_job_bytes,
+            lambda index, job, added, found: Uploaded.of(
+                added.document, state=added.state, warnings=list(found.warnings)
+            ).model_dump(mode="json"),
+        )
         loader = threading.Thread(target=_load, args=(app, settings, seed or []), daemon=True)
         loader.start()
         if load_first:
             await asyncio.to_thread(loader.join)
         async with tools.session_manager.run():
             yield
+        app.state.jobs.stop()
         if app.state.index is not None:  # a write still embedding stops at its next model batch
             app.state.index.close()
         app.state.rankers.shutdown(wait=False, cancel_futures=True)
@@ -200,6 +215,7 @@ def _load(app: FastAPI, settings: Settings, seed: list[DocumentInput]) -> None:
             if stored:
                 log.info("seeded the empty index with %s", ", ".join(stored))
         app.state.index = index
+        app.state.jobs.start()  # the jobs waiting run once the index is there
     except Exception as exc:  # reported by /readyz and every query, and in the log
         log.exception("the index could not be loaded")
         app.state.load_error = str(exc)
@@ -313,7 +329,9 @@ def _add_routes(app: FastAPI) -> None:
         response_model=Uploaded,
         tags=["documents"],
         dependencies=[WriteKey],
-        responses=stored(200, "already stored (state unchanged), or replaced") | errors(409, *write),
+        responses=stored(200, "already stored (state unchanged), or replaced")
+        | {202: {"model": JobOut, "description": "with Prefer: respond-async: the job, at Location"}}
+        | errors(409, 429, *write),
     )
     def upload_document(
         file: Annotated[
@@ -332,15 +350,46 @@ def _add_routes(app: FastAPI) -> None:
         replace: Annotated[
             bool, Form(description="replace a document whose doc_id holds other text")
         ] = False,
-    ) -> Uploaded:
+        prefer: Annotated[
+            str | None,
+            Header(description="respond-async: answer 202 at once and read the file in a job (RFC 7240)"),
+        ] = None,
+    ) -> Any:
         """Store an article file: its text is extracted (in a child process, under a time limit)
-        and the original is kept, served by GET /v1/documents/{doc_id}/source."""
+        and the original is kept, served by GET /v1/documents/{doc_id}/source. With `Prefer:
+        respond-async`, a job does it: 202 with the job, whose progress GET /v1/jobs/{id} gives."""
         article = Article(file.filename or "upload", file.file.read())
+        if "respond-async" in [p.strip().lower() for p in (prefer or "").split(",")]:
+            job = request.app.state.jobs.submit(article.name, article.data, doc_id, title, replace)
+            headers = {"Location": f"/v1/jobs/{job.id}", "Preference-Applied": "respond-async"}
+            return JSONResponse(JobOut.of(job).model_dump(mode="json"), status_code=202, headers=headers)
         item, found = article_input(article, settings.file_limits(), title, doc_id)
         with request.app.state.metrics.writes.track_inprogress():
             added = index.add_many([item], replace=replace)[0]
         response.status_code = 201 if added.created else 200
         return Uploaded.of(added.document, state=added.state, warnings=list(found.warnings))
+
+    @app.get(
+        "/v1/jobs/{job_id}",
+        response_model=JobOut,
+        tags=["documents"],
+        dependencies=[WriteKey],
+        responses=errors(401, 403, 404),
+    )
+    def get_job(job_id: Annotated[str, FastAPIPath(pattern="^[0-9a-f]{32}$")], request: Request) -> JobOut:
+        """A background job: its state, its progress, and the upload's result or error."""
+        return JobOut.of(request.app.state.jobs.get(job_id))
+
+    @app.get(
+        "/v1/jobs",
+        response_model=JobList,
+        tags=["documents"],
+        dependencies=[WriteKey],
+        responses=errors(401, 403),
+    )
+    def list_jobs(request: Request) -> JobList:
+        """The recent jobs, newest first."""
+        return JobList(jobs=[JobOut.of(j) for j in request.app.state.jobs.recent()])
 
     @app.post(
         "/v1/documents/batch",
@@ -528,7 +577,8 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GroundQAError)
     async def domain_error(request: Request, exc: GroundQAError) -> JSONResponse:
         status = next((s for t, s in _STATUS.items() if isinstance(exc, t)), 500)
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        headers = {"Retry-After": "5"} if status == 429 else None
+        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from groundqa.index.errors import GroundQAError
-from groundqa.index.formats import SUFFIXES, Extracted, Limits, isolated
+from groundqa.index.formats import SUFFIXES, Extracted, Limits, Progress, isolated
 from groundqa.index.index import DocumentInput, derive_doc_id
 
 # Seconds to wait for a URL's server (to connect, and between reads).
@@ -107,12 +107,16 @@ def fetch(url: str, max_bytes: int, timeout: float = FETCH_TIMEOUT) -> bytes:
 
 
 def article_input(
-    article: Article, limits: Limits = Limits(), title: str | None = None, doc_id: str | None = None
+    article: Article,
+    limits: Limits = Limits(),
+    title: str | None = None,
+    doc_id: str | None = None,
+    progress: Progress | None = None,
 ) -> tuple[DocumentInput, Extracted]:
     """The document of an article: its extracted text, kept with the original file. Its doc_id is
-    the file name without the suffix, unless given."""
+    the file name without the suffix, unless given. progress hears of the pages read."""
     try:
-        found = isolated(article.data, article.name, limits)
+        found = isolated(article.data, article.name, limits, progress)
     except GroundQAError as exc:
         raise type(exc)(f"{article.source}: {exc}") from exc
     doc_id = doc_id or derive_doc_id(Path(article.name).stem)

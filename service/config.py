@@ -26,6 +26,9 @@ class Settings(IndexSettings):
     max_connections: int = 2000
     # Most documents in one bulk request.
     max_batch_docs: int = 1000
+    # Background upload jobs waiting or running, and the bytes of their files (429 past them).
+    max_jobs: int = 20
+    max_job_bytes: int = 500_000_000
     # A file or folder `serve` ingests first when the index holds no document.
     seed: str | None = None
     # uvicorn worker processes for `serve`, each with its own encoder, sharing the index's files:

@@ -254,6 +254,45 @@ class Uploaded(DocumentOut):
     warnings: list[str] = Field(description="what could not be read, e.g. pages with no text layer")
 
 
+class Progress(BaseModel):
+    done: int = Field(description="pages read (reading) or texts embedded (embedding)")
+    total: int = Field(description="of how many; 0 while not known")
+
+
+class JobOut(BaseModel):
+    id: str
+    state: str = Field(description="queued, running, done or failed")
+    stage: str = Field(
+        description="waiting, reading (pages), embedding (passages and sentences), saving, finished"
+    )
+    progress: Progress
+    name: str = Field(description="the file's name")
+    doc_id: str | None
+    created_at: str
+    updated_at: str
+    result: Uploaded | None = Field(description="when done: what the synchronous upload answers")
+    error: str | None = Field(description="when failed: why, and what to do")
+
+    @classmethod
+    def of(cls, job: Any) -> JobOut:
+        return cls(
+            id=job.id,
+            state=job.state,
+            stage=job.stage,
+            progress=Progress(done=job.done, total=job.total),
+            name=job.name,
+            doc_id=job.doc_id,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            result=job.result,
+            error=job.error,
+        )
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+
+
 class DocumentList(BaseModel):
     documents: list[DocumentOut]
     count: int
@@ -288,6 +327,8 @@ ERRORS = {
     409: "the doc_id holds another text; send replace or use PUT",
     413: "the body, the number of documents, or a file's bytes or pages are over the limit",
     422: "invalid input: the detail names the field, or says why a file cannot be read",
+    429: "too many upload jobs or bytes waiting (GROUNDQA_MAX_JOBS, GROUNDQA_MAX_JOB_BYTES): "
+    "try again after Retry-After",
     503: "the index is loading, busy or stopping, or the server holds its most connections: try again",
     507: "no space left on the index's disk: the write stored nothing; free space and send it again",
 }

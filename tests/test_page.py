@@ -341,3 +341,90 @@ def test_a_follow_up_is_answered_from_the_conversation_and_survives_a_reload(pag
     page.reload()
     page.wait_for_selector("#mode option", state="attached")
     assert page.locator(".turn").count() == 1
+
+
+FERRY_PAGE = b"""<!DOCTYPE html><html><head><title>Harbour ferries</title></head><body><article>
+<h1>Harbour ferries</h1><p>The harbour ferries leave from Pier 3 every forty minutes, from six in the
+morning until midnight, and the crossing to the island takes twelve minutes in calm weather.</p>
+<p>Tickets are sold on board; children under five travel free, and bicycles cost one euro extra.</p>
+</article></body></html>"""
+
+
+def _drop(page, name: str, data: bytes, kind: str) -> None:  # type: ignore[no-untyped-def]
+    """Drops a file on the page as a person drags it from their desktop."""
+    import base64
+
+    transfer = page.evaluate_handle(
+        """([name, b64, kind]) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type: kind }));
+            return transfer;
+        }""",
+        [name, base64.b64encode(data).decode(), kind],
+    )
+    page.dispatch_event("#chat", "dragover", {"dataTransfer": transfer})
+    page.dispatch_event("#chat", "drop", {"dataTransfer": transfer})
+
+
+def test_the_workspace_adds_files_and_text_and_removes_a_document(page, server: LiveServer) -> None:  # type: ignore[no-untyped-def]
+    from tests.files import make_pdf
+
+    pdf = make_pdf([["Ferry history."], ["The ferry terminal opened in 1921.", "It was rebuilt in 1990."]])
+    page.click("#open-workspace")
+    page.fill("#key", KEY)
+    page.set_input_files(
+        "#files", files=[{"name": "ferries.html", "mimeType": "text/html", "buffer": FERRY_PAGE}]
+    )
+    _drop(page, "terminal.pdf", pdf, "application/pdf")
+    uploads = page.locator("#uploads .upload")
+    assert uploads.count() == 2 and page.locator("#uploads progress").count() == 2
+    page.wait_for_function("document.querySelectorAll('#uploads .upload.done').length === 2", timeout=300_000)
+    assert "Added: Harbour ferries" in uploads.nth(0).inner_text()
+    assert "2 pages" in uploads.nth(1).inner_text()
+    rows = page.locator("#documents tbody tr")
+    page.wait_for_selector("#documents tr[data-doc='terminal']")
+    assert "pdf" in page.locator("#documents tr[data-doc='terminal']").inner_text()
+
+    page.fill("#paste-title", "Bakery")
+    page.fill("#paste-text", "The bakery on Mill Street sells rye bread every Tuesday morning.")
+    page.click("#paste button")
+    page.wait_for_selector("#documents tr[data-doc='Bakery']")
+    page.click("#workspace-close")
+
+    reply = _ask(page, "When did the ferry terminal open?")
+    assert "1921" in reply.locator(".answer-text").inner_text()
+    assert reply.locator(".answer-text a.page-link").inner_text() == "p. 2"
+
+    page.click("#open-workspace")
+    page.once("dialog", lambda dialog: dialog.accept())
+    before = rows.count()
+    page.click("#documents tr[data-doc='terminal'] .remove")
+    page.wait_for_selector("#documents tr[data-doc='terminal']", state="detached")
+    assert rows.count() == before - 1
+    assert httpx.get(f"{server.url}/v1/documents/terminal").status_code == 404
+    for doc_id in ("ferries", "Bakery"):
+        httpx.delete(f"{server.url}/v1/documents/{doc_id}", headers={"Authorization": f"Bearer {KEY}"})
+
+
+def test_the_workspace_says_what_is_wrong_in_plain_words(page) -> None:  # type: ignore[no-untyped-def]
+    page.click("#open-workspace")
+    page.fill("#key", "wrong-key")
+    page.set_input_files(
+        "#files", files=[{"name": "note.txt", "mimeType": "text/plain", "buffer": b"A note."}]
+    )
+    page.wait_for_selector("#uploads .upload.failed")
+    assert "wrong API key" in page.locator("#uploads .upload.failed").inner_text()
+
+
+def test_the_workspace_at_phone_width(browser, server: LiveServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.goto(server.url + "/")
+    page.wait_for_selector("#documents tbody tr", state="attached")
+    page.click("#open-workspace")
+    assert page.evaluate("document.querySelector('#workspace').scrollWidth") <= 390
+    page.keyboard.press("Tab")  # focus moves inside the dialog
+    assert page.evaluate("document.querySelector('#workspace').contains(document.activeElement)")
+    page.screenshot(path=str(tmp_path / "workspace-phone.png"))
+    context.close()

@@ -81,6 +81,7 @@ async function loadDocuments() {
       list.append(el("label", { class: "doc-choice" }, box, " " + doc.title));
     }
     if (documents.length === 0) list.append(el("p", {}, "The index holds no documents yet."));
+    renderDocuments(documents);
   } catch (err) {
     say("Could not list the documents: " + err.message, true);
   }
@@ -324,6 +325,161 @@ async function loadLimits() {
   );
 }
 
+// --- the workspace: the key, adding files and text, the documents ---------------------------
+
+const KEY = "groundqa.key";
+const STAGES = { waiting: "Waiting", reading: "Reading pages", embedding: "Embedding passages and sentences", saving: "Saving" };
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function apiKey() {
+  return sessionStorage.getItem(KEY) || "";
+}
+
+function writeHeaders(extra = {}) {
+  const key = apiKey();
+  return key ? { Authorization: `Bearer ${key}`, ...extra } : extra;
+}
+
+function renderDocuments(documents) {
+  const body = $("documents").tBodies[0];
+  body.replaceChildren();
+  for (const doc of documents) {
+    const remove = el("button", { type: "button", class: "remove", "aria-label": `Remove ${doc.title}`,
+      onclick: () => removeDocument(doc) }, "Remove");
+    body.append(el("tr", { "data-doc": doc.doc_id },
+      el("td", {}, doc.title), el("td", {}, doc.format), el("td", {}, doc.pages ? String(doc.pages) : "–"),
+      el("td", {}, String(doc.passages)), el("td", {}, doc.created_at.slice(0, 10)), el("td", {}, remove)));
+  }
+  if (documents.length === 0) body.append(el("tr", {}, el("td", { colspan: "6" }, "The index holds no documents yet.")));
+}
+
+async function removeDocument(doc) {
+  if (!confirm(`Remove “${doc.title}” from the index? Its passages will no longer answer questions.`)) return;
+  try {
+    const reply = await fetch(`/v1/documents/${encodeURIComponent(doc.doc_id)}`, { method: "DELETE", headers: writeHeaders() });
+    if (!reply.ok) throw new Error(await errorText(reply));
+    say(`Removed “${doc.title}”.`);
+  } catch (err) {
+    say(`Could not remove “${doc.title}”: ${err.message || "the server cannot be reached"}`, true);
+  }
+  loadDocuments();
+}
+
+function uploadItem(name) {
+  const bar = el("progress", { "aria-label": `Progress of ${name}` });
+  const status = el("span", { class: "upload-status" }, "Sending…");
+  const li = el("li", { class: "upload", "data-name": name }, el("strong", {}, name), bar, status);
+  $("uploads").append(li);
+  return { li, bar, status };
+}
+
+function failUpload(item, message) {
+  item.li.classList.add("failed");
+  item.bar.max = 1;
+  item.bar.value = 0;
+  item.status.textContent = `Not added: ${message}`;
+}
+
+function showJob(item, job) {
+  const { done, total } = job.progress;
+  if (job.state === "failed") return failUpload(item, job.error);
+  if (job.state === "done") {
+    const r = job.result;
+    item.bar.max = 1;
+    item.bar.value = 1;
+    item.li.classList.add("done");
+    const pages = r.pages ? `, ${r.pages} pages` : "";
+    const what = r.state === "unchanged" ? "Already in the index" : r.state === "replaced" ? "Replaced" : "Added";
+    item.status.textContent = `${what}: ${r.title} (${r.passages} passages${pages})`
+      + (r.warnings.length ? `. ${r.warnings.join("; ")}` : "");
+    return;
+  }
+  if (total) {
+    item.bar.max = total;
+    item.bar.value = done;
+  } else {
+    item.bar.removeAttribute("value");
+  }
+  item.status.textContent = `${STAGES[job.stage] || job.stage}${total ? ` ${done} of ${total}` : ""}…`;
+}
+
+// One file as a background job (Prefer: respond-async): its progress until it ends.
+async function uploadFile(file) {
+  const item = uploadItem(file.name);
+  const form = new FormData();
+  form.append("file", file, file.name);
+  try {
+    const reply = await fetch("/v1/documents/upload",
+      { method: "POST", headers: writeHeaders({ Prefer: "respond-async" }), body: form });
+    if (reply.status !== 202) return failUpload(item, await errorText(reply));
+    const location = reply.headers.get("Location");
+    for (;;) {
+      const polled = await fetch(location, { headers: writeHeaders() });
+      if (!polled.ok) return failUpload(item, await errorText(polled));
+      const job = await polled.json();
+      showJob(item, job);
+      if (job.state === "done" || job.state === "failed") break;
+      await sleep(500);
+    }
+  } catch {
+    return failUpload(item, "the server cannot be reached");
+  } finally {
+    loadDocuments();
+  }
+}
+
+function addFiles(files) {
+  if (files.length === 0) return;
+  if (!$("workspace").open) $("workspace").showModal();
+  if (!apiKey()) say("Adding articles needs the server's API key: enter it under Documents.", true);
+  for (const file of files) uploadFile(file);
+}
+
+async function pasteText(event) {
+  event.preventDefault();
+  const text = $("paste-text").value;
+  const title = $("paste-title").value.trim();
+  if (!text.trim()) {
+    say("Paste the article's text first.", true);
+    $("paste-text").focus();
+    return;
+  }
+  try {
+    const reply = await fetch("/v1/documents", {
+      method: "POST",
+      headers: writeHeaders({ "Content-Type": "application/json" }),
+      body: JSON.stringify({ text, title: title || undefined }),
+    });
+    if (!reply.ok) throw new Error(await errorText(reply));
+    const doc = await reply.json();
+    say(`${reply.status === 201 ? "Added" : "Already in the index"}: “${doc.title}” (${doc.passages} passages).`);
+    $("paste-text").value = "";
+    $("paste-title").value = "";
+  } catch (err) {
+    say(`The text was not added: ${err.message || "the server cannot be reached"}`, true);
+  }
+  loadDocuments();
+}
+
+function watchDrops() {
+  const hint = $("drop-hint");
+  const hasFiles = (event) => [...(event.dataTransfer?.types || [])].includes("Files");
+  document.addEventListener("dragover", (event) => {
+    if (!hasFiles(event)) return;
+    event.preventDefault();
+    hint.hidden = false;
+  });
+  document.addEventListener("dragleave", (event) => {
+    if (event.relatedTarget === null) hint.hidden = true;
+  });
+  document.addEventListener("drop", (event) => {
+    if (!hasFiles(event)) return;
+    event.preventDefault();
+    hint.hidden = true;
+    addFiles([...event.dataTransfer.files]);
+  });
+}
+
 function init() {
   $("ask").addEventListener("submit", ask);
   $("question").addEventListener("keydown", (event) => {
@@ -334,6 +490,16 @@ function init() {
   });
   $("viewer-close").addEventListener("click", () => $("viewer").close());
   $("new-conversation").addEventListener("click", newConversation);
+  $("open-workspace").addEventListener("click", () => $("workspace").showModal());
+  $("workspace-close").addEventListener("click", () => $("workspace").close());
+  $("key").value = apiKey();
+  $("key").addEventListener("input", () => sessionStorage.setItem(KEY, $("key").value.trim()));
+  $("files").addEventListener("change", () => {
+    addFiles([...$("files").files]);
+    $("files").value = "";
+  });
+  $("paste").addEventListener("submit", pasteText);
+  watchDrops();
   restore();
   loadLimits();
   loadDocuments();

@@ -1,0 +1,288 @@
+"""Background ingestion jobs: an upload sent with `Prefer: respond-async` is answered at once
+(202, Location: /v1/jobs/{id}) and read, embedded and stored by a job, whose progress a client
+polls. Jobs are kept with the index (jobs.sqlite and the waiting files in its folder), so every
+worker of a server sees every job, and any worker runs the next one waiting. A job's document is
+stored in one commit, whole or not at all; a job that a dead process was running is reported
+failed, and uploading the file again works."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from groundqa.index.errors import DocumentNotFound, GroundQAError, IndexBusy
+from groundqa.index.formats import Limits
+from groundqa.index.index import Index
+from groundqa.service.articles import Article, article_input
+
+STATES = ("queued", "running", "done", "failed")
+# Seconds a runner waits for a job before it looks again (a job submitted to another worker
+# wakes no thread here).
+IDLE = 1.0
+# Jobs GET /v1/jobs lists, newest first.
+LISTED = 50
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, state TEXT NOT NULL, stage TEXT NOT NULL, done INTEGER NOT NULL,
+    total INTEGER NOT NULL, name TEXT NOT NULL, doc_id TEXT, title TEXT, replace INTEGER NOT NULL,
+    bytes INTEGER NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, owner TEXT,
+    result TEXT, error TEXT
+)
+"""
+
+
+class QueueFull(GroundQAError):
+    """More jobs or bytes waiting than the settings allow: try again later (429)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    state: str
+    stage: str  # waiting, reading (pages), embedding (texts), saving, finished
+    done: int
+    total: int
+    name: str
+    doc_id: str | None
+    created_at: str
+    updated_at: str
+    result: dict[str, Any] | None
+    error: str | None
+
+
+class Jobs:
+    """The jobs of one index folder; start() runs them on a thread of this process."""
+
+    def __init__(
+        self,
+        folder: Path,
+        index: Callable[[], Index],
+        limits: Callable[[], Limits],
+        max_jobs: int,
+        max_bytes: int,
+        done: Callable[[Index, Job, Any, Any], dict[str, Any]],
+    ) -> None:
+        """done(index, job, ingested, extracted): the result a finished job reports (the
+        synchronous upload's answer)."""
+        self.folder = folder
+        self.files = folder / "jobs"
+        self.index, self.limits, self.finish = index, limits, done
+        self.max_jobs, self.max_bytes = max_jobs, max_bytes
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{_started(os.getpid())}"
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.files.mkdir(parents=True, exist_ok=True)
+        with self._db() as db:
+            db.execute(_SCHEMA)
+
+    # --- the HTTP side -----------------------------------------------------------------------
+
+    def submit(self, name: str, data: bytes, doc_id: str | None, title: str | None, replace: bool) -> Job:
+        """A new queued job holding the file, or QueueFull."""
+        job_id = uuid.uuid4().hex
+        now = _now()
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            waiting, held = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM jobs WHERE state IN ('queued', 'running')"
+            ).fetchone()
+            if waiting >= self.max_jobs:
+                raise QueueFull(
+                    f"{waiting} jobs are waiting or running; the limit is {self.max_jobs} "
+                    "(GROUNDQA_MAX_JOBS): try again when one has finished"
+                )
+            if held + len(data) > self.max_bytes:
+                raise QueueFull(
+                    f"the jobs waiting hold {held:,} bytes and this file {len(data):,}; the limit is "
+                    f"{self.max_bytes:,} (GROUNDQA_MAX_JOB_BYTES): try again when one has finished"
+                )
+            path = self.files / job_id
+            path.write_bytes(data)
+            db.execute(
+                "INSERT INTO jobs VALUES "
+                "(?, 'queued', 'waiting', 0, 0, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL)",
+                (job_id, name, doc_id, title, int(replace), len(data), now, now),
+            )
+        self._wake.set()
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> Job:
+        with self._db() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise DocumentNotFound(f"no job with id {job_id!r}; GET /v1/jobs lists the recent ones")
+        return _job(row)
+
+    def recent(self) -> list[Job]:
+        with self._db() as db:
+            rows = db.execute("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (LISTED,)).fetchall()
+        return [_job(r) for r in rows]
+
+    # --- the runner --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="jobs", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._orphans()
+                job = self._claim()
+            except sqlite3.Error:
+                job = None
+            if job is None:
+                self._wake.wait(IDLE)
+                self._wake.clear()
+                continue
+            self._work(job)
+
+    def _claim(self) -> Job | None:
+        """The oldest queued job, marked running by this process (one writer at a time decides)."""
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute(
+                "SELECT id FROM jobs WHERE state = 'queued' ORDER BY created_at LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE jobs SET state = 'running', stage = 'reading', owner = ?, updated_at = ? "
+                "WHERE id = ?",
+                (self.owner, _now(), row[0]),
+            )
+        return self.get(row[0])
+
+    def _orphans(self) -> None:
+        """Jobs whose process on this host has died are failed: nothing of them was stored (a
+        commit is whole or absent), and their file is removed."""
+        host = socket.gethostname()
+        with self._db() as db:
+            rows = db.execute("SELECT id, owner FROM jobs WHERE state = 'running'").fetchall()
+        for job_id, owner in rows:
+            where, pid, started = (owner or "::").rsplit(":", 2)
+            if where == host and pid.isdigit() and _started(int(pid)) != started:
+                self._end(
+                    job_id,
+                    error="the server stopped during this job, before its document was stored: "
+                    "upload the file again",
+                )
+
+    def _work(self, job: Job) -> None:
+        path = self.files / job.id
+        try:
+            index = self.index()
+            data = path.read_bytes()
+            with self._db() as db:
+                row = db.execute("SELECT title, replace FROM jobs WHERE id = ?", (job.id,)).fetchone()
+            title, replace = row[0], bool(row[1])
+            item, found = article_input(
+                Article(job.name, data),
+                self.limits(),
+                title,
+                job.doc_id,
+                progress=self._told(job.id, "reading"),
+            )
+            self._update(job.id, "embedding", 0, 0)
+            added = index.add_many([item], replace=replace, progress=self._told(job.id, "embedding"))[0]
+            self._stage(job.id, "saving")
+            self._end(job.id, result=self.finish(index, job, added, found))
+        except IndexBusy as exc:
+            self._end(job.id, error=f"the index was busy: {exc}")
+        except GroundQAError as exc:
+            self._end(job.id, error=str(exc))
+        except Exception as exc:  # a job never takes its runner down: it fails, saying why
+            self._end(job.id, error=f"the job failed ({type(exc).__name__}: {exc})")
+
+    def _told(self, job_id: str, stage: str) -> Callable[[int, int], None]:
+        """Progress written at most every 0.2 s (and at the end): polling clients see it move."""
+        last = [0.0]
+
+        def told(done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - last[0] >= 0.2 or done >= total:
+                last[0] = now
+                self._update(job_id, stage, done, total)
+
+        return told
+
+    def _update(self, job_id: str, stage: str, done: int, total: int) -> None:
+        with self._db() as db:
+            db.execute(
+                "UPDATE jobs SET stage = ?, done = ?, total = ?, updated_at = ? "
+                "WHERE id = ? AND state = 'running'",
+                (stage, done, total, _now(), job_id),
+            )
+
+    def _stage(self, job_id: str, stage: str) -> None:
+        with self._db() as db:
+            db.execute("UPDATE jobs SET stage = ?, updated_at = ? WHERE id = ?", (stage, _now(), job_id))
+
+    def _end(self, job_id: str, result: dict[str, Any] | None = None, error: str | None = None) -> None:
+        state = "failed" if error is not None else "done"
+        with self._db() as db:
+            db.execute(
+                "UPDATE jobs SET state = ?, stage = 'finished', result = ?, error = ?, updated_at = ? "
+                "WHERE id = ?",
+                (state, None if result is None else json.dumps(result), error, _now(), job_id),
+            )
+        (self.files / job_id).unlink(missing_ok=True)
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.folder / "jobs.sqlite", timeout=30, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            yield db
+            if db.in_transaction:
+                db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
+
+
+def _job(row: tuple[Any, ...]) -> Job:
+    (job_id, state, stage, done, total, name, doc_id, _, _, _, created, updated, _, result, error) = row
+    return Job(
+        job_id,
+        state,
+        stage,
+        done,
+        total,
+        name,
+        doc_id,
+        created,
+        updated,
+        json.loads(result) if result else None,
+        error,
+    )
+
+
+def _started(pid: int) -> str:
+    """When a process started (clock ticks after boot), "" if there is none: a pid alone may have
+    been reused by a process started after a kill."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")

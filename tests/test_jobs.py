@@ -1,0 +1,173 @@
+"""Background upload jobs: `Prefer: respond-async` answers at once and a job reads, embeds and
+stores the file, with progress that moves; jobs need the key, are kept with the index (two
+workers see the same job), are bounded by the queue limits, and a server killed mid-job leaves the
+document whole or absent, the job failed, and uploading again working."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from groundqa.eval.data import load_squad
+from groundqa.eval.serving import serve, wait_ready
+from tests.conftest import SQUAD_SLICE, LiveServer
+from tests.files import make_pdf
+
+KEY = "jobs-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+ASYNC = {**AUTH, "Prefer": "respond-async"}
+PDF = make_pdf([["Harbour notes."], ["The lighthouse was built in 1874.", "Its lamp burns oil."]])
+
+
+def long_text(articles: int = 1) -> bytes:
+    """Real articles of the shipped SQuAD slice: enough passages and sentences to take a while."""
+    texts = [a.text for a in load_squad(SQUAD_SLICE).articles[:articles]]
+    return "\n\n".join(texts).encode()
+
+
+def submit(url: str, name: str, data: bytes, **form: str) -> httpx.Response:
+    return httpx.post(f"{url}/v1/documents/upload", files={"file": (name, data)}, data=form, headers=ASYNC)
+
+
+def wait_job(url: str, location: str, seconds: float = 600) -> tuple[dict[str, Any], list[tuple[int, int]]]:
+    """The job once it has ended, and each progress seen on the way."""
+    seen: list[tuple[int, int]] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        job = httpx.get(url + location, headers=AUTH, timeout=60).json()
+        seen.append((job["progress"]["done"], job["progress"]["total"]))
+        if job["state"] in ("done", "failed"):
+            return job, seen
+        time.sleep(0.05)
+    raise AssertionError(f"the job at {location} did not end in {seconds} s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with LiveServer(tmp_path_factory.mktemp("jobs") / "index", api_key=KEY) as live:
+        yield live
+
+
+def test_an_async_upload_answers_at_once_and_its_job_ends_with_the_upload_result(server: LiveServer) -> None:
+    reply = submit(server.url, "harbour.pdf", PDF)
+    assert reply.status_code == 202 and reply.headers["preference-applied"] == "respond-async"
+    location = reply.headers["location"]
+    assert location == f"/v1/jobs/{reply.json()['id']}" and reply.json()["state"] in ("queued", "running")
+    job, _ = wait_job(server.url, location)
+    assert job["state"] == "done" and job["error"] is None
+    result = job["result"]
+    assert (result["doc_id"], result["format"], result["pages"], result["state"]) == (
+        "harbour",
+        "pdf",
+        2,
+        "added",
+    )
+    assert any(d["doc_id"] == "harbour" for d in httpx.get(f"{server.url}/v1/documents").json()["documents"])
+    assert job["id"] in [j["id"] for j in httpx.get(f"{server.url}/v1/jobs", headers=AUTH).json()["jobs"]]
+    # The same file again, synchronously as before: 200 unchanged.
+    again = httpx.post(
+        f"{server.url}/v1/documents/upload", files={"file": ("harbour.pdf", PDF)}, headers=AUTH
+    )
+    assert again.status_code == 200 and again.json()["state"] == "unchanged"
+
+
+def test_progress_moves_while_a_job_runs(server: LiveServer) -> None:
+    reply = submit(server.url, "long.txt", long_text(), doc_id="long-one")
+    job, seen = wait_job(server.url, reply.headers["location"])
+    assert job["state"] == "done", job["error"]
+    moving = {done for done, total in seen if 0 < done < total}
+    assert len(moving) >= 2, seen  # several steps between nothing and all were seen
+
+
+def test_jobs_need_the_key_and_bad_input_is_refused(server: LiveServer) -> None:
+    assert (
+        httpx.post(
+            f"{server.url}/v1/documents/upload",
+            files={"file": ("a.txt", b"Text.")},
+            headers={"Prefer": "respond-async"},
+        ).status_code
+        == 401
+    )
+    assert httpx.get(f"{server.url}/v1/jobs").status_code == 401
+    assert httpx.get(f"{server.url}/v1/jobs/{'0' * 32}", headers=AUTH).status_code == 404
+    assert httpx.get(f"{server.url}/v1/jobs/nope", headers=AUTH).status_code == 422
+    # A file that cannot be read: the job fails saying why, and nothing is stored.
+    job, _ = wait_job(server.url, submit(server.url, "broken.pdf", b"%PDF-1.4 broken").headers["location"])
+    assert job["state"] == "failed" and "PDF" in job["error"]
+
+
+def test_the_queue_limits_answer_429_with_retry_after(tmp_path: Path) -> None:
+    with LiveServer(tmp_path / "index", api_key=KEY, max_jobs=1, max_job_bytes=1_000_000) as live:
+        first = submit(live.url, "long.txt", long_text(2), doc_id="long-two")
+        second = submit(live.url, "harbour.pdf", PDF)
+        assert first.status_code == 202
+        assert second.status_code == 429 and second.headers["retry-after"]
+        assert "GROUNDQA_MAX_JOBS" in second.json()["detail"]
+        wait_job(live.url, first.headers["location"])
+        big = submit(live.url, "big.txt", b"Words. " * 200_000)
+        assert big.status_code == 429 and "GROUNDQA_MAX_JOB_BYTES" in big.json()["detail"]
+
+
+def _serve(folder: Path, workers: int) -> tuple[Any, str]:
+    process, url = serve(folder, "--workers", str(workers), env={"GROUNDQA_API_KEY": KEY})
+    wait_ready(url, process)
+    return process, url
+
+
+def _stop(process: Any) -> None:
+    if process.poll() is None:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_a_server_killed_mid_job_leaves_nothing_half_done(tmp_path: Path) -> None:
+    folder = tmp_path / "index"
+    data = long_text(4)
+    process, url = _serve(folder, 1)
+    try:
+        location = submit(url, "four.txt", data, doc_id="four").headers["location"]
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:  # killed once it is embedding
+            job = httpx.get(url + location, headers=AUTH).json()
+            if job["stage"] == "embedding" and job["progress"]["done"] > 0:
+                break
+            time.sleep(0.05)
+        assert job["state"] == "running", job
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        _stop(process)
+    process, url = _serve(folder, 1)
+    try:
+        job, _ = wait_job(url, location, seconds=60)
+        assert job["state"] == "failed" and "upload the file again" in job["error"]
+        assert httpx.get(f"{url}/v1/documents/four").status_code == 404  # absent, not half there
+        again, _ = wait_job(url, submit(url, "four.txt", data, doc_id="four").headers["location"])
+        assert again["state"] == "done" and again["result"]["state"] == "added"
+        assert httpx.get(f"{url}/v1/documents/four").json()["text"] == data.decode()
+    finally:
+        _stop(process)
+
+
+@pytest.mark.slow
+def test_two_workers_see_the_same_job(tmp_path: Path) -> None:
+    process, url = _serve(tmp_path / "index", 2)
+    try:
+        location = submit(url, "long.txt", long_text(), doc_id="long-w").headers["location"]
+        answers = []
+        for _ in range(20):  # a new connection each time: both workers answer some
+            with httpx.Client() as fresh:
+                answers.append(fresh.get(url + location, headers=AUTH).status_code)
+        assert answers == [200] * 20
+        job, _ = wait_job(url, location)
+        assert job["state"] == "done"
+    finally:
+        _stop(process)
