@@ -45,12 +45,16 @@ def main(path: Path) -> None:
                     if state != seen:
                         gaps.append(now - last)
                         last, seen = now, state
-                        print(f"{now - began:7.1f} s  {job['state']:8} {job['stage']:9} {state[2]}/{state[3]}")
+                        print(
+                            f"{now - began:7.1f} s  {job['state']:8} {job['stage']:9} {state[2]}/{state[3]}"
+                        )
                     if job["state"] in ("done", "failed"):
                         break
                     time.sleep(0.5)
                 print(f"longest wait between changes: {max(gaps[1:] or [0]):.1f} s; all: {now - began:.1f} s")
-                print(f"result: {job['result'] and job['result']['passages']} passages, error: {job['error']}")
+                print(
+                    f"result: {job['result'] and job['result']['passages']} passages, error: {job['error']}"
+                )
         finally:
             process.terminate()
             process.wait(timeout=60)
