@@ -38,6 +38,7 @@ class IndexSettings(BaseSettings):
     max_file_bytes: int = Limits.max_bytes
     max_pages: int = Limits.max_pages
     parse_timeout: float = Limits.timeout
+    fetch_deadline: float = Limits.fetch_deadline
     # Read PDF pages that have no text layer (scans) with tesseract, when it is installed.
     ocr: bool = Limits.ocr
     # Answers under this confidence are left out (null); unset: the trained model's threshold.
@@ -63,7 +64,11 @@ class IndexSettings(BaseSettings):
 
     def file_limits(self) -> Limits:
         return Limits(
-            max_bytes=self.max_file_bytes, max_pages=self.max_pages, timeout=self.parse_timeout, ocr=self.ocr
+            max_bytes=self.max_file_bytes,
+            max_pages=self.max_pages,
+            timeout=self.parse_timeout,
+            ocr=self.ocr,
+            fetch_deadline=self.fetch_deadline,
         )
 
     def answer_floor(self) -> float:

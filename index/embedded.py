@@ -31,7 +31,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from groundqa.index import segment, store
-from groundqa.index.errors import DiskFull, DocumentNotFound, IndexBusy, IndexDamaged
+from groundqa.index.errors import DiskFull, DocumentNotFound, IndexBusy, IndexDamaged, IndexMoved
 from groundqa.index.lexical import BM25Params, Postings, lexical_input, piece_idf, scores, scores_of, stats
 from groundqa.index.segment import Segment
 from groundqa.index.storage import (
@@ -103,6 +103,7 @@ class SegmentStorage(Storage):
         self._open_lock = threading.Lock()
         self._seen: tuple[int, ...] = ()
         self._reader: SegmentReader | None = None
+        self._place = _identity(folder)
         self._sweep_if_free()
 
     def _make(self, meta: dict[str, object]) -> None:
@@ -127,6 +128,7 @@ class SegmentStorage(Storage):
         A stat can miss a commit (where the file system's timestamps are coarse, two commits in one
         tick that leave the WAL the same size): fresh, after a read found its state stale, asks
         SQLite for the revision itself."""
+        self._check_place()
         seen = self._signature()
         current = self._reader
         if current is not None and seen == self._seen and not fresh:
@@ -379,6 +381,7 @@ class SegmentStorage(Storage):
                     f"another process held the lock of {self.folder} for {self.lock_timeout:.0f} s; try again"
                 ) from None
             try:
+                self._check_place()  # under the lock: a rebuild swaps the folder under its own
                 yield
                 self._sweep()
                 self._at("swept")
@@ -386,6 +389,16 @@ class SegmentStorage(Storage):
                 self._file_lock.release()
         finally:
             self._thread_lock.release()
+
+    def _check_place(self) -> None:
+        """IndexMoved when the folder at this path is no longer the one this process opened (an
+        earlier groundqa rebuild moved it away under a running server): its open files would
+        read and write the folder moved away."""
+        if _identity(self.folder) != self._place:
+            raise IndexMoved(
+                f"the index folder {self.folder} was replaced after this process opened it: "
+                "restart the server (or run the command again) to use the folder there now"
+            )
 
     def _sweep_if_free(self) -> None:
         """At open, remove what a killed writer left, unless a writer is at work."""
@@ -416,6 +429,14 @@ class SegmentStorage(Storage):
 
     def _tmp_path(self) -> Path:
         return self.tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}.bin"
+
+
+def _identity(folder: Path) -> tuple[int, int]:
+    try:
+        found = folder.stat()
+    except OSError:
+        return (-1, -1)
+    return (found.st_dev, found.st_ino)
 
 
 class SegmentReader(Reader):

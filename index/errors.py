@@ -51,5 +51,10 @@ class IndexDamaged(GroundQAError):
     pass
 
 
+class IndexMoved(IndexBusy):
+    """The index folder was replaced after this process opened it (503): what it would write
+    would go to the folder moved away, so it writes nothing and says so."""
+
+
 class ShuttingDown(GroundQAError):
     """The process is stopping: work not yet committed was dropped, and can be sent again."""

@@ -9,11 +9,14 @@ never the server.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import multiprocessing
+import os
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -49,9 +52,15 @@ SUFFIXES = {
 PAGE_BREAK = "\n\n"
 # A web page whose article has fewer characters is likely drawn by scripts.
 FEW_CHARS = 200
+# A page of more bytes whose article is under a thousandth of them gets a warning (a page of one
+# paragraph repeated reads as that paragraph once).
+SPARSE_PAGE_BYTES = 1_000_000
 # A PDF page whose text has at least this share of characters no font maps to Unicode is garbage.
 GARBAGE_SHARE = 0.2
 OCR_DPI = 300
+# Most pixels a page is rendered to for OCR: an A0 sheet at 300 dpi is 140 million; a page
+# larger than this is refused before it is rendered (a 682-byte PDF can declare a 5 m page).
+MAX_OCR_PIXELS = 150_000_000
 # A PDF line at least this share of the page's full line width runs on into the next.
 REFLOW_WIDTH = 0.8
 _LIGATURES = {chr(c): unicodedata.normalize("NFKC", chr(c)) for c in range(0xFB00, 0xFB07)}
@@ -73,6 +82,7 @@ class Limits:
     timeout: float = 300  # seconds to parse one file, OCR included
     memory: int = 4 << 30  # bytes of address space for the parsing process
     ocr: bool = True  # read pages without a text layer with tesseract, where it is installed
+    fetch_deadline: float = 120  # seconds for `groundqa ingest URL` to fetch the whole file
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,10 @@ def detect(data: bytes, name: str = "") -> str:
     # Markup from its first character (a saved page may open with "<!-- saved from url=... -->"
     # or a long head), or a .html name: a text that only mentions <html> stays text.
     markup = head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<") or SUFFIXES.get(suffix) == "html"
+    if markup and re.search(rb"<svg[\s>]", head.lower()) and not re.search(rb"<html[\s>]", head.lower()):
+        raise FileRefused(
+            "the file is an SVG image, not an article: send a web page, PDF, Word file, text or Markdown"
+        )
     if markup and re.search(rb"<!doctype html|<html[\s>]|<head[\s>]|<body[\s>]", data[:8192].lower()):
         return "html"
     if b"\x00" in data[:8192]:
@@ -163,6 +177,11 @@ def _html(data: bytes) -> Extracted:
     warnings = []
     if len(text) < FEW_CHARS:
         warnings.append(f"the web page's article has only {len(text)} characters: check that it is whole")
+    elif len(data) > SPARSE_PAGE_BYTES and len(text) * 1000 < len(data):
+        warnings.append(
+            f"the web page has {len(data):,} bytes and its article {len(text):,} characters: repeated "
+            "paragraphs are read once, and menus, scripts and styles are left out; check that it is whole"
+        )
     return Extracted(text, "html", found.title or None, found.date or None, warnings=tuple(warnings))
 
 
@@ -229,6 +248,7 @@ def _pdf(data: bytes, limits: Limits, progress: Progress | None = None) -> Extra
             # No text over an image: a scan. Garbage glyphs: fonts without a map to Unicode.
             if unreadable(text) or (not text.strip() and images):
                 if ocr:
+                    _check_render(page, number)
                     text = clean_pdf_text(_ocr(page, ocr))
                     read_by_ocr.append(number)
                 else:
@@ -262,6 +282,16 @@ def _pdf(data: bytes, limits: Limits, progress: Progress | None = None) -> Extra
     if read_by_ocr:
         warnings.append(f"{_pages(read_by_ocr)} no text layer: read by OCR (check the text)")
     return Extracted(text, "pdf", title, page_starts=tuple(starts), warnings=tuple(warnings))
+
+
+def _check_render(page: Any, number: int) -> None:
+    width, height = page.get_size()
+    pixels = (width * OCR_DPI / 72) * (height * OCR_DPI / 72)
+    if pixels > MAX_OCR_PIXELS:
+        raise FileTooLarge(
+            f"page {number} measures {width:,.0f} x {height:,.0f} points: read by OCR at {OCR_DPI} dpi it "
+            f"would be {pixels / 1e6:,.0f} million pixels; the limit is {MAX_OCR_PIXELS / 1e6:,.0f} million"
+        )
 
 
 def _ocr(page: Any, tesseract: str) -> str:
@@ -336,8 +366,10 @@ def isolated(
     _check_size(data, limits)  # before the bytes go to the child
     context = multiprocessing.get_context("forkserver")
     ours, theirs = context.Pipe(duplex=False)
+    # The child's temporary files (OCR's page images) go here, removed whatever becomes of it.
+    workdir = tempfile.mkdtemp(prefix="groundqa-parse-")
     child = context.Process(
-        target=_child, args=(theirs, data, name, limits, progress is not None), daemon=True
+        target=_child, args=(theirs, data, name, limits, progress is not None, workdir), daemon=True
     )
     child.start()
     theirs.close()
@@ -362,15 +394,26 @@ def isolated(
                 progress(*value)
     finally:
         ours.close()
+        _kill_group(child.pid)  # the child and what it started (tesseract), all of them
         if child.is_alive():
             child.kill()
         child.join()
+        shutil.rmtree(workdir, ignore_errors=True)
     if kind == "ok":
         return value  # type: ignore[no-any-return]
     raise (FileTooLarge if kind == "large" else FileRefused)(value)
 
 
-def _child(out: Connection, data: bytes, name: str, limits: Limits, pages: bool) -> None:
+def _kill_group(pid: int | None) -> None:
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _child(out: Connection, data: bytes, name: str, limits: Limits, pages: bool, workdir: str) -> None:
+    os.setsid()  # a process group of its own, which the parent kills whole
+    tempfile.tempdir = workdir
     resource.setrlimit(resource.RLIMIT_AS, (limits.memory, limits.memory))
     told = (lambda done, total: out.send(("page", (done, total)))) if pages else None
     try:

@@ -72,7 +72,9 @@ IDLE_CONNECTIONS = 4
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, check_committed: bool = True) -> None:
+        """check_committed: refuse a database behind the revision last committed (off for a
+        rebuild, which reads what there is)."""
         self.path = path
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         with self._connection() as db:
@@ -82,7 +84,8 @@ class Store:
                 raise sqlite3.DatabaseError(f"quick_check: {'; '.join(problems)}")
             db.execute("PRAGMA journal_mode = WAL")  # kept in the file: readers never wait for a writer
             db.executescript(_SCHEMA)
-            self._check_committed(db)
+            if check_committed:
+                self._check_committed(db)
             have = {row[1] for row in db.execute("PRAGMA table_info(documents)")}
             for column, kind in _ADDED.items():
                 if column not in have:
@@ -115,6 +118,13 @@ class Store:
     @property
     def _committed_path(self) -> Path:
         return self.path.with_name("committed")
+
+    def committed(self) -> int | None:
+        """The revision the last commit reached, as the file beside the database says."""
+        try:
+            return int(self._committed_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
 
     def _check_committed(self, db: sqlite3.Connection) -> None:
         """SQLite skips write-ahead log frames that fail their checksum, and every frame after

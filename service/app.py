@@ -7,6 +7,7 @@ import functools
 import hmac
 import json
 import logging
+import os
 import re
 import socket
 import threading
@@ -34,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from groundqa import __version__
+from groundqa.index import serving
 from groundqa.index.config import open_index, prepare_process
 from groundqa.index.conversation import MAX_HISTORY_CHARS, MAX_TURN_CHARS, MAX_TURNS, Turn
 from groundqa.index.errors import (
@@ -125,6 +127,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Rebuild refuses to move the folder of a running server (index/serving.py).
+        held = None
+        try:
+            held = None if settings.qdrant_url else serving.hold(Path(settings.index_dir))
+        except IndexBusy as exc:  # a rebuild at work: every request says so (503)
+            app.state.load_error = str(exc)
         app.state.jobs = Jobs(
             Path(settings.index_dir),
             lambda: loaded(app),
@@ -136,14 +144,17 @@ def create_app(
             ).model_dump(mode="json"),
         )
         loader = threading.Thread(target=_load, args=(app, settings, seed or []), daemon=True)
-        loader.start()
-        if load_first:
+        if app.state.load_error is None:
+            loader.start()
+        if load_first and loader.is_alive():
             await asyncio.to_thread(loader.join)
         async with tools.session_manager.run():
             yield
         app.state.jobs.stop()
         if app.state.index is not None:  # a write still embedding stops at its next model batch
             app.state.index.close()
+        if held is not None:
+            os.close(held)
         app.state.rankers.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
@@ -582,6 +593,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and request.headers.get("content-type", "").startswith("multipart/"):
+            # Starlette's form parser: no boundary, too many fields or files
+            detail = f"body: the multipart form cannot be read ({exc.detail}); send one part named file"
+            return JSONResponse({"detail": detail}, status_code=422)
         if exc.status_code == 400:  # FastAPI's answer to a body it cannot parse: bad UTF-8, deep JSON
             cause = type(exc.__cause__).__name__ if exc.__cause__ else "unreadable"
             detail = f"body: cannot be read as JSON in UTF-8 ({cause}); send a valid JSON object"

@@ -3,18 +3,21 @@ extracts the text) and named."""
 
 from __future__ import annotations
 
-import urllib.error
+import time
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
 
 from groundqa.index.errors import GroundQAError
 from groundqa.index.formats import SUFFIXES, Extracted, Limits, Progress, isolated
 from groundqa.index.index import DocumentInput, derive_doc_id
 
-# Seconds to wait for a URL's server (to connect, and between reads).
+# Seconds to wait for a URL's server (to connect, and between reads), and for the whole fetch.
 FETCH_TIMEOUT = 30
+FETCH_DEADLINE = Limits.fetch_deadline
+MAX_REDIRECTS = 5
 # What a URL may serve: web pages, PDFs, Word files, text.
 FETCHED_TYPES = (
     "text/html",
@@ -51,17 +54,29 @@ def is_url(name: str) -> bool:
     return name.startswith(("http://", "https://"))
 
 
-def article_sources(names: list[str]) -> list[str]:
-    """Files and URLs as given, folders expanded to the files in them that have a known suffix."""
+def article_sources(
+    names: list[str], follow_links: bool = False, skipped: list[str] | None = None
+) -> list[str]:
+    """Files and URLs as given, folders expanded to the files in them that have a known suffix.
+    A link in a folder to a file outside it is left out (and said in skipped) unless
+    follow_links: a folder of articles does not read /etc/passwd because a link says so."""
     found: list[str] = []
     for name in names:
         path = Path(name)
         if is_url(name):
             found.append(name)
         elif path.is_dir():
-            found.extend(
-                str(p) for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in SUFFIXES
-            )
+            root = path.resolve()
+            for p in sorted(path.rglob("*")):
+                if not p.is_file() or p.suffix.lower() not in SUFFIXES:
+                    continue
+                if not follow_links and not p.resolve().is_relative_to(root):
+                    if skipped is not None:
+                        skipped.append(
+                            f"{p} links to {p.resolve()}, outside {path}: left out (--follow-links reads it)"
+                        )
+                    continue
+                found.append(str(p))
         elif path.is_file():
             found.append(name)
         elif "://" in name:
@@ -76,34 +91,64 @@ def article_sources(names: list[str]) -> list[str]:
 def read_source(source: str, limits: Limits = Limits()) -> Article:
     """A file's bytes, or a URL's, fetched with a timeout, a size limit and a content-type check."""
     if is_url(source):
-        return Article(source, fetch(source, limits.max_bytes))
+        return Article(source, fetch(source, limits.max_bytes, deadline=limits.fetch_deadline))
     try:
         return Article(source, Path(source).read_bytes())
     except OSError as exc:
         raise UsageError(f"cannot read {source}: {exc.strerror}") from exc
 
 
-def fetch(url: str, max_bytes: int, timeout: float = FETCH_TIMEOUT) -> bytes:
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+def fetch(
+    url: str, max_bytes: int, timeout: float = FETCH_TIMEOUT, deadline: float = FETCH_DEADLINE
+) -> bytes:
+    """The body at url: http(s) on every redirect (at most MAX_REDIRECTS), the whole fetch within
+    deadline seconds (a server that trickles bytes is cut off, not stored), the size counted as
+    the bytes arrive."""
+    ends = time.monotonic() + deadline
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as reply:  # noqa: S310 (http and https only)
-            kind = reply.headers.get_content_type()
-            if kind not in FETCHED_TYPES:
-                raise UsageError(f"{url} serves {kind}; groundqa reads web pages, PDFs, Word files and text")
-            length = reply.headers.get("Content-Length")
-            if length and length.isdigit() and int(length) > max_bytes:
-                raise UsageError(
-                    f"{url} has {int(length):,} bytes; the limit is {max_bytes:,} (GROUNDQA_MAX_FILE_BYTES)"
-                )
-            data: bytes = reply.read(max_bytes + 1)
-    except urllib.error.HTTPError as exc:
-        raise UsageError(f"cannot fetch {url}: HTTP {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        raise UsageError(f"cannot fetch {url}: {reason}") from exc
-    if len(data) > max_bytes:
-        raise UsageError(f"{url} is larger than {max_bytes:,} bytes (GROUNDQA_MAX_FILE_BYTES)")
-    return data
+        with httpx.Client(headers={"User-Agent": USER_AGENT}, timeout=min(timeout, deadline)) as http:
+            for _ in range(MAX_REDIRECTS + 1):
+                if not is_url(url):
+                    raise UsageError(f"a redirect leads to {url}: only http:// and https:// URLs are fetched")
+                with http.stream("GET", url) as reply:
+                    if reply.is_redirect:
+                        url = str(reply.url.join(reply.headers["location"]))
+                        continue
+                    if reply.status_code >= 400:
+                        raise UsageError(
+                            f"cannot fetch {url}: HTTP {reply.status_code} {reply.reason_phrase}"
+                        )
+                    return _body(url, reply, max_bytes, deadline, ends)
+            raise UsageError(f"{url}: more than {MAX_REDIRECTS} redirects")
+    except httpx.TimeoutException as exc:
+        raise UsageError(f"cannot fetch {url}: no answer within {min(timeout, deadline):g} s") from exc
+    except httpx.HTTPError as exc:
+        raise UsageError(f"cannot fetch {url}: {exc}") from exc
+
+
+def _body(url: str, reply: httpx.Response, max_bytes: int, deadline: float, ends: float) -> bytes:
+    kind = reply.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in FETCHED_TYPES:
+        raise UsageError(
+            f"{url} serves {kind or 'no content type'}; groundqa reads web pages, PDFs, Word files and text"
+        )
+    length = reply.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_bytes:
+        raise UsageError(
+            f"{url} has {int(length):,} bytes; the limit is {max_bytes:,} (GROUNDQA_MAX_FILE_BYTES)"
+        )
+    chunks, seen = [], 0
+    for chunk in reply.iter_raw():
+        seen += len(chunk)
+        if seen > max_bytes:
+            raise UsageError(f"{url} is larger than {max_bytes:,} bytes (GROUNDQA_MAX_FILE_BYTES)")
+        if time.monotonic() > ends:
+            raise UsageError(
+                f"{url} did not arrive within {deadline:g} s (GROUNDQA_FETCH_DEADLINE): {seen:,} bytes came; "
+                "nothing was stored"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def article_input(

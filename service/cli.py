@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import shutil
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from groundqa.eval import bench
 from groundqa.eval import cli as eval_cli
 from groundqa.eval.client import Client
 from groundqa.eval.progress import progress
+from groundqa.index import serving
 from groundqa.index.config import open_index, prepare_process
 from groundqa.index.errors import GroundQAError
 from groundqa.index.index import DocumentInput, Index, new_document
@@ -98,6 +100,9 @@ def add_parser(commands: Any) -> None:
     ingest.add_argument(
         "--batch", type=int, default=INGEST_BATCH, help=f"documents per commit (default {INGEST_BATCH})"
     )
+    ingest.add_argument(
+        "--follow-links", action="store_true", help="read links in folders that lead outside them"
+    )
     ingest.set_defaults(run=run_ingest)
 
     ask = command("ask", "ask a question; prints the answer sentence and the best passages")
@@ -173,16 +178,26 @@ def run_mcp(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    files = article_sources(args.paths)
+    """Every file is read and checked before anything is written; one that cannot be read is
+    named on stderr and left out, the rest are ingested, and the exit code is 1 if any failed."""
+    skipped: list[str] = []
+    files = article_sources(args.paths, args.follow_links, skipped)
+    for line in skipped:
+        print(f"groundqa: {line}", file=sys.stderr)
     if (args.title or args.doc_id) and len(files) > 1:
         raise UsageError("--title and --doc-id name one document; give one file")
     if args.batch < 1:
         raise UsageError(f"--batch is {args.batch}; give a positive number")
     limits = settings.file_limits()
-    inputs = []
-    for source in files:  # every file is read and checked before anything is written
-        item, found = article_input(read_source(source, limits), limits, args.title, args.doc_id)
-        new_document(item, settings.max_doc_chars)
+    inputs, failed = [], 0
+    for source in files:
+        try:
+            item, found = article_input(read_source(source, limits), limits, args.title, args.doc_id)
+            new_document(item, settings.max_doc_chars)
+        except GroundQAError as exc:
+            failed += 1
+            print(f"groundqa: error: {exc}", file=sys.stderr, flush=True)
+            continue
         for warning in found.warnings:
             print(f"groundqa: {source}: {warning}", file=sys.stderr)
         inputs.append(item)
@@ -193,8 +208,9 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
         for done in index.add_many(batch, replace=True):
             counts[done.state] += 1
             print(f"{done.document.doc_id}\t{done.document.passages} passages\t{done.state}", flush=True)
-    print(f"{len(files)} files: {_summary(counts, index)}")
-    return 0
+    gone = f"{failed} could not be read (named above); " if failed else ""
+    print(f"{len(files)} files: {gone}{_summary(counts, index)}")
+    return 1 if failed else 0
 
 
 def _summary(counts: dict[str, int], index: Index) -> str:
@@ -300,41 +316,93 @@ def run_compact(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     """The documents as SQLite holds them (texts, titles, pages, originals), embedded again into
-    a new folder that then takes the index's place; the old one is kept beside it."""
+    a new folder that then takes the index's place; the old one is kept beside it. Refused while
+    a server runs on the folder (it would go on writing into the folder moved away)."""
     if settings.qdrant_url:
         raise UsageError("rebuild makes an embedded index again; Qdrant keeps its own copies")
     folder = Path(settings.index_dir)
     if not (folder / "store.sqlite").exists():
         raise UsageError(f"no index at {folder}; give --index")
-    stored = Store(folder / "store.sqlite")  # checked by quick_check: its texts must be whole
-    items = []
-    for doc in stored.documents():
-        _, text = stored.document(doc.doc_id) or (doc, "")
-        items.append(
-            DocumentInput(
-                text,
-                doc.title,
-                doc.doc_id,
-                doc.source,
-                doc.format,
-                doc.page_starts,
-                doc.published,
-                stored.original(doc.doc_id),
-            )
-        )
-    stored.close()
-    fresh = folder.with_name(folder.name + ".rebuilding")
-    shutil.rmtree(fresh, ignore_errors=True)
-    index = open_index(settings.model_copy(update={"index_dir": fresh}))
-    for at in progress(range(0, len(items), INGEST_BATCH), "rebuild", unit="batch"):
-        index.add_many(items[at : at + INGEST_BATCH])
-    docs, passages = index.counts()
-    index.storage.close()
-    kept = folder.with_name(f"{folder.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
-    folder.rename(kept)
-    fresh.rename(folder)
-    print(f"rebuilt {folder}: {docs} documents, {passages} passages; the old folder is {kept}")
+    with serving.alone(folder):
+        source, note = _rebuild_source(folder)
+        items = _stored_items(source)
+        fresh = folder.with_name(folder.name + ".rebuilding")
+        shutil.rmtree(fresh, ignore_errors=True)
+        index = open_index(settings.model_copy(update={"index_dir": fresh}))
+        for at in progress(range(0, len(items), INGEST_BATCH), "rebuild", unit="batch"):
+            index.add_many(items[at : at + INGEST_BATCH])
+        docs, passages = index.counts()
+        index.storage.close()
+        kept = folder.with_name(f"{folder.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        folder.rename(kept)
+        fresh.rename(folder)
+    print(f"rebuilt {folder}: {docs} documents, {passages} passages{note}; the old folder is {kept}")
     return 0
+
+
+def _rebuild_source(folder: Path) -> tuple[Path, str]:
+    """The folder whose store holds the last committed revision: the index itself, or, where its
+    database is behind the revision committed (a rebuild of before 0.9.0 moved the folder away
+    under a running server, which went on writing there), the moved-away folder that holds it."""
+    committed, have = _revisions(folder)
+    if committed is None or have is None or have >= committed:
+        return folder, ""
+    for sibling in sorted(folder.parent.glob(f"{folder.name}.damaged-*"), reverse=True):
+        if (sibling / "store.sqlite").exists() and _revisions(sibling)[1] == committed:
+            return (
+                sibling,
+                f" from {sibling}, which holds revision {committed}, the last committed "
+                f"({folder} held {have})",
+            )
+    return (
+        folder,
+        f" from what {folder} holds (revision {have}; {committed} was committed and no folder "
+        "beside it holds it)",
+    )
+
+
+def _revisions(folder: Path) -> tuple[int | None, int | None]:
+    """The revision last committed and the one the database holds (None: unreadable)."""
+    try:
+        stored = Store(folder / "store.sqlite", check_committed=False)
+    except sqlite3.Error:
+        return None, None
+    try:
+        return stored.committed(), stored.revision()
+    finally:
+        stored.close()
+
+
+def _stored_items(folder: Path) -> list[DocumentInput]:
+    try:
+        stored = Store(folder / "store.sqlite", check_committed=False)  # quick_check: texts must be whole
+    except sqlite3.Error as exc:
+        raise UsageError(
+            f"{folder / 'store.sqlite'} cannot be read ({exc}): restore the index folder from a backup"
+        ) from exc
+    try:
+        items = []
+        for doc in stored.documents():
+            _, text = stored.document(doc.doc_id) or (doc, "")
+            items.append(
+                DocumentInput(
+                    text,
+                    doc.title,
+                    doc.doc_id,
+                    doc.source,
+                    doc.format,
+                    doc.page_starts,
+                    doc.published,
+                    stored.original(doc.doc_id),
+                )
+            )
+        return items
+    except sqlite3.Error as exc:
+        raise UsageError(
+            f"{folder / 'store.sqlite'} cannot be read ({exc}): restore it from a backup"
+        ) from exc
+    finally:
+        stored.close()
 
 
 def run_migrate(args: argparse.Namespace, settings: Settings) -> int:

@@ -115,7 +115,9 @@ print("model loaded" if {"onnxruntime", "sentence_transformers"} & set(sys.modul
 @pytest.mark.parametrize(
     "command", [["docs"], ["rm", "putin-china-visit"], ["rm", "nothing-here"], ["ingest"], ["ask", "Who?"]]
 )
-def test_commands_that_embed_nothing_do_not_load_the_model(command: list[str], make_index, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_commands_that_embed_nothing_do_not_load_the_model(
+    command: list[str], make_index, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     """Defect 10: `docs`, `rm` and refusing an empty file loaded the model first (17 to 43 s).
     `ask` embeds its question: the check must see that model load, or it could never fail."""
     make_index().add(ARTICLE.read_text(encoding="utf-8"), doc_id="putin-china-visit")
@@ -133,7 +135,10 @@ def test_commands_that_embed_nothing_do_not_load_the_model(command: list[str], m
     assert result.stdout.splitlines()[-1].startswith(expected), result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     if command == ["ingest"]:
-        assert result.stderr.strip() == f"groundqa: error: {empty}: the document text is empty or white space only; give it some words"
+        assert (
+            result.stderr.strip()
+            == f"groundqa: error: {empty}: the document text is empty or white space only; give it some words"
+        )
 
 
 def test_a_document_over_the_size_limit_is_refused_by_name(tmp_path: Path) -> None:
@@ -168,3 +173,23 @@ def test_serve_starts_one_worker_per_core_by_default(tmp_path: Path) -> None:
     assert Settings(workers=3).worker_count() == 3
     bad = groundqa("serve", "--workers", "many")
     assert bad.returncode == 2 and "'many' is neither a number nor auto" in bad.stderr
+
+
+def test_a_folder_ingest_goes_past_unreadable_files_and_leaves_out_links_outside(tmp_path: Path) -> None:
+    index, folder = tmp_path / "index", tmp_path / "notes"
+    folder.mkdir()
+    (folder / "good.md").write_text("# Good\n\nThe ferry leaves at noon.\n")
+    (folder / "bad.txt").write_bytes(b"\xff\xfe not UTF-8 \xff")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("The password is swordfish.")
+    (folder / "link.txt").symlink_to(secret)
+    done = groundqa("ingest", str(folder), index=index)
+    assert done.returncode == 1  # before: exit 1 and nothing ingested, or the link read
+    assert "bad.txt" in done.stderr and f"link.txt links to {secret}" in done.stderr
+    assert done.stderr.count("\n") == 2
+    assert re.search(r"^good\t\d+ passages\tadded$", done.stdout, re.M)
+    assert "2 files: 1 could not be read (named above); 1 added" in done.stdout
+    listed = groundqa("docs", index=index).stdout
+    assert "good\t" in listed and "link" not in listed and "1 documents" in listed
+    followed = groundqa("ingest", str(folder), "--follow-links", index=index)
+    assert "link\t" in followed.stdout and followed.returncode == 1  # bad.txt still fails

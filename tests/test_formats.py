@@ -60,7 +60,9 @@ def test_the_format_is_told_by_the_content_not_the_name() -> None:
     assert detect(make_docx(["Word text."]), "file.bin") == "docx"
     assert detect("# Café\n".encode(), "notes.md") == "markdown"
     assert detect(b"# HTML\n\nA page opens with <html> and has a <body> tag.", "notes.md") == "markdown"
-    assert detect(b"<!-- saved from url=(0040)https://example.org/ -->\n<html><body>x</body></html>") == "html"
+    assert (
+        detect(b"<!-- saved from url=(0040)https://example.org/ -->\n<html><body>x</body></html>") == "html"
+    )
     assert detect(b"plain words", "notes") == "text"
     with pytest.raises(FileRefused, match="not a PDF"):
         detect(b"plain words", "paper.pdf")
@@ -345,3 +347,150 @@ def test_ingest_reads_folders_of_pages_and_urls(tmp_path: Path, site: str) -> No
     assert "serves image/png" in refused.stderr
     missing = groundqa("ingest", f"{site}/gone.html", index=index)
     assert missing.returncode == 1 and "404" in missing.stderr and missing.stderr.count("\n") == 1
+
+
+def _need_ocr() -> None:
+    if not OCR:
+        message = "tesseract-ocr is not installed (CI installs it)"
+        if os.environ.get("GROUNDQA_REQUIRE_OCR"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def _bomb() -> bytes:
+    """A 14,400-point square page holding only an image: OCR would render it at 300 dpi into
+    60,000 x 60,000 pixels."""
+    import io
+
+    import pypdfium2 as pdfium
+
+    pdf = pdfium.PdfDocument.new()
+    page = pdf.new_page(14_400, 14_400)
+    image = pdfium.PdfImage.new(pdf)
+    image.set_bitmap(pdfium.PdfBitmap.new_native(8, 8))
+    image.set_matrix(pdfium.PdfMatrix().scale(14_400, 14_400))
+    page.insert_obj(image)
+    page.gen_content()
+    out = io.BytesIO()
+    pdf.save(out)
+    return out.getvalue()
+
+
+def test_a_page_too_large_to_render_is_refused_before_it_is_rendered() -> None:
+    _need_ocr()
+    with pytest.raises(
+        FileTooLarge, match=r"page 1 measures 14,400 x 14,400 points.*the limit is 150 million"
+    ):
+        isolated(_bomb(), "bomb.pdf", Limits(timeout=60))  # before: the whole timeout, then "took longer"
+
+
+def _tesseracts() -> list[str]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            line = status.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "tesseract" in line and "page.png" in line:
+            found.append(line)
+    return found
+
+
+def test_a_parse_timeout_kills_ocr_and_removes_its_files() -> None:
+    import tempfile
+
+    _need_ocr()
+    scans = [
+        ("scan", [f"Page {n} of the harbour log.", "The lighthouse keeper wrote daily."]) for n in range(12)
+    ]
+    before = set(Path(tempfile.gettempdir()).glob("*/page.png"))
+    with pytest.raises(FileRefused, match="took longer than 2 s"):
+        isolated(make_pdf(scans), "scans.pdf", Limits(timeout=2))
+    assert _tesseracts() == []  # before: tesseract went on, adopted by PID 1
+    left = set(Path(tempfile.gettempdir()).glob("*/page.png")) - before
+    assert not left and not list(Path(tempfile.gettempdir()).glob("groundqa-parse-*"))
+
+
+class _Hostile(http.server.BaseHTTPRequestHandler):
+    """A loopback server that trickles, redirects out of http(s), or sends more than it says."""
+
+    def do_GET(self) -> None:  # noqa: N802 (the handler's name)
+        import time
+
+        if self.path == "/trickle":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            for _ in range(40):  # a byte every half second: no read ever times out
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.5)
+        elif self.path == "/to-ftp":
+            self.send_response(302)
+            self.send_header("Location", "ftp://127.0.0.1/article.txt")
+            self.end_headers()
+        elif self.path == "/endless":  # no Content-Length: only counting finds the size
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            for _ in range(200):
+                self.wfile.write(b"Words words words. " * 1000)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def hostile() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("path", "message", "env"),
+    [
+        (
+            "/trickle",
+            "did not arrive within 3 s (GROUNDQA_FETCH_DEADLINE): ",
+            {"GROUNDQA_FETCH_DEADLINE": "3"},
+        ),
+        ("/to-ftp", "a redirect leads to ftp://127.0.0.1/article.txt: only http:// and https://", {}),
+        (
+            "/endless",
+            "is larger than 1,000,000 bytes (GROUNDQA_MAX_FILE_BYTES)",
+            {"GROUNDQA_MAX_FILE_BYTES": "1000000"},
+        ),
+    ],
+)
+def test_url_ingest_has_a_deadline_http_only_redirects_and_a_counted_size(
+    tmp_path: Path, hostile: str, path: str, message: str, env: dict[str, str]
+) -> None:
+    index = tmp_path / "index"
+    refused = groundqa("ingest", hostile + path, index=index, env=env)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+    assert message in refused.stderr
+    assert "0 documents" in groundqa("docs", index=index).stdout or not index.exists()
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "named"),
+    [
+        ("multipart/form-data", b"--x\r\n", "Missing boundary"),
+        (
+            "multipart/form-data; boundary=x",
+            b"".join(b"--x\r\nContent-Disposition: form-data; name=f%d\r\n\r\nv\r\n" % i for i in range(1100))
+            + b"--x--\r\n",
+            "Too many fields",
+        ),
+    ],
+)
+def test_a_multipart_body_that_cannot_be_read_is_named_as_such(
+    client: TestClient, content_type: str, body: bytes, named: str
+) -> None:
+    reply = client.post("/v1/documents/upload", content=body, headers={**AUTH, "Content-Type": content_type})
+    assert reply.status_code == 422
+    detail = reply.json()["detail"]
+    assert "multipart form cannot be read" in detail and named in detail and "JSON" not in detail
