@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from groundqa.index.backends import Location
 from groundqa.index.confidence import bundled as bundled_confidence
-from groundqa.index.formats import Limits
+from groundqa.index.formats import Limits, machine_defaults
 from groundqa.index.index import MAX_DOC_CHARS, Index
 from groundqa.index.model import DEFAULT_CACHE, DEFAULT_MODEL, Embedder
 
@@ -39,6 +39,10 @@ class IndexSettings(BaseSettings):
     max_pages: int = Limits.max_pages
     parse_timeout: float = Limits.timeout
     fetch_deadline: float = Limits.fetch_deadline
+    # Files parsed at once by every process on this index, and the address space of each parse:
+    # None takes them from the machine's memory (formats.machine_defaults).
+    max_parses: int | None = None
+    parse_memory: int | None = None
     # Read PDF pages that have no text layer (scans) with tesseract, when it is installed.
     ocr: bool = Limits.ocr
     # Answers under this confidence are left out (null); unset: the trained model's threshold.
@@ -63,12 +67,16 @@ class IndexSettings(BaseSettings):
         )
 
     def file_limits(self) -> Limits:
+        parses, memory = machine_defaults()
         return Limits(
             max_bytes=self.max_file_bytes,
             max_pages=self.max_pages,
             timeout=self.parse_timeout,
+            memory=self.parse_memory or memory,
             ocr=self.ocr,
             fetch_deadline=self.fetch_deadline,
+            parses=self.max_parses or parses,
+            slots=str(Path(self.index_dir) / "parsing"),
         )
 
     def answer_floor(self) -> float:

@@ -10,6 +10,7 @@ never the server.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import multiprocessing
 import os
@@ -19,16 +20,17 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import unicodedata
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from groundqa.index.errors import InvalidDocument
+from groundqa.index.errors import IndexBusy, InvalidDocument
 
 FORMATS = ("text", "markdown", "html", "pdf", "docx")
 CONTENT_TYPES = {
@@ -80,9 +82,25 @@ class Limits:
     max_pages: int = 2000  # pages of one PDF
     max_unpacked: int = 200_000_000  # bytes a Word file's entries unpack to
     timeout: float = 300  # seconds to parse one file, OCR included
-    memory: int = 4 << 30  # bytes of address space for the parsing process
+    memory: int = 4 << 30  # bytes of address space for the parsing process (machine_defaults())
+    parses: int = 2  # files parsed at once, in every process that shares `slots`
+    slots: str | None = None  # the folder of the parse slots' lock files (None: this process only)
+    wait: float = 60  # seconds a parse waits for a slot before ParseBusy
     ocr: bool = True  # read pages without a text layer with tesseract, where it is installed
     fetch_deadline: float = 120  # seconds for `groundqa ingest URL` to fetch the whole file
+
+
+def machine_defaults() -> tuple[int, int]:
+    """Parses at once and address space for each, from this machine's memory: a parse may take
+    an eighth of it (1 GB at least, 4 GB at most), and all of them together half of it (a 4 GB
+    machine: 2 parses of 1 GB; a 24 GB one: 4 of 3 GB)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    memory = min(4 << 30, max(1 << 30, total // 8))
+    return max(1, (total // 2) // memory), memory
+
+
+class ParseBusy(IndexBusy):
+    """Every parse slot stayed taken for as long as a parse may wait (503, try again)."""
 
 
 @dataclass(frozen=True)
@@ -175,13 +193,13 @@ def _html(data: bytes) -> Extracted:
             "loaded, or send its text"
         )
     warnings = []
-    if len(text) < FEW_CHARS:
-        warnings.append(f"the web page's article has only {len(text)} characters: check that it is whole")
-    elif len(data) > SPARSE_PAGE_BYTES and len(text) * 1000 < len(data):
+    if len(data) > SPARSE_PAGE_BYTES and len(text) * 1000 < len(data):
         warnings.append(
             f"the web page has {len(data):,} bytes and its article {len(text):,} characters: repeated "
             "paragraphs are read once, and menus, scripts and styles are left out; check that it is whole"
         )
+    elif len(text) < FEW_CHARS:
+        warnings.append(f"the web page's article has only {len(text)} characters: check that it is whole")
     return Extracted(text, "html", found.title or None, found.date or None, warnings=tuple(warnings))
 
 
@@ -364,6 +382,11 @@ def isolated(
     if detect(data, name) in ("text", "markdown"):
         return extract(data, name, limits)
     _check_size(data, limits)  # before the bytes go to the child
+    with _slot(limits):
+        return _in_child(data, name, limits, progress)
+
+
+def _in_child(data: bytes, name: str, limits: Limits, progress: Progress | None) -> Extracted:
     context = multiprocessing.get_context("forkserver")
     ours, theirs = context.Pipe(duplex=False)
     # The child's temporary files (OCR's page images) go here, removed whatever becomes of it.
@@ -402,6 +425,54 @@ def isolated(
     if kind == "ok":
         return value  # type: ignore[no-any-return]
     raise (FileTooLarge if kind == "large" else FileRefused)(value)
+
+
+_waiting = threading.BoundedSemaphore(64)  # parses of this process waiting for a slot, at most
+_local_slots: dict[int, threading.BoundedSemaphore] = {}
+
+
+@contextlib.contextmanager
+def _slot(limits: Limits) -> Iterator[None]:
+    """One of limits.parses slots, shared by every process whose limits name the same folder
+    (lock files there; the kernel frees a dead process's), else by this process's threads."""
+    if not _waiting.acquire(blocking=False):
+        raise ParseBusy("too many files are waiting to be read; try again shortly")
+    try:
+        deadline = time.monotonic() + limits.wait
+        while True:
+            held = _take(limits)
+            if held is not None:
+                break
+            if time.monotonic() > deadline:
+                raise ParseBusy(
+                    f"{limits.parses} files are being read and none finished within {limits.wait:g} s "
+                    "(GROUNDQA_MAX_PARSES); try again shortly"
+                )
+            time.sleep(0.05)
+    finally:
+        _waiting.release()
+    try:
+        yield
+    finally:
+        held()
+
+
+def _take(limits: Limits) -> Callable[[], None] | None:
+    """A free slot and what frees it, or None."""
+    if limits.slots is None:
+        semaphore = _local_slots.setdefault(limits.parses, threading.BoundedSemaphore(limits.parses))
+        return semaphore.release if semaphore.acquire(blocking=False) else None
+    folder = Path(limits.slots)
+    folder.mkdir(parents=True, exist_ok=True)
+    for number in range(limits.parses):
+        fd = os.open(folder / f"slot-{number}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return lambda fd=fd: os.close(fd)  # type: ignore[misc]
+    return None
 
 
 def _kill_group(pid: int | None) -> None:

@@ -49,7 +49,7 @@ from groundqa.index.errors import (
     InvalidQuery,
     ShuttingDown,
 )
-from groundqa.index.formats import CONTENT_TYPES, FileTooLarge
+from groundqa.index.formats import CONTENT_TYPES, FileTooLarge, ParseBusy
 from groundqa.index.index import DocumentInput, Index
 from groundqa.index.ranking import (
     DEFAULT_K,
@@ -61,7 +61,7 @@ from groundqa.index.ranking import (
     Mode,
 )
 from groundqa.service import mcp_server, openai_chat, view
-from groundqa.service.articles import Article, article_input, article_sources, read_source
+from groundqa.service.articles import Article, article_input, article_sources, clean_name, read_source
 from groundqa.service.config import Settings, get_settings
 from groundqa.service.jobs import Jobs, QueueFull
 from groundqa.service.metrics import Metrics
@@ -106,6 +106,9 @@ _STATUS = {
     QueueFull: 429,
 }
 UPLOAD = "/v1/documents/upload"
+MCP = "/mcp"
+# The MCP SDK's own limit on a request body (4 MiB).
+MCP_MAX_BODY = 4 * 1024 * 1024
 # Room for an upload's form fields and multipart boundaries beside the file.
 FORM_BYTES = 64 * 1024
 # Threads that rank queries, per worker.
@@ -184,8 +187,9 @@ def create_app(
         key=settings.api_key,
         max_bytes=settings.max_body_bytes,
         timeout=settings.body_timeout,
-        # An upload's limit is the file's, plus room for the form around it.
-        larger={UPLOAD: settings.max_file_bytes + FORM_BYTES},
+        # An upload's limit is the file's, plus room for the form around it; MCP's is its SDK's,
+        # answered here in JSON (the SDK's own 413 is plain text).
+        larger={UPLOAD: settings.max_file_bytes + FORM_BYTES, MCP: MCP_MAX_BODY},
     )
     app.add_middleware(Observe, metrics=app.state.metrics)
     _add_error_handlers(app)
@@ -369,7 +373,7 @@ def _add_routes(app: FastAPI) -> None:
         """Store an article file: its text is extracted (in a child process, under a time limit)
         and the original is kept, served by GET /v1/documents/{doc_id}/source. With `Prefer:
         respond-async`, a job does it: 202 with the job, whose progress GET /v1/jobs/{id} gives."""
-        article = Article(file.filename or "upload", file.file.read())
+        article = Article(clean_name(file.filename), file.file.read())
         if "respond-async" in [p.strip().lower() for p in (prefer or "").split(",")]:
             job = request.app.state.jobs.submit(article.name, article.data, doc_id, title, replace)
             headers = {"Location": f"/v1/jobs/{job.id}", "Preference-Applied": "respond-async"}
@@ -588,7 +592,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GroundQAError)
     async def domain_error(request: Request, exc: GroundQAError) -> JSONResponse:
         status = next((s for t, s in _STATUS.items() if isinstance(exc, t)), 500)
-        headers = {"Retry-After": "5"} if status == 429 else None
+        headers = {"Retry-After": "5"} if status == 429 or isinstance(exc, ParseBusy) else None
         return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
@@ -622,7 +626,24 @@ def _add_error_handlers(app: FastAPI) -> None:
 def _error_body(path: str, status: int, detail: str) -> dict[str, Any]:
     if path.startswith(openai_chat.PATHS):
         return openai_chat.error_body(status, detail)
+    if path == MCP:  # JSON-RPC's shape: "invalid request"
+        return {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": detail}}
     return {"detail": detail}
+
+
+def _mcp_refusal(body: bytes) -> str | None:
+    """What JSON-RPC forbids and the MCP SDK takes for a notification (202, no answer): an id
+    that is neither a string nor a number."""
+    try:
+        found = json.loads(body)
+    except ValueError:
+        return None  # the SDK answers a parse error itself
+    for message in found if isinstance(found, list) else [found]:
+        if isinstance(message, dict) and "id" in message:
+            given = message["id"]
+            if not isinstance(given, str | int) or isinstance(given, bool):
+                return f"a JSON-RPC id is a string or a number; this one is {type(given).__name__}"
+    return None
 
 
 def _describe(errors: Any) -> str:
@@ -722,6 +743,9 @@ class BodyGuard:
             await _refuse(send, 408, f"the request body did not arrive within {self.timeout:g} s", scope)
             return
         body, sent = b"".join(chunks), False
+        if scope["path"] == MCP and (wrong := _mcp_refusal(body)):
+            await _refuse(send, 400, wrong, scope)
+            return
 
         async def replay() -> Message:
             """The body once, then the client's own messages: a streamed response waits on them

@@ -3,6 +3,7 @@ extracts the text) and named."""
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -48,6 +49,14 @@ class Article:
             url = urllib.parse.urlsplit(self.source)
             return Path(url.path).name or url.hostname or "page"
         return Path(self.source).name
+
+
+def clean_name(name: str | None) -> str:
+    """A file name as a client sent it, made safe to keep: its last part (no folders, no
+    "../../"), no control characters (a NUL), at most 255 characters."""
+    last = re.split(r"[/\\]", name or "")[-1]
+    kept = "".join(c for c in last if c.isprintable()).strip()[:255]
+    return kept if kept not in ("", ".", "..") else "upload"
 
 
 def is_url(name: str) -> bool:

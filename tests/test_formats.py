@@ -15,7 +15,16 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from groundqa.index.formats import FileRefused, FileTooLarge, Limits, detect, extract, isolated, unreadable
+from groundqa.index.formats import (
+    FileRefused,
+    FileTooLarge,
+    Limits,
+    ParseBusy,
+    detect,
+    extract,
+    isolated,
+    unreadable,
+)
 from groundqa.index.storage import page_at
 from groundqa.service.app import create_app
 from groundqa.service.config import Settings
@@ -367,7 +376,7 @@ def _bomb() -> bytes:
     pdf = pdfium.PdfDocument.new()
     page = pdf.new_page(14_400, 14_400)
     image = pdfium.PdfImage.new(pdf)
-    image.set_bitmap(pdfium.PdfBitmap.new_native(8, 8))
+    image.set_bitmap(pdfium.PdfDocument.new().new_page(8, 8).render())
     image.set_matrix(pdfium.PdfMatrix().scale(14_400, 14_400))
     page.insert_obj(image)
     page.gen_content()
@@ -403,12 +412,12 @@ def test_a_parse_timeout_kills_ocr_and_removes_its_files() -> None:
     scans = [
         ("scan", [f"Page {n} of the harbour log.", "The lighthouse keeper wrote daily."]) for n in range(12)
     ]
-    before = set(Path(tempfile.gettempdir()).glob("*/page.png"))
+    temp = Path(tempfile.gettempdir())
+    before = set(temp.glob("*/page.png")) | set(temp.glob("groundqa-parse-*"))
     with pytest.raises(FileRefused, match="took longer than 2 s"):
         isolated(make_pdf(scans), "scans.pdf", Limits(timeout=2))
     assert _tesseracts() == []  # before: tesseract went on, adopted by PID 1
-    left = set(Path(tempfile.gettempdir()).glob("*/page.png")) - before
-    assert not left and not list(Path(tempfile.gettempdir()).glob("groundqa-parse-*"))
+    assert set(temp.glob("*/page.png")) | set(temp.glob("groundqa-parse-*")) <= before
 
 
 class _Hostile(http.server.BaseHTTPRequestHandler):
@@ -494,3 +503,113 @@ def test_a_multipart_body_that_cannot_be_read_is_named_as_such(
     assert reply.status_code == 422
     detail = reply.json()["detail"]
     assert "multipart form cannot be read" in detail and named in detail and "JSON" not in detail
+
+
+def test_small_upload_refusals_read_plainly(client: TestClient) -> None:
+    svg = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"><text>Hi</text></svg>'
+    refused = _upload(client, "logo.svg", svg)
+    assert (
+        refused["status"] == 422 and "SVG image, not an article" in refused["detail"]
+    )  # before: AssertionError
+    article = b"<p>The harbour ferries leave from Pier 3 every forty minutes, all day long.</p>" * 20
+    page = b"<html><head><style>" + b"p { color: red; } " * 150_000 + b"</style></head><body><article>"
+    body = (  # by hand: clients escape a NUL in a file name, a hostile one need not
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="../../../../tmp/ev\x00il.html"\r\n'
+        b"Content-Type: text/html\r\n\r\n" + page + article + b"</article></body></html>\r\n--b--\r\n"
+    )
+    reply = client.post(
+        "/v1/documents/upload",
+        content=body,
+        headers={**AUTH, "Content-Type": "multipart/form-data; boundary=b"},
+    )
+    kept = {"status": reply.status_code, **reply.json()}
+    assert kept["status"] == 201 and kept["source"] == "evil.html" and kept["doc_id"] == "evil", kept
+    assert any("repeated paragraphs are read once" in w for w in kept["warnings"])
+
+
+def test_mcp_bodies_over_its_limit_and_bad_ids_get_json_rpc_errors(client: TestClient) -> None:
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    big = client.post(
+        "/mcp", content=b'{"jsonrpc": "2.0", "x": "' + b"a" * 4_900_000 + b'"}', headers=headers
+    )
+    assert big.status_code == 413 and big.json()["error"]["code"] == -32600  # before: plain text
+    body = {"jsonrpc": "2.0", "id": {"nested": 1}, "method": "tools/list"}
+    odd = client.post("/mcp", json=body, headers=headers)
+    assert (
+        odd.status_code == 400 and "string or a number" in odd.json()["error"]["message"]
+    )  # before: 202, empty
+
+
+def _docx_bomb(unpacked: int) -> bytes:
+    """A real Word file whose document.xml holds `unpacked` bytes of paragraphs: under the 200 MB
+    unpacked limit, yet parsed into a tree of many times its size."""
+    import io
+    import zipfile
+
+    paragraph = b"<w:p><w:r><w:t>Harbour.</w:t></w:r></w:p>"
+    source = zipfile.ZipFile(io.BytesIO(make_docx(["A small file."])))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as bomb:
+        for entry in source.infolist():
+            if entry.filename != "word/document.xml":
+                bomb.writestr(entry, source.read(entry))
+        head, _, tail = source.read("word/document.xml").partition(b"<w:body>")
+        with bomb.open("word/document.xml", "w", force_zip64=True) as f:
+            f.write(head + b"<w:body>")
+            for _ in range(unpacked // (len(paragraph) * 10_000)):
+                f.write(paragraph * 10_000)
+            f.write(b"</w:body></w:document>")
+    return out.getvalue()
+
+
+@pytest.mark.slow
+def test_a_parse_is_held_to_its_memory_whatever_the_file() -> None:
+    # 60 MB of paragraphs (a 1 MB file) take a parse to 1.1 GB; a 4 GB machine's cap is 1 GB.
+    with pytest.raises(FileRefused, match="memory"):
+        isolated(_docx_bomb(60 << 20), "bomb.docx", Limits(memory=1 << 30))
+
+
+def _parse_children() -> int:
+    """Processes the forkserver of this test process has forked: the parses running now."""
+    servers = {
+        p.parent.name for p in Path("/proc").glob("[0-9]*/cmdline") if b"forkserver import main" in _read(p)
+    }
+    count = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        parent = _read(stat).rpartition(b")")[2].split()[1:2]
+        if parent and parent[0].decode() in servers:
+            count += 1
+    return count
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def test_at_most_max_parses_run_at_once_and_the_rest_wait(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    pages = [[f"Page {n}: the lighthouse keeper's log, line {i}." for i in range(8)] for n in range(150)]
+    data = make_pdf(pages)
+    limits = Limits(parses=1, slots=str(tmp_path / "slots"), wait=600, ocr=False)
+    seen, stop = [], threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            seen.append(_parse_children())
+            stop.wait(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    with ThreadPoolExecutor(3) as pool:
+        found = list(pool.map(lambda n: isolated(data, f"log{n}.pdf", limits), range(3)))
+    stop.set()
+    watcher.join()
+    assert all(len(f.page_starts) == 150 for f in found)
+    assert max(seen) == 1 and seen.count(1) > 3  # before: three children at once
+    with pytest.raises(ParseBusy, match="GROUNDQA_MAX_PARSES"), ThreadPoolExecutor(2) as pool:
+        quick = Limits(parses=1, slots=str(tmp_path / "slots"), wait=0.1, ocr=False)
+        list(pool.map(lambda n: isolated(data, "log.pdf", quick), range(2)))
