@@ -374,15 +374,22 @@ def _docx(data: bytes, limits: Limits) -> Extracted:
 
 
 def isolated(
-    data: bytes, name: str = "", limits: Limits = Limits(), progress: Progress | None = None
+    data: bytes,
+    name: str = "",
+    limits: Limits = Limits(),
+    progress: Progress | None = None,
+    slotted: bool = False,
 ) -> Extracted:
     """extract() in a child process that is killed after limits.timeout seconds and may use
     limits.memory bytes: parsing a file from outside never hangs or bloats the caller. Plain
-    text needs no child. progress hears of the pages read as the child reads them."""
+    text needs no child. progress hears of the pages read as the child reads them; slotted: the
+    caller holds a parse slot (parse_slot) already."""
     if detect(data, name) in ("text", "markdown"):
         return extract(data, name, limits)
     _check_size(data, limits)  # before the bytes go to the child
-    with _slot(limits):
+    if slotted:
+        return _in_child(data, name, limits, progress)
+    with parse_slot(limits):
         return _in_child(data, name, limits, progress)
 
 
@@ -432,7 +439,7 @@ _local_slots: dict[int, threading.BoundedSemaphore] = {}
 
 
 @contextlib.contextmanager
-def _slot(limits: Limits) -> Iterator[None]:
+def parse_slot(limits: Limits) -> Iterator[None]:
     """One of limits.parses slots, shared by every process whose limits name the same folder
     (lock files there; the kernel frees a dead process's), else by this process's threads."""
     if not _waiting.acquire(blocking=False):

@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -49,7 +50,7 @@ from groundqa.index.errors import (
     InvalidQuery,
     ShuttingDown,
 )
-from groundqa.index.formats import CONTENT_TYPES, FileTooLarge, ParseBusy
+from groundqa.index.formats import CONTENT_TYPES, FileTooLarge, ParseBusy, parse_slot
 from groundqa.index.index import DocumentInput, Index
 from groundqa.index.ranking import (
     DEFAULT_K,
@@ -106,6 +107,9 @@ _STATUS = {
     QueueFull: 429,
 }
 UPLOAD = "/v1/documents/upload"
+# A request body is kept in memory up to this size, then in a temporary file; handed on in pieces.
+SPOOLED = 1 << 20
+REPLAYED = 1 << 16
 MCP = "/mcp"
 # The MCP SDK's own limit on a request body (4 MiB).
 MCP_MAX_BODY = 4 * 1024 * 1024
@@ -373,12 +377,16 @@ def _add_routes(app: FastAPI) -> None:
         """Store an article file: its text is extracted (in a child process, under a time limit)
         and the original is kept, served by GET /v1/documents/{doc_id}/source. With `Prefer:
         respond-async`, a job does it: 202 with the job, whose progress GET /v1/jobs/{id} gives."""
-        article = Article(clean_name(file.filename), file.file.read())
         if "respond-async" in [p.strip().lower() for p in (prefer or "").split(",")]:
-            job = request.app.state.jobs.submit(article.name, article.data, doc_id, title, replace)
+            job = request.app.state.jobs.submit(clean_name(file.filename), file.file, doc_id, title, replace)
             headers = {"Location": f"/v1/jobs/{job.id}", "Preference-Applied": "respond-async"}
             return JSONResponse(JobOut.of(job).model_dump(mode="json"), status_code=202, headers=headers)
-        item, found = article_input(article, settings.file_limits(), title, doc_id)
+        limits = settings.file_limits()
+        # The file stays in its temporary file until a parse slot is free: uploads waiting for
+        # one hold no memory.
+        with parse_slot(limits):
+            article = Article(clean_name(file.filename), file.file.read())
+            item, found = article_input(article, limits, title, doc_id, slotted=True)
         with request.app.state.metrics.writes.track_inprogress():
             added = index.add_many([item], replace=replace)[0]
         response.status_code = 201 if added.created else 200
@@ -389,7 +397,7 @@ def _add_routes(app: FastAPI) -> None:
         response_model=JobOut,
         tags=["documents"],
         dependencies=[WriteKey],
-        responses=errors(401, 403, 404),
+        responses=errors(401, 403, 404, 422),
     )
     def get_job(job_id: Annotated[str, FastAPIPath(pattern="^[0-9a-f]{32}$")], request: Request) -> JobOut:
         """A background job: its state, its progress, and the upload's result or error."""
@@ -400,7 +408,7 @@ def _add_routes(app: FastAPI) -> None:
         response_model=JobList,
         tags=["documents"],
         dependencies=[WriteKey],
-        responses=errors(401, 403),
+        responses=errors(401, 403, 422),
     )
     def list_jobs(request: Request) -> JobList:
         """The recent jobs, newest first."""
@@ -726,37 +734,44 @@ class BodyGuard:
         if length is not None and length.isdigit() and int(length) > limit:
             await _refuse(send, 413, f"the request body is larger than {limit} bytes", scope)
             return
-        chunks, seen, more = [], 0, True
-        try:
-            async with asyncio.timeout(self.timeout):
-                while more:
-                    message = await receive()
-                    if message["type"] != "http.request":
-                        return  # the client went away
-                    chunks.append(message.get("body", b""))
-                    seen += len(chunks[-1])
-                    more = message.get("more_body", False)
-                    if seen > limit:
-                        await _refuse(send, 413, f"the request body is larger than {limit} bytes", scope)
-                        return
-        except TimeoutError:
-            await _refuse(send, 408, f"the request body did not arrive within {self.timeout:g} s", scope)
-            return
-        body, sent = b"".join(chunks), False
-        if scope["path"] == MCP and (wrong := _mcp_refusal(body)):
-            await _refuse(send, 400, wrong, scope)
-            return
+        # Bodies past SPOOLED bytes go to a temporary file: many large uploads at once keep the
+        # server's memory flat.
+        with tempfile.SpooledTemporaryFile(max_size=SPOOLED) as spool:
+            seen, more = 0, True
+            try:
+                async with asyncio.timeout(self.timeout):
+                    while more:
+                        message = await receive()
+                        if message["type"] != "http.request":
+                            return  # the client went away
+                        chunk = message.get("body", b"")
+                        spool.write(chunk)
+                        seen += len(chunk)
+                        more = message.get("more_body", False)
+                        if seen > limit:
+                            await _refuse(send, 413, f"the request body is larger than {limit} bytes", scope)
+                            return
+            except TimeoutError:
+                await _refuse(send, 408, f"the request body did not arrive within {self.timeout:g} s", scope)
+                return
+            spool.seek(0)
+            if scope["path"] == MCP and (wrong := _mcp_refusal(spool.read())):
+                await _refuse(send, 400, wrong, scope)
+                return
+            spool.seek(0)
+            done = False
 
-        async def replay() -> Message:
-            """The body once, then the client's own messages: a streamed response waits on them
-            for the disconnect (answering at once again would spin the event loop)."""
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            async def replay() -> Message:
+                """The body in pieces, then the client's own messages: a streamed response waits
+                on them for the disconnect (answering at once again would spin the event loop)."""
+                nonlocal done
+                if done:
+                    return await receive()
+                piece = spool.read(REPLAYED)
+                done = spool.tell() >= seen
+                return {"type": "http.request", "body": piece, "more_body": not done}
 
-        await self.app(scope, replay, send)
+            await self.app(scope, replay, send)
 
 
 async def _refuse(send: Send, status: int, detail: str, scope: Scope) -> None:

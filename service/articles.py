@@ -166,11 +166,13 @@ def article_input(
     title: str | None = None,
     doc_id: str | None = None,
     progress: Progress | None = None,
+    slotted: bool = False,
 ) -> tuple[DocumentInput, Extracted]:
     """The document of an article: its extracted text, kept with the original file. Its doc_id is
-    the file name without the suffix, unless given. progress hears of the pages read."""
+    the file name without the suffix, unless given. progress hears of the pages read; slotted:
+    the caller holds a parse slot already."""
     try:
-        found = isolated(article.data, article.name, limits, progress)
+        found = isolated(article.data, article.name, limits, progress, slotted)
     except GroundQAError as exc:
         raise type(exc)(f"{article.source}: {exc}") from exc
     doc_id = doc_id or derive_doc_id(Path(article.name).stem)

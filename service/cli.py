@@ -201,6 +201,9 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
         for warning in found.warnings:
             print(f"groundqa: {source}: {warning}", file=sys.stderr)
         inputs.append(item)
+    if not inputs:  # nothing to write: no index is made
+        print(f"{len(files)} files: {failed} could not be read (named above); nothing was added")
+        return 1
     index = open_index(settings)
     counts = {"added": 0, "replaced": 0, "unchanged": 0}
     batches = [inputs[i : i + args.batch] for i in range(0, len(inputs), args.batch)]

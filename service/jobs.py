@@ -7,8 +7,10 @@ failed, and uploading the file again works."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import threading
@@ -19,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from groundqa.index.errors import DocumentNotFound, GroundQAError, IndexBusy
 from groundqa.index.formats import Limits
@@ -88,8 +90,14 @@ class Jobs:
 
     # --- the HTTP side -----------------------------------------------------------------------
 
-    def submit(self, name: str, data: bytes, doc_id: str | None, title: str | None, replace: bool) -> Job:
-        """A new queued job holding the file, or QueueFull."""
+    def submit(
+        self, name: str, data: bytes | BinaryIO, doc_id: str | None, title: str | None, replace: bool
+    ) -> Job:
+        """A new queued job holding the file (bytes, or a file read in pieces), or QueueFull."""
+        if isinstance(data, bytes):
+            data = io.BytesIO(data)
+        size = data.seek(0, io.SEEK_END)
+        data.seek(0)
         job_id = uuid.uuid4().hex
         now = _now()
         with self._db() as db:
@@ -102,17 +110,17 @@ class Jobs:
                     f"{waiting} jobs are waiting or running; the limit is {self.max_jobs} "
                     "(GROUNDQA_MAX_JOBS): try again when one has finished"
                 )
-            if held + len(data) > self.max_bytes:
+            if held + size > self.max_bytes:
                 raise QueueFull(
-                    f"the jobs waiting hold {held:,} bytes and this file {len(data):,}; the limit is "
+                    f"the jobs waiting hold {held:,} bytes and this file {size:,}; the limit is "
                     f"{self.max_bytes:,} (GROUNDQA_MAX_JOB_BYTES): try again when one has finished"
                 )
-            path = self.files / job_id
-            path.write_bytes(data)
+            with (self.files / job_id).open("wb") as path:
+                shutil.copyfileobj(data, path)
             db.execute(
                 "INSERT INTO jobs VALUES "
                 "(?, 'queued', 'waiting', 0, 0, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL)",
-                (job_id, name, doc_id, title, int(replace), len(data), now, now),
+                (job_id, name, doc_id, title, int(replace), size, now, now),
             )
         self._wake.set()
         return self.get(job_id)
