@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -47,6 +49,21 @@ def serve(
         text=True,
     )
     return process, f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def running(
+    index_dir: Path, *flags: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """serve() until ready, then stopped (SIGTERM) on the way out, unless it is gone already."""
+    process, url = serve(index_dir, *flags, env=env)
+    try:
+        wait_ready(url, process)
+        yield process, url
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=60)
 
 
 def wait_ready(url: str, process: subprocess.Popen[str] | None = None, seconds: float = 600) -> None:

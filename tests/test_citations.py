@@ -23,7 +23,6 @@ from mcp.client.streamable_http import streamable_http_client
 from groundqa.index.text import count_tokens
 from tests.conftest import LiveServer
 from tests.files import make_pdf
-from tests.test_page import CHROMIUM, CHROMIUM_ARGS, _require_browser
 
 KEY = "citations-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -59,17 +58,6 @@ def _client(server: LiveServer) -> openai.OpenAI:
 def _ask(server: LiveServer, question: str = QUESTION, **extra: Any) -> Any:
     messages = [{"role": "user", "content": question}]
     return _client(server).chat.completions.create(model="groundqa", messages=messages, **extra)  # type: ignore[call-overload]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    _require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 @pytest.mark.browser

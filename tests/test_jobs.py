@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from groundqa.eval.data import load_squad
-from groundqa.eval.serving import serve, wait_ready
+from groundqa.eval.serving import running
 from tests.conftest import SQUAD_SLICE, LiveServer
 from tests.files import make_pdf
 
@@ -115,24 +115,15 @@ def test_the_queue_limits_answer_429_with_retry_after(tmp_path: Path) -> None:
         assert big.status_code == 429 and "GROUNDQA_MAX_JOB_BYTES" in big.json()["detail"]
 
 
-def _serve(folder: Path, workers: int) -> tuple[Any, str]:
-    process, url = serve(folder, "--workers", str(workers), env={"GROUNDQA_API_KEY": KEY})
-    wait_ready(url, process)
-    return process, url
-
-
-def _stop(process: Any) -> None:
-    if process.poll() is None:
-        process.terminate()
-        process.wait(timeout=60)
+def _serving(folder: Path, workers: int) -> Any:
+    return running(folder, "--workers", str(workers), env={"GROUNDQA_API_KEY": KEY})
 
 
 @pytest.mark.slow
 def test_a_server_killed_mid_job_leaves_nothing_half_done(tmp_path: Path) -> None:
     folder = tmp_path / "index"
     data = long_text(4)
-    process, url = _serve(folder, 1)
-    try:
+    with _serving(folder, 1) as (process, url):
         location = submit(url, "four.txt", data, doc_id="four").headers["location"]
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:  # killed once it is embedding
@@ -143,24 +134,18 @@ def test_a_server_killed_mid_job_leaves_nothing_half_done(tmp_path: Path) -> Non
         assert job["state"] == "running", job
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=60)
-    finally:
-        _stop(process)
-    process, url = _serve(folder, 1)
-    try:
+    with _serving(folder, 1) as (_, url):
         job, _ = wait_job(url, location, seconds=60)
         assert job["state"] == "failed" and "upload the file again" in job["error"]
         assert httpx.get(f"{url}/v1/documents/four").status_code == 404  # absent, not half there
         again, _ = wait_job(url, submit(url, "four.txt", data, doc_id="four").headers["location"])
         assert again["state"] == "done" and again["result"]["state"] == "added"
         assert httpx.get(f"{url}/v1/documents/four").json()["text"] == data.decode()
-    finally:
-        _stop(process)
 
 
 @pytest.mark.slow
 def test_two_workers_see_the_same_job(tmp_path: Path) -> None:
-    process, url = _serve(tmp_path / "index", 2)
-    try:
+    with _serving(tmp_path / "index", 2) as (_, url):
         location = submit(url, "long.txt", long_text(), doc_id="long-w").headers["location"]
         answers = []
         for _ in range(20):  # a new connection each time: both workers answer some
@@ -169,5 +154,3 @@ def test_two_workers_see_the_same_job(tmp_path: Path) -> None:
         assert answers == [200] * 20
         job, _ = wait_job(url, location)
         assert job["state"] == "done"
-    finally:
-        _stop(process)

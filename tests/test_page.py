@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,27 +14,8 @@ from tests.conftest import LiveServer
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 KEY = "page-key"
 EMOJI_DOC = "😀🎉👩‍👩‍👧 Emoji first. 🇨🇳中文。\n\nThe secret ingredient of the soup is saffron from Iran. It costs a lot."
-
-
-def _require_browser() -> None:
-    if os.path.exists(CHROMIUM) and shutil.which("chromium"):
-        return
-    message = f"Chromium is missing at {CHROMIUM}: apt-get install -y chromium"
-    if os.environ.get("GROUNDQA_REQUIRE_BROWSER"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module", params=["embedded", "qdrant"])
@@ -53,17 +33,6 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     assert reply.status_code == 201
     yield live
     live.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    _require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from groundqa.eval.serving import serve, wait_ready
+from groundqa.eval.serving import running
 from tests.conftest import ARTICLE, groundqa
 
 KEY = "rebuild-key"
@@ -21,16 +21,8 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 pytestmark = pytest.mark.slow
 
 
-def _serve(folder: Path) -> tuple[Any, str]:
-    process, url = serve(folder, "--workers", "1", env={"GROUNDQA_API_KEY": KEY})
-    wait_ready(url, process)
-    return process, url
-
-
-def _stop(process: Any) -> None:
-    if process.poll() is None:
-        process.terminate()
-        process.wait(timeout=60)
+def _serving(folder: Path) -> Any:
+    return running(folder, "--workers", "1", env={"GROUNDQA_API_KEY": KEY})
 
 
 def _put(url: str, doc_id: str, text: str) -> httpx.Response:
@@ -45,42 +37,30 @@ def folder(tmp_path: Path) -> Path:
 
 
 def test_rebuild_refuses_while_a_server_serves_the_folder(folder: Path) -> None:
-    process, url = _serve(folder)
-    try:
+    with _serving(folder) as (_, url):
         assert _put(url, "before", "Ferries leave from Pier 3.").status_code == 201
         refused = groundqa("rebuild", index=folder)
         assert refused.returncode == 1 and refused.stderr.count("\n") == 1
         assert "a groundqa server is serving" in refused.stderr and "stop it" in refused.stderr
         assert _put(url, "after", "Trams leave from the station.").status_code == 201
-    finally:
-        _stop(process)
     assert not list(folder.parent.glob("index.damaged-*"))  # nothing was moved
-    process, url = _serve(folder)
-    try:
+    with _serving(folder) as (_, url):
         ids = {d["doc_id"] for d in httpx.get(f"{url}/v1/documents").json()["documents"]}
         assert {"before", "after", "putin-china-visit"} <= ids
-    finally:
-        _stop(process)
     done = groundqa("rebuild", index=folder)  # with no server: as before
     assert done.returncode == 0 and "rebuilt" in done.stdout, done.stderr
 
 
 def test_a_server_writes_nothing_into_a_folder_swapped_under_it(folder: Path) -> None:
-    process, url = _serve(folder)
-    try:
+    with _serving(folder) as (_, url):
         moved = folder.with_name("index.moved")
         folder.rename(moved)  # as a rebuild of before 0.9.0 did, under the running server
         shutil.copytree(moved, folder)
         refused = _put(url, "lost", "This write must not be acknowledged.")
         assert refused.status_code == 503 and "was replaced" in refused.json()["detail"]
         assert httpx.get(f"{url}/readyz").status_code == 503
-    finally:
-        _stop(process)
-    process, url = _serve(folder)
-    try:
+    with _serving(folder) as (_, url):
         assert _put(url, "kept", "A write after the restart.").status_code == 201
-    finally:
-        _stop(process)
 
 
 def test_rebuild_mends_a_folder_left_by_the_old_rebuild(folder: Path) -> None:

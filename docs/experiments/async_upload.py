@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from groundqa.eval.serving import serve, wait_ready
+from groundqa.eval.serving import running
 
 KEY = "experiment-key"
 
@@ -24,9 +24,8 @@ KEY = "experiment-key"
 def main(path: Path) -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory() as folder:
-        process, url = serve(Path(folder) / "index", "--workers", "1", env={"GROUNDQA_API_KEY": KEY})
-        try:
-            wait_ready(url, process)
+        env = {"GROUNDQA_API_KEY": KEY}
+        with running(Path(folder) / "index", "--workers", "1", env=env) as (process, url):
             auth = {"Authorization": f"Bearer {KEY}"}
             with httpx.Client(base_url=url, headers=auth, timeout=120) as http:
                 began = time.perf_counter()
@@ -55,9 +54,6 @@ def main(path: Path) -> None:
                 print(
                     f"result: {job['result'] and job['result']['passages']} passages, error: {job['error']}"
                 )
-        finally:
-            process.terminate()
-            process.wait(timeout=60)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

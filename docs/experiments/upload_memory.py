@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from groundqa.eval.serving import rss_mb, serve, wait_ready
+from groundqa.eval.serving import rss_mb, running
 
 KEY = "experiment-key"
 
@@ -35,9 +35,8 @@ def main(clients: int, rounds: int) -> None:
     data = b"Words of a long file, one line after another.\n" * (49_900_000 // 46)
     print(f"load average before: {os.getloadavg()[0]:.2f}; file: {len(data):,} bytes")
     with tempfile.TemporaryDirectory() as folder:
-        process, url = serve(Path(folder) / "index", "--workers", "1", env={"GROUNDQA_API_KEY": KEY})
-        try:
-            wait_ready(url, process)
+        env = {"GROUNDQA_API_KEY": KEY}
+        with running(Path(folder) / "index", "--workers", "1", env=env) as (process, url):
             print(f"before: {rss_mb(process.pid)} MB")
             for number in range(1, rounds + 1):
                 peak, stop = [0], threading.Event()
@@ -64,9 +63,6 @@ def main(clients: int, rounds: int) -> None:
                     f"round {number}: {dict(statuses)} in {took:.0f} s; peak {peak[0]} MB; "
                     f"after {rss_mb(process.pid)} MB"
                 )
-        finally:
-            process.terminate()
-            process.wait(timeout=60)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
