@@ -54,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None
     }
     try:
-        settings = Settings(**overrides)
+        try:
+            settings = Settings(**overrides)
+        except ValidationError as exc:
+            raise UsageError(settings_error(exc)) from None
         prepare_process()
         return int(args.run(args, settings) or 0)
     except GroundQAError as exc:
@@ -63,6 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("groundqa: interrupted", file=sys.stderr)
         return 130
+
+
+def settings_error(exc: ValidationError) -> str:
+    """A bad setting in one line, named as it is set: "GROUNDQA_PORT is 'abc': ..."."""
+    e = exc.errors()[0]
+    name = f"GROUNDQA_{'_'.join(str(p) for p in e['loc']).upper()}"
+    given = os.environ.get(name, e.get("input"))
+    return f"{name} is {given!r}: {e['msg'][0].lower()}{e['msg'][1:]}"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -193,3 +193,11 @@ def test_a_folder_ingest_goes_past_unreadable_files_and_leaves_out_links_outside
     assert "good\t" in listed and "link" not in listed and "1 documents" in listed
     followed = groundqa("ingest", str(folder), "--follow-links", index=index)
     assert "link\t" in followed.stdout and followed.returncode == 1  # bad.txt still fails
+
+
+@pytest.mark.parametrize(("name", "value"), [("GROUNDQA_PORT", "abc"), ("GROUNDQA_MAX_JOBS", "many")])
+def test_a_bad_setting_is_one_line_naming_its_variable(name: str, value: str) -> None:
+    for command in ("docs", "serve"):  # before: a 16-line pydantic traceback naming "port"
+        result = groundqa(command, env={name: value})
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert f"groundqa: error: {name} is {value!r}: input should be a valid integer" in result.stderr
