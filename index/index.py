@@ -423,7 +423,6 @@ class Index:
                 kept = f.spans[:, 0] >= skip
                 own.append((f.vectors[kept], f.spans[kept] - skip + p.start, f.ids[kept]))
             pieces.extend(encode_pieces(own))
-            told(at + len(part), total)
         texts = [
             vector_input(n.document.title, n.text[s.start : s.end])
             for n, (_, spans) in zip(news, cut, strict=True)
@@ -436,7 +435,6 @@ class Index:
                 stop=self._closing,
                 done=lambda n, at=at: told(len(flat) + at + n, total),  # type: ignore[misc]
             )
-            told(len(flat) + min(at + SENTENCE_BATCH, len(texts)), total)
         out, p_at, s_at = [], 0, 0
         for new, (passages, spans) in zip(news, cut, strict=True):
             doc, text = new.document, new.text

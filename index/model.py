@@ -174,9 +174,6 @@ class Embedder:
         found: list[PieceVectors | None] = [None] * len(texts)
         count = 0
         for at in _batches(texts, batch_size, stop):
-            if done is not None and count:
-                done(count)
-            count += len(at)
             with self._lock:
                 reads = self._loaded().forward([texts[i] for i in at])
             for i, read in zip(at, reads, strict=True):
@@ -184,6 +181,9 @@ class Embedder:
                 if pieces:
                     real = read.spans[:, 1] > read.spans[:, 0]  # special tokens have empty spans
                     found[i] = PieceVectors(_normalized(read.tokens[real]), read.spans[real], read.ids[real])
+            count += len(at)
+            if done is not None:
+                done(count)
         return vectors, [p for p in found if p is not None]
 
 

@@ -130,9 +130,8 @@ class Store:
         """SQLite skips write-ahead log frames that fail their checksum, and every frame after
         them, without a word: committed writes would vanish. The revision each commit reached is
         also kept in a file beside the database; a database behind it has lost writes."""
-        try:
-            committed = int(self._committed_path.read_text())
-        except (FileNotFoundError, ValueError):
+        committed = self.committed()
+        if committed is None:
             return
         have = revision(db)
         if have < committed:

@@ -146,9 +146,6 @@ def create_app(
             settings.file_limits,
             settings.max_jobs,
             settings.max_job_bytes,
-            lambda index, job, added, found: Uploaded.of(
-                added.document, state=added.state, warnings=list(found.warnings)
-            ).model_dump(mode="json"),
         )
         loader = threading.Thread(target=_load, args=(app, settings, seed or []), daemon=True)
         if app.state.load_error is None:
@@ -600,7 +597,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GroundQAError)
     async def domain_error(request: Request, exc: GroundQAError) -> JSONResponse:
         status = next((s for t, s in _STATUS.items() if isinstance(exc, t)), 500)
-        headers = {"Retry-After": "5"} if status == 429 or isinstance(exc, ParseBusy) else None
+        headers = {"Retry-After": "5"} if isinstance(exc, (QueueFull, ParseBusy)) else None
         return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)

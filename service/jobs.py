@@ -27,6 +27,7 @@ from groundqa.index.errors import DocumentNotFound, GroundQAError, IndexBusy
 from groundqa.index.formats import Limits
 from groundqa.index.index import Index
 from groundqa.service.articles import Article, article_input
+from groundqa.service.schemas import Uploaded
 
 STATES = ("queued", "running", "done", "failed")
 # Seconds a runner waits for a job before it looks again (a job submitted to another worker
@@ -57,6 +58,8 @@ class Job:
     total: int
     name: str
     doc_id: str | None
+    title: str | None
+    replace: bool
     created_at: str
     updated_at: str
     result: dict[str, Any] | None
@@ -73,13 +76,10 @@ class Jobs:
         limits: Callable[[], Limits],
         max_jobs: int,
         max_bytes: int,
-        done: Callable[[Index, Job, Any, Any], dict[str, Any]],
     ) -> None:
-        """done(index, job, ingested, extracted): the result a finished job reports (the
-        synchronous upload's answer)."""
         self.folder = folder
         self.files = folder / "jobs"
-        self.index, self.limits, self.finish = index, limits, done
+        self.index, self.limits = index, limits
         self.max_jobs, self.max_bytes = max_jobs, max_bytes
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{_started(os.getpid())}"
         self._wake = threading.Event()
@@ -194,21 +194,19 @@ class Jobs:
         path = self.files / job.id
         try:
             index = self.index()
-            data = path.read_bytes()
-            with self._db() as db:
-                row = db.execute("SELECT title, replace FROM jobs WHERE id = ?", (job.id,)).fetchone()
-            title, replace = row[0], bool(row[1])
             item, found = article_input(
-                Article(job.name, data),
+                Article(job.name, path.read_bytes()),
                 self.limits(),
-                title,
+                job.title,
                 job.doc_id,
                 progress=self._told(job.id, "reading"),
             )
             self._update(job.id, "embedding", 0, 0)
-            added = index.add_many([item], replace=replace, progress=self._told(job.id, "embedding"))[0]
-            self._stage(job.id, "saving")
-            self._end(job.id, result=self.finish(index, job, added, found))
+            added = index.add_many([item], replace=job.replace, progress=self._told(job.id, "embedding"))[0]
+            self._update(job.id, "saving")
+            # What the synchronous upload answers.
+            result = Uploaded.of(added.document, state=added.state, warnings=list(found.warnings))
+            self._end(job.id, result=result.model_dump(mode="json"))
         except IndexBusy as exc:
             self._end(job.id, error=f"the index was busy: {exc}")
         except GroundQAError as exc:
@@ -228,17 +226,14 @@ class Jobs:
 
         return told
 
-    def _update(self, job_id: str, stage: str, done: int, total: int) -> None:
+    def _update(self, job_id: str, stage: str, done: int | None = None, total: int | None = None) -> None:
+        """The stage and, where given, the progress of a running job."""
         with self._db() as db:
             db.execute(
-                "UPDATE jobs SET stage = ?, done = ?, total = ?, updated_at = ? "
-                "WHERE id = ? AND state = 'running'",
+                "UPDATE jobs SET stage = ?, done = COALESCE(?, done), total = COALESCE(?, total), "
+                "updated_at = ? WHERE id = ? AND state = 'running'",
                 (stage, done, total, _now(), job_id),
             )
-
-    def _stage(self, job_id: str, stage: str) -> None:
-        with self._db() as db:
-            db.execute("UPDATE jobs SET stage = ?, updated_at = ? WHERE id = ?", (stage, _now(), job_id))
 
     def _end(self, job_id: str, result: dict[str, Any] | None = None, error: str | None = None) -> None:
         state = "failed" if error is not None else "done"
@@ -267,7 +262,23 @@ class Jobs:
 
 
 def _job(row: tuple[Any, ...]) -> Job:
-    (job_id, state, stage, done, total, name, doc_id, _, _, _, created, updated, _, result, error) = row
+    (
+        job_id,
+        state,
+        stage,
+        done,
+        total,
+        name,
+        doc_id,
+        title,
+        replace,
+        _,
+        created,
+        updated,
+        _,
+        result,
+        error,
+    ) = row
     return Job(
         job_id,
         state,
@@ -276,6 +287,8 @@ def _job(row: tuple[Any, ...]) -> Job:
         total,
         name,
         doc_id,
+        title,
+        bool(replace),
         created,
         updated,
         json.loads(result) if result else None,

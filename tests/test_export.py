@@ -27,9 +27,7 @@ def torch_embedder() -> Embedder:
 
 
 @pytest.mark.slow
-def test_the_onnx_encoder_gives_torchs_vectors_and_offsets(
-    embedder: Embedder, torch_embedder: Embedder
-) -> None:
+def test_the_onnx_encoder_gives_torchs_vectors_and_offsets(embedder: Embedder, torch_embedder: Embedder) -> None:
     assert embedder.runtime == "onnx"
     ours, our_pieces = embedder.embed_with_pieces(TEXTS)
     theirs, their_pieces = torch_embedder.embed_with_pieces(TEXTS)

@@ -161,9 +161,7 @@ def test_openai_streamed_chat_completion(server: LiveServer) -> None:
 
 def test_openai_abstention_and_errors_in_its_own_shape(server: LiveServer) -> None:
     client = _client(server)
-    reply = client.chat.completions.create(
-        model="groundqa", messages=[{"role": "user", "content": ELSEWHERE}]
-    )
+    reply = client.chat.completions.create(model="groundqa", messages=[{"role": "user", "content": ELSEWHERE}])
     assert reply.choices[0].message.content == ABSTAINED
     assert (reply.model_extra or {})["citations"] == []
     with pytest.raises(openai.NotFoundError) as missing:

@@ -85,7 +85,8 @@ def test_no_module_imports_itself_back() -> None:
     known = modules()
     graph = {
         name: {target for target in (n if n in known else n.rpartition(".")[0] for n in imports(path))}
-        & set(known) - {name}
+        & set(known)
+        - {name}
         for name, path in known.items()
     }
     cycles = []

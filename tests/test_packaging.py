@@ -19,10 +19,7 @@ def _name(requirement: str) -> str:
 
 def test_every_dependency_is_pinned_in_the_constraints() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = [
-        *project["dependencies"],
-        *(r for extra in project["optional-dependencies"].values() for r in extra),
-    ]
+    wanted = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
     pins = {}
     for line in (ROOT / "constraints.txt").read_text().splitlines():
         if line and not line.startswith("#"):
@@ -46,12 +43,6 @@ def test_the_package_builds_without_warnings(tmp_path: Path) -> None:
     assert built.returncode == 0, built.stderr
     assert "Warning" not in built.stdout + built.stderr
     wheel = next(tmp_path.glob("groundqa-*.whl"))
-    listing = subprocess.run(
-        [sys.executable, "-m", "zipfile", "-l", str(wheel)], capture_output=True, text=True
-    ).stdout
-    for data in (
-        "index/data/residual-2bit.npz",
-        "service/static/app.js",
-        "eval/questions/putin-china-visit.jsonl",
-    ):
+    listing = subprocess.run([sys.executable, "-m", "zipfile", "-l", str(wheel)], capture_output=True, text=True).stdout
+    for data in ("index/data/residual-2bit.npz", "service/static/app.js", "eval/questions/putin-china-visit.jsonl"):
         assert data in listing

@@ -16,11 +16,7 @@ from groundqa.index.model import Embedder
 from groundqa.index.storage import FixedLengths, Merging
 from groundqa.index.text import Chunking
 
-BACKENDS = (
-    "embedded",
-    pytest.param("local", marks=pytest.mark.slow),
-    pytest.param("edge", marks=pytest.mark.slow),
-)
+BACKENDS = ("embedded", pytest.param("local", marks=pytest.mark.slow), pytest.param("edge", marks=pytest.mark.slow))
 QUESTION = "How long is the Power of Siberia 2 pipeline?"
 FERRIES = "Ferries to the island leave every 40 minutes from Pier 3. The crossing takes an hour."
 # Multi-byte text: offsets count code points, whatever the backend stores.
@@ -84,10 +80,7 @@ def test_writes_are_idempotent_and_replace_what_they_say(open_index: Callable[..
     assert index.counts() == (1, 1)
     with pytest.raises(DocumentConflict, match="ferries"):
         index.add("Ferries stopped running.", doc_id="ferries")
-    assert (
-        index.add("Buses leave every hour from the square.", doc_id="ferries", replace=True).state
-        == "replaced"
-    )
+    assert index.add("Buses leave every hour from the square.", doc_id="ferries", replace=True).state == "replaced"
     assert index.counts() == (1, 1)
     found = index.search("How often do ferries leave?", k=5, mode="lexical")
     assert all("Pier 3" not in h.passage.text for h in found.hits)  # the old text is gone
@@ -124,9 +117,7 @@ def test_export_copies_to_the_embedded_index_and_back(
     for new, vectors in exported:
         assert new.text == index.document(new.document.doc_id)[1]
         assert len(vectors.passages) == len(vectors.passage_vectors) == len(vectors.pieces)
-        assert all(
-            new.text[s:e] in t for (s, e), t in zip(vectors.passages, vectors.passage_texts, strict=True)
-        )
+        assert all(new.text[s:e] in t for (s, e), t in zip(vectors.passages, vectors.passage_texts, strict=True))
     with pytest.raises(DocumentNotFound):
         index.storage.export(["nope"])
     copy = Index(tmp_path / "copy", embedder)
@@ -159,9 +150,7 @@ def test_drop_removes_everything(open_index: Callable[..., Index]) -> None:
     assert open_index().counts() == (0, 0)
 
 
-def test_upkeep_is_an_optional_protocol(
-    open_index: Callable[..., Index], request: pytest.FixtureRequest
-) -> None:
+def test_upkeep_is_an_optional_protocol(open_index: Callable[..., Index], request: pytest.FixtureRequest) -> None:
     """Only what a backend needs: the embedded index merges segments, Qdrant fixes BM25 lengths."""
     storage = open_index().storage
     embedded = request.node.callspec.params["open_index"] == "embedded"
