@@ -127,14 +127,16 @@ class Jobs:
 
     def get(self, job_id: str) -> Job:
         with self._db() as db:
-            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = db.execute(f"SELECT {_FIELDS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise DocumentNotFound(f"no job with id {job_id!r}; GET /v1/jobs lists the recent ones")
         return _job(row)
 
     def recent(self) -> list[Job]:
         with self._db() as db:
-            rows = db.execute("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (LISTED,)).fetchall()
+            rows = db.execute(
+                f"SELECT {_FIELDS} FROM jobs ORDER BY created_at DESC LIMIT ?", (LISTED,)
+            ).fetchall()
         return [_job(r) for r in rows]
 
     # --- the runner --------------------------------------------------------------------------
@@ -261,39 +263,14 @@ class Jobs:
             db.close()
 
 
+# The columns of a Job, in its fields' order.
+_FIELDS = "id, state, stage, done, total, name, doc_id, title, replace, created_at, updated_at, result, error"
+
+
 def _job(row: tuple[Any, ...]) -> Job:
-    (
-        job_id,
-        state,
-        stage,
-        done,
-        total,
-        name,
-        doc_id,
-        title,
-        replace,
-        _,
-        created,
-        updated,
-        _,
-        result,
-        error,
-    ) = row
-    return Job(
-        job_id,
-        state,
-        stage,
-        done,
-        total,
-        name,
-        doc_id,
-        title,
-        bool(replace),
-        created,
-        updated,
-        json.loads(result) if result else None,
-        error,
-    )
+    """A row of _FIELDS (the result stored as JSON text)."""
+    found = dict(zip(_FIELDS.split(", "), row, strict=True))
+    return Job(**found | {"replace": bool(found["replace"]), "result": json.loads(found["result"] or "null")})
 
 
 def _started(pid: int) -> str:
