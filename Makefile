@@ -36,7 +36,7 @@ test-fast: dev
 	$(BIN)/pytest -q -m "not slow and not browser"
 
 lint: dev
-	$(BIN)/ruff check groundqa index service eval tests docs/experiments
+	$(BIN)/ruff check groundqa cli index ingest service eval tests docs/experiments
 	$(BIN)/mypy groundqa
 
 # Pin what is installed now (after `make dev` and a passing `make test`).

@@ -1,6 +1,7 @@
 """Index growth benchmark: ingest, writes, disk, memory, files and query latency as the index grows.
 
-    python -m eval.bench_index --out reports/index-growth [--sizes 100000,1000000]
+    python -m groundqa.eval.bench_index --data ../shared/data/squad/dev-v1.1-even-articles.json \
+        --out reports/index-growth [--sizes 100000,1000000]
 
 Real text and the real model for the 2,000-document rows (the shared SQuAD paragraphs as separate
 documents, plus variations of them with their sentences rotated); the larger rows copy those
@@ -30,16 +31,13 @@ import numpy as np
 
 from groundqa.eval.data import load_squad
 from groundqa.eval.serving import groundqa_command, rss_mb, serve, wait_ready
-from groundqa.index import segment, store
 from groundqa.index.config import prepare_process
 from groundqa.index.index import Index, derive_doc_id
 from groundqa.index.model import Embedder, bundled_model_dir
-from groundqa.index.segment import Segment
-from groundqa.index.storage import NewDocument
-from groundqa.index.store import Store
+from groundqa.index.storage import NewDocument, segment, store
+from groundqa.index.storage.segment import Segment
+from groundqa.index.storage.store import Store
 
-ROOT = Path(__file__).resolve().parent.parent
-SQUAD = ROOT.parent / "shared" / "data" / "squad" / "dev-v1.1-even-articles.json"
 DOCUMENTS = 2000
 POSTS = 200
 
@@ -47,6 +45,13 @@ POSTS = 200
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        metavar="SQUAD.json",
+        help="a SQuAD v1.1 file (the shared even half)",
     )
     parser.add_argument("--out", type=Path, default=Path("reports/index-growth"))
     parser.add_argument("--sizes", default="100000,1000000", help="passages of the precomputed rows")
@@ -56,9 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     prepare_process()
     work = args.work or Path(tempfile.mkdtemp(prefix="groundqa-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {"command": "python -m eval.bench_index " + " ".join(argv or sys.argv[1:])}
+    report: dict[str, Any] = {
+        "command": "python -m groundqa.eval.bench_index " + " ".join(argv or sys.argv[1:])
+    }
     report["machine"] = {"cores": os.cpu_count(), "load_before": os.getloadavg()}
-    docs = documents(args.documents)
+    squad = load_squad(args.data)
+    docs = documents(args.data, args.documents)
     folder = work / "docs"
     write_documents(folder, docs[: args.documents])
     index_dir = work / "index-2k"
@@ -69,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         report["ingest"]["seconds"] / report["ingest"]["txtai_seconds"], 2
     )
     report["http_posts"] = http_posts(index_dir, work / "index-empty", docs[args.documents :])
-    questions = [q.question for q in load_squad(SQUAD).questions[:300]]
+    questions = [q.question for q in squad.questions[:300]]
     rows = [
         size_row(
             f"{args.documents} documents (real)",
@@ -79,10 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             report["http_posts"],
         )
     ]
-    report["ann_recall_real"] = real_recall(index_dir, work / "recall.ivf", embedder)
+    report["ann_recall_real"] = real_recall(index_dir, work / "recall.ivf", embedder, questions)
     for size in [int(s) for s in args.sizes.split(",") if s.strip()]:
         grown = work / f"index-{size}"
-        built = grow(index_dir, grown, size, embedder)
+        built = grow(index_dir, grown, size, embedder, questions)
         row = size_row(
             f"{size:,} (precomputed)", Index(grown, embedder), grown, questions, server_figures(grown)
         )
@@ -98,9 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def documents(count: int) -> list[tuple[str, str, str]]:
+def documents(squad: Path, count: int) -> list[tuple[str, str, str]]:
     """(doc_id, title, text): every SQuAD paragraph, then variations with rotated sentences."""
-    data = json.loads(SQUAD.read_text(encoding="utf-8"))
+    data = json.loads(squad.read_text(encoding="utf-8"))
     base = [
         (derive_doc_id(f"{a['title']}-{i}"), a["title"].replace("_", " "), p["context"])
         for a in data["data"]
@@ -130,7 +138,6 @@ def ingest(folder: Path, index_dir: Path) -> dict[str, Any]:
     load = os.getloadavg()
     process = subprocess.Popen(
         groundqa_command("ingest", str(folder)),
-        cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         text=True,
@@ -237,7 +244,9 @@ def size_row(
     }
 
 
-def grow(source: Path, target: Path, passages: int, embedder: Embedder) -> dict[str, Any]:
+def grow(
+    source: Path, target: Path, passages: int, embedder: Embedder, questions: list[str]
+) -> dict[str, Any]:
     """An index of about `passages` passages made of copies of the source's documents."""
     index = Index(source, embedder)
     index.compact()
@@ -270,7 +279,7 @@ def grow(source: Path, target: Path, passages: int, embedder: Embedder) -> dict[
             store.put_document(tx, new, 1, n)
         store.bump_revision(tx)
     grown = Index(target, embedder)
-    recall = ann_recall(Segment.open(path), embedder) if ann_seconds is not None else None
+    recall = ann_recall(Segment.open(path), embedder, questions) if ann_seconds is not None else None
     return {
         "build_seconds": round(time.perf_counter() - began, 1),
         "ann_build_seconds": ann_seconds,
@@ -280,11 +289,10 @@ def grow(source: Path, target: Path, passages: int, embedder: Embedder) -> dict[
     }
 
 
-def ann_recall(seg: Segment, embedder: Embedder, queries: int = 300) -> float:
+def ann_recall(seg: Segment, embedder: Embedder, questions: list[str]) -> float:
     """Recall@100 of the segment's IVF index against exact search, for SQuAD questions."""
     import faiss
 
-    questions = [q.question for q in load_squad(SQUAD).questions[:queries]]
     vectors = embedder.embed(questions)
     exact = faiss.IndexFlatIP(seg.dimension)
     for start in range(0, seg.passages, 200_000):
@@ -295,7 +303,7 @@ def ann_recall(seg: Segment, embedder: Embedder, queries: int = 300) -> float:
     return round(sum(hits) / (100 * len(questions)), 4)
 
 
-def real_recall(index_dir: Path, path: Path, embedder: Embedder) -> dict[str, Any]:
+def real_recall(index_dir: Path, path: Path, embedder: Embedder, questions: list[str]) -> dict[str, Any]:
     """The same IVF recipe (4 sqrt(n) lists, NPROBE probes) over the real passages: copies of
     passages cluster tightly, so recall measured on them says less than this."""
     Index(index_dir, embedder).compact()
@@ -308,7 +316,7 @@ def real_recall(index_dir: Path, path: Path, embedder: Embedder) -> dict[str, An
         "passages": seg.passages,
         "lists": lists,
         "probes": segment.NPROBE,
-        "recall_at_100": ann_recall(copy, embedder),
+        "recall_at_100": ann_recall(copy, embedder, questions),
     }
 
 

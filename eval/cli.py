@@ -212,7 +212,7 @@ def run_conversations(args: argparse.Namespace, settings: IndexSettings) -> int:
             ask = conversations.ask_index(index, args.mode)
             return _conversations(args, found, ask, index.min_confidence, Path(folder))
         finally:
-            index.storage.close()
+            index.close()
 
 
 def _conversations(

@@ -45,7 +45,7 @@ class TxtaiPeer:
 
 class NoDelayH11(H11Protocol):
     """uvicorn's HTTP/1.1 protocol with Nagle's algorithm off on every connection, as groundqa's
-    own (service/app.py, GuardedH11): with several workers uvicorn binds the socket itself, and
+    own (service/guards.py, GuardedH11): with several workers uvicorn binds the socket itself, and
     asyncio then leaves Nagle on (a keep-alive client waits 40 ms for each answer)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def groundqa_command(*args: str) -> list[str]:
     """The command line as a user runs it, in a process of its own: the benchmarks measure the
@@ -42,7 +40,6 @@ def serve(
     }
     process = subprocess.Popen(
         groundqa_command("serve", "--port", str(port), *flags),
-        cwd=ROOT,
         env=environment,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -1,6 +1,6 @@
 """`python -m groundqa`: the command line."""
 
-from groundqa.service.cli import main
+from groundqa.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -4,7 +4,7 @@ per dimension for what the centroid leaves (the residual), scaled per piece.
 A piece costs 96 bytes of codes, 2 of centroid id and 2 of scale, against 768 in float16 and 386
 in int8. The per-piece scale (the residual's largest coordinate) lifts the median cosine between
 a piece and its decoded self from 0.88 to 0.94 on text the codebook never saw. The centroids and
-the residual buckets were trained once (eval/train_codebook.py says how) and ship in index/data/;
+the residual buckets were trained once (docs/experiments/train_codebook.py says how) and ship in index/data/;
 the index metadata records the codebook's sha256 and refuses another one.
 """
 

@@ -14,11 +14,10 @@ from typing import Annotated
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from groundqa.index.backends import Location
 from groundqa.index.confidence import bundled as bundled_confidence
-from groundqa.index.formats import Limits, machine_defaults
 from groundqa.index.index import MAX_DOC_CHARS, Index
 from groundqa.index.model import DEFAULT_CACHE, DEFAULT_MODEL, Embedder
+from groundqa.index.storage.factory import Location
 
 
 class IndexSettings(BaseSettings):
@@ -34,17 +33,6 @@ class IndexSettings(BaseSettings):
     model_cache: Path = DEFAULT_CACHE
     # Longest document, in characters (longer ones are refused with the limit in the message).
     max_doc_chars: int = MAX_DOC_CHARS
-    # Files (web pages, PDFs, Word files): most bytes, most PDF pages, seconds to read one.
-    max_file_bytes: int = Limits.max_bytes
-    max_pages: int = Limits.max_pages
-    parse_timeout: float = Limits.timeout
-    fetch_deadline: float = Limits.fetch_deadline
-    # Files parsed at once by every process on this index, and the address space of each parse:
-    # None takes them from the machine's memory (formats.machine_defaults).
-    max_parses: int | None = None
-    parse_memory: int | None = None
-    # Read PDF pages that have no text layer (scans) with tesseract, when it is installed.
-    ocr: bool = Limits.ocr
     # Answers under this confidence are left out (null); unset: the trained model's threshold.
     min_confidence: Annotated[float | None, Field(ge=0, le=1)] = None
     # The index in Qdrant instead of index_dir: a server or cluster URL, local:DIR for
@@ -64,19 +52,6 @@ class IndexSettings(BaseSettings):
             self.qdrant_prefix,
             self.qdrant_shards,
             self.qdrant_replicas,
-        )
-
-    def file_limits(self) -> Limits:
-        parses, memory = machine_defaults()
-        return Limits(
-            max_bytes=self.max_file_bytes,
-            max_pages=self.max_pages,
-            timeout=self.parse_timeout,
-            memory=self.parse_memory or memory,
-            ocr=self.ocr,
-            fetch_deadline=self.fetch_deadline,
-            parses=self.max_parses or parses,
-            slots=str(Path(self.index_dir) / "parsing"),
         )
 
     def answer_floor(self) -> float:

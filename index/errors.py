@@ -58,3 +58,19 @@ class IndexMoved(IndexBusy):
 
 class ShuttingDown(GroundQAError):
     """The process is stopping: work not yet committed was dropped, and can be sent again."""
+
+
+class FileRefused(InvalidDocument):
+    """A file that cannot be read as an article (422), saying why and what to do."""
+
+
+class FileTooLarge(FileRefused):
+    """Over a size or page limit (413)."""
+
+
+class ParseBusy(IndexBusy):
+    """Every parse slot stayed taken for as long as a parse may wait (503, try again)."""
+
+
+class UsageError(GroundQAError):
+    """A command line or a source that cannot be used as given (a missing file, a bad flag)."""

@@ -2,7 +2,7 @@
 
 Writes are batches: each becomes one segment, committed with its document rows in one SQLite
 transaction under the folder's writer lock; the model runs before, outside the lock. Whatever is
-killed when, the last committed revision is whole (index/embedded.py says how).
+killed when, the last committed revision is whole (index/storage/embedded.py says how).
 """
 
 from __future__ import annotations
@@ -24,14 +24,12 @@ import numpy as np
 
 from groundqa import __version__
 from groundqa.index import codec
-from groundqa.index.backends import Location, open_storage
 from groundqa.index.batching import QueryBatcher
 from groundqa.index.codec import encode_pieces
 from groundqa.index.confidence import ConfidenceModel
 from groundqa.index.confidence import bundled as bundled_confidence
 from groundqa.index.conversation import Titles, Turn, check_history, resolve
 from groundqa.index.errors import DocumentConflict, IndexBusy, IndexMismatch, InvalidDocument
-from groundqa.index.formats import CONTENT_TYPES, Extracted
 from groundqa.index.lexical import BM25Params, lexical_input
 from groundqa.index.model import Embedder
 from groundqa.index.ranking import (
@@ -60,6 +58,7 @@ from groundqa.index.storage import (
     Storage,
     settle,
 )
+from groundqa.index.storage.factory import Location, open_storage
 from groundqa.index.text import ENCODING, Chunking, Passage, check_text, sentences
 
 FORMAT = 3  # 3: segments; 2 (0.2.0): one folder of derived files per revision
@@ -104,22 +103,6 @@ class DocumentInput:
     published: str | None = None
     original: Original | None = None  # the file the text was extracted from
 
-    @classmethod
-    def of_file(
-        cls, found: Extracted, data: bytes, source: str, title: str | None = None, doc_id: str | None = None
-    ) -> DocumentInput:
-        """An extracted file, kept with its original unless it is the text itself."""
-        kept = found.format not in ("text", "markdown")
-        return cls(
-            found.text,
-            title or found.title,
-            doc_id,
-            source,
-            found.format,
-            found.page_starts,
-            found.date,
-            Original(CONTENT_TYPES[found.format], data) if kept else None,
-        )
 
 
 def vector_input(title: str, text: str) -> str:
@@ -174,7 +157,7 @@ class Index:
         min_confidence: float | None = None,
         confidence: ConfidenceModel | None = None,
     ) -> None:
-        """The index at where (a folder: the embedded index), opened by backends.open_storage,
+        """The index at where (a folder: the embedded index), opened by factory.open_storage,
         which checks that it was built with this index's settings."""
         self.where = where if isinstance(where, Location) else Location(Path(where))
         self.embedder = embedder
@@ -369,9 +352,14 @@ class Index:
                 self.storage.merge()
         return [results[i] for i in range(len(news))]
 
-    def close(self) -> None:
+    def stop(self) -> None:
         """Stop embedding: a write in progress ends with ShuttingDown before its next model batch."""
         self._closing.set()
+
+    def close(self) -> None:
+        """Stop, and close the storage this index opened."""
+        self.stop()
+        self.storage.close()
 
     def delete(self, doc_id: str) -> None:
         self.storage.delete(doc_id)
@@ -386,8 +374,8 @@ class Index:
             target.storage.adopt_lengths(self.storage.mean_lengths())
         docs = self.documents()
         for at in range(0, len(docs), batch):
-            exported = self.storage.export([d.doc_id for d in docs[at : at + batch]])
-            yield target.storage.commit([Prepared(new, vectors) for new, vectors in exported], replace=True)
+            dumped = self.storage.dump([d.doc_id for d in docs[at : at + batch]])
+            yield target.storage.commit([Prepared(new, vectors) for new, vectors in dumped], replace=True)
 
     def compact(self) -> None:
         self.storage.compact()

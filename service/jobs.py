@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from groundqa.index.errors import DocumentNotFound, GroundQAError, IndexBusy
-from groundqa.index.formats import Limits
 from groundqa.index.index import Index
-from groundqa.service.articles import Article, article_input
+from groundqa.ingest.limits import FileLimits
+from groundqa.ingest.sources import SourceFile, article_input
 from groundqa.service.schemas import Uploaded
 
 STATES = ("queued", "running", "done", "failed")
@@ -73,7 +73,7 @@ class Jobs:
         self,
         folder: Path,
         index: Callable[[], Index],
-        limits: Callable[[], Limits],
+        limits: Callable[[], FileLimits],
         max_jobs: int,
         max_bytes: int,
     ) -> None:
@@ -197,7 +197,7 @@ class Jobs:
         try:
             index = self.index()
             item, found = article_input(
-                Article(job.name, path.read_bytes()),
+                SourceFile(job.name, path.read_bytes()),
                 self.limits(),
                 job.title,
                 job.doc_id,

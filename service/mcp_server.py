@@ -4,7 +4,6 @@ schema, and text; domain errors come back as tool errors with their message."""
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -16,8 +15,10 @@ from pydantic import BaseModel, Field, ValidationError
 from groundqa import __version__
 from groundqa.index.errors import DocumentConflict, DocumentNotFound, GroundQAError
 from groundqa.index.index import Index
-from groundqa.index.ranking import DEFAULT_K, DEFAULT_MODE, MAX_DOC_IDS, MAX_K, MAX_QUESTION_CHARS, Mode
+from groundqa.index.ranking import DEFAULT_K, DEFAULT_MODE, Mode
+from groundqa.service.auth import WriteCheck
 from groundqa.service.citations import citations
+from groundqa.service.fields import DocId, DocIds, K, QuestionText
 from groundqa.service.schemas import DocumentList, DocumentOut, History, PassageOut, QueryResponse, turns_of
 
 INSTRUCTIONS = (
@@ -62,24 +63,6 @@ class DocumentSlice(BaseModel):
     text: str = Field(description="document_text[start:end]")
 
 
-Question = Annotated[
-    str, Field(description=f"the question, in plain words, 1 to {MAX_QUESTION_CHARS} characters")
-]
-K = Annotated[int, Field(ge=1, le=MAX_K, description="how many passages to return")]
-DocIds = Annotated[
-    list[str] | None,
-    Field(
-        max_length=MAX_DOC_IDS,
-        description=f"search only these documents (doc_ids from list_documents; at most {MAX_DOC_IDS})",
-    ),
-]
-DocId = Annotated[str, Field(description="the document, as a passage's doc_id names it")]
-
-
-# What a write needs over HTTP: the caller's Authorization header, checked against the key.
-WriteCheck = Callable[[Context], None]
-
-
 class PlainErrors(MCPServer):
     """Tool errors as one plain sentence in MCP's words: a bad argument names the argument and
     what it takes (not a validation dump), an unknown argument is refused by name, and the SDK's
@@ -122,12 +105,15 @@ def _argument_error(tool: str, exc: ValidationError) -> str:
 def build(index: Callable[[], Index], check_write: WriteCheck | None, link_base: str = "") -> MCPServer:
     """The tools over the index that index() returns (loaded lazily by the caller); add_document
     exists when check_write is given, and runs only when it passes. link_base: the configured
-    base of the citation links."""
+    base of the citation links.
+
+    Long: one closure per tool over index(), each with the description a model reads; split
+    apart, each would need the same three arguments passed on."""
     server = PlainErrors("groundqa", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
 
     @server.tool()
     def ask(
-        question: Question,
+        question: QuestionText,
         k: K = DEFAULT_K,
         mode: Mode = DEFAULT_MODE,
         doc_ids: DocIds = None,
@@ -151,7 +137,7 @@ def build(index: Callable[[], Index], check_write: WriteCheck | None, link_base:
 
     @server.tool()
     def search(
-        question: Question, k: K = DEFAULT_K, mode: Mode = DEFAULT_MODE, doc_ids: DocIds = None
+        question: QuestionText, k: K = DEFAULT_K, mode: Mode = DEFAULT_MODE, doc_ids: DocIds = None
     ) -> Passages:
         """Find the passages of the articles closest to a question, best first, with their
         offsets; no answer sentence. Use ask to get an answer."""
@@ -243,23 +229,3 @@ def _call(work: Callable[[], Any]) -> Any:
         ) from exc
     except GroundQAError as exc:
         raise ToolError(f"{str(exc)[0].upper()}{str(exc)[1:]}.") from exc
-
-
-def bearer_check(key: str | None) -> WriteCheck:
-    """Over HTTP, add_document needs the same key as the API's writes."""
-
-    def check(ctx: Context) -> None:
-        if key is None:
-            raise ToolError(
-                "writes are disabled on this server; set GROUNDQA_API_KEY on the server to enable them"
-            )
-        headers = ctx.headers or {}
-        scheme, _, given = (headers.get("authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key.encode()):
-            raise ToolError("missing or wrong API key; send 'Authorization: Bearer <GROUNDQA_API_KEY>'")
-
-    return check
-
-
-def allow_all(ctx: Context) -> None:
-    """Over stdio the local user owns the index: writes are theirs."""

@@ -4,58 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Self
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from groundqa.index.conversation import MAX_HISTORY_CHARS, MAX_TURN_CHARS, MAX_TURNS, Role, Turn
-from groundqa.index.formats import FORMATS
-from groundqa.index.index import DOC_ID_PATTERN, SearchResult, check_doc_id, passage_id
-from groundqa.index.ranking import (
-    DEFAULT_K,
-    DEFAULT_MODE,
-    MAX_DOC_IDS,
-    MAX_K,
-    QUESTION_PATTERN,
-    Mode,
-    clean_question,
-)
+from groundqa.index.index import SearchResult, passage_id
+from groundqa.index.ranking import DEFAULT_K, DEFAULT_MODE, Mode
 from groundqa.index.storage import Document, Ingested
 from groundqa.index.text import NOT_BLANK_PATTERN, check_text
-
-# The index's own checks, run at the edge so that bad input is a 422 naming the field.
-# The patterns only describe the rules in the OpenAPI document; the checks themselves are the
-# index's, whose messages say what is wrong in words.
-Question = Annotated[
-    str, Field(json_schema_extra={"pattern": QUESTION_PATTERN}), AfterValidator(clean_question)
-]
-
-
-def _whole_number(value: object) -> object:
-    """JSON Schema counts 5.0 as an integer; so do we (strings and booleans stay refused)."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-K = Annotated[int, Field(ge=1, le=MAX_K), BeforeValidator(_whole_number)]
-DocId = Annotated[
-    str, Field(json_schema_extra={"pattern": f"^{DOC_ID_PATTERN}$"}), AfterValidator(check_doc_id)
-]
-
-
-DocIds = Annotated[
-    list[DocId] | None,
-    Field(max_length=MAX_DOC_IDS, description=f"search only these documents (at most {MAX_DOC_IDS})"),
-]
-
-
-MinConfidence = Annotated[
-    float | None,
-    Field(
-        ge=0,
-        le=1,
-        description="leave the answer out (null) under this confidence; 0 always answers; "
-        "GROUNDQA_MIN_CONFIDENCE by default",
-    ),
-]
-
+from groundqa.ingest.formats import FORMATS
+from groundqa.service.fields import DocId, DocIds, K, MinConfidence, QuestionText
 
 # Request bodies take JSON types as declared: no "5" for 5, no 0 for false.
 STRICT = ConfigDict(strict=True)
@@ -99,7 +56,7 @@ def turns_of(history: list[TurnIn] | None) -> list[Turn]:
 
 class QueryRequest(BaseModel):
     model_config = STRICT
-    question: Question
+    question: QuestionText
     k: K = DEFAULT_K
     mode: Mode = DEFAULT_MODE
     doc_ids: DocIds = None
@@ -342,6 +299,11 @@ def errors(*codes: int) -> Responses:
     return {
         code: {"description": ERRORS[code]} | ({} if code == 304 else {"model": ErrorOut}) for code in codes
     }
+
+
+# The errors of a route that reads a body, and of one that writes.
+BODY_ERRORS = (408, 413, 422, 503)
+WRITE_ERRORS = (401, 403, *BODY_ERRORS, 507)
 
 
 def stored(status: int, description: str) -> Responses:

@@ -17,13 +17,14 @@ from fastapi.testclient import TestClient
 
 from groundqa.eval.data import Question, load_squad
 from groundqa.eval.serving import free_port, groundqa_command, wait_ready
-from groundqa.index.backends import Location
 from groundqa.index.config import prepare_process
 from groundqa.index.index import DocumentInput, Index
 from groundqa.index.model import Embedder
-from groundqa.service.app import create_app, guarded_protocol
-from groundqa.service.articles import Article, article_input
+from groundqa.index.storage.factory import Location
+from groundqa.ingest.sources import SourceFile, article_input
+from groundqa.service.app import create_app
 from groundqa.service.config import Settings
+from groundqa.service.guards import guarded_protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 # A real Qdrant server for the fourth layer of the Qdrant backend's tests: taken out of the
@@ -74,7 +75,7 @@ def squad_slice(embedder: Embedder, tmp_path_factory: pytest.TempPathFactory) ->
 def seed_input(path: Path = ARTICLE, text: str | None = None) -> DocumentInput:
     """A file's document as `serve --seed` and `ingest` make it (text: in place of the file's)."""
     data = path.read_bytes() if text is None else text.encode("utf-8")
-    return article_input(Article(str(path), data))[0]
+    return article_input(SourceFile(str(path), data))[0]
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +85,7 @@ def seeded_index(embedder: Embedder, tmp_path_factory: pytest.TempPathFactory) -
     folder = tmp_path_factory.mktemp("seeded") / "index"
     index = Index(folder, embedder)
     index.add_many([seed_input()])  # as `serve --seed` does
-    index.storage.close()
+    index.close()
     return folder
 
 

@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from groundqa.service.app import create_app
 from groundqa.service.config import Settings
+from groundqa.service.routes import api_routes
 from tests.conftest import ARTICLE, ROOT, seed_input, server_settings, wait_until_ready
 
 KEY = "test-key-123"
@@ -450,8 +451,7 @@ def test_every_route_is_documented_in_the_readme(tmp_path: Path) -> None:
     app = create_app(Settings(index_dir=tmp_path / "index"))  # type: ignore[call-arg]
     routes = [
         (m, r.path)
-        for r in app.routes
-        if isinstance(r, Route)
+        for r in [*api_routes(app.routes), *(r for r in app.routes if isinstance(r, Route))]
         for m in sorted(r.methods or ())
         if m != "HEAD"
     ]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from groundqa.cli.main import build_parser
 from groundqa.eval.serving import groundqa_command
-from groundqa.service.cli import build_parser
 from tests.conftest import ARTICLE, ROOT, groundqa
 
 
@@ -88,7 +88,7 @@ def test_bom_is_removed_and_crlf_kept(tmp_path: Path) -> None:
     doc.write_bytes("\ufeffTitle line\r\n\r\nBody 😀 text.\r\n".encode())
     index = tmp_path / "index"
     assert groundqa("ingest", str(doc), index=index).returncode == 0
-    from groundqa.index.store import Store
+    from groundqa.index.storage.store import Store
 
     assert Store(index / "store.sqlite").document("crlf")[1] == "Title line\r\n\r\nBody 😀 text.\r\n"  # type: ignore[index]
 
@@ -104,7 +104,7 @@ def test_every_command_is_documented_with_an_example() -> None:
 
 NO_MODEL = """
 import sys
-from groundqa.service.cli import main
+from groundqa.cli.main import main
 code = main(sys.argv[1:])
 # Either encoder's runtime: ONNX Runtime (the default) or sentence-transformers (torch).
 print("model loaded" if {"onnxruntime", "sentence_transformers"} & set(sys.modules) else "no model", code)

@@ -127,7 +127,7 @@ def test_a_damaged_write_ahead_log_is_reported_not_silently_shorter(
         index.add(f"Note {i}: the ferry number {i} leaves from pier {i}.", doc_id=f"note-{i}")
     copy = tmp_path / "copy"
     shutil.copytree(live, copy)  # as a backup taken with the index open would hold it
-    index.storage.close()
+    index.close()
     wal = copy / "store.sqlite-wal"
     assert wal.stat().st_size > 16384
     _flip(wal, wal.stat().st_size // 3, 4096)

@@ -16,10 +16,10 @@ import pytest
 from filelock import FileLock
 
 from groundqa.eval.serving import groundqa_command
-from groundqa.index.embedded import FAILPOINTS
 from groundqa.index.errors import IndexBusy
 from groundqa.index.index import DocumentInput, Index
-from groundqa.index.store import IDLE_CONNECTIONS
+from groundqa.index.storage.embedded import FAILPOINTS
+from groundqa.index.storage.store import IDLE_CONNECTIONS
 from tests.conftest import ROOT, LiveServer
 from tests.test_index import HEADLINES, assert_whole
 
@@ -233,7 +233,7 @@ def test_two_writer_processes_and_a_server_lose_nothing(tmp_path: Path, embedder
 
 
 def test_a_large_segment_searches_an_approximate_index(make_index, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from groundqa.index import segment
+    from groundqa.index.storage import segment
 
     monkeypatch.setattr(segment, "ANN_MIN_PASSAGES", 20)
     index: Index = make_index()

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from groundqa.index.errors import ModelError
-from groundqa.index.export import exported
 from groundqa.index.model import Embedder
+from groundqa.index.onnx_export import exported
 
 TEXTS = [
     "Xi met Putin in 北京 🚀 on Tuesday; café prices rose.",

@@ -15,17 +15,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from groundqa.index.formats import (
-    FileRefused,
-    FileTooLarge,
-    Limits,
-    ParseBusy,
-    detect,
-    extract,
-    isolated,
-    unreadable,
-)
+from groundqa.index.errors import FileRefused, FileTooLarge, ParseBusy
 from groundqa.index.storage import page_at
+from groundqa.ingest.formats import detect, extract, unreadable
+from groundqa.ingest.isolation import isolated
+from groundqa.ingest.limits import FileLimits
 from groundqa.service.app import create_app
 from groundqa.service.config import Settings
 from tests.conftest import ROOT, groundqa, wait_until_ready
@@ -95,7 +89,7 @@ def test_a_two_column_paper_reads_column_by_column_with_words_joined() -> None:
 
 def test_a_book_keeps_its_pages_and_title_in_bounded_memory() -> None:
     # Page by page: the 352-page book (2.6 MB) reads within 300 MB of address space, OCR included.
-    found = isolated(shared(PDF / "freeculture.pdf"), "freeculture.pdf", Limits(memory=300 << 20))
+    found = isolated(shared(PDF / "freeculture.pdf"), "freeculture.pdf", FileLimits(memory=300 << 20))
     assert found.title == "Free Culture" and len(found.page_starts) == 352
     assert found.page_starts == tuple(sorted(found.page_starts)) and found.page_starts[0] == 0
     at = found.text.index("Steamboat Willie brought")
@@ -121,7 +115,7 @@ def test_a_scanned_page_is_read_by_ocr_or_named_in_a_warning() -> None:
             ["Page three has text."],
         ]
     )
-    without = extract(data, limits=Limits(ocr=False))
+    without = extract(data, limits=FileLimits(ocr=False))
     assert without.text == "The first page has a text layer.\n\nPage three has text."
     assert without.page_starts == (0, 32, 34)  # page 2 is empty: text on page 3 says 3
     assert page_at(without.page_starts, 34) == 3
@@ -167,18 +161,18 @@ BAD_FILES = {
 def test_a_bad_file_is_refused_with_the_reason(name: str) -> None:
     make, status, reason = BAD_FILES[name]
     with pytest.raises(FileRefused, match=reason) as refused:
-        isolated(make(), name, Limits(ocr=False))
+        isolated(make(), name, FileLimits(ocr=False))
     assert isinstance(refused.value, FileTooLarge) == (status == 413)
 
 
 def test_a_parse_that_runs_out_of_time_or_memory_is_stopped() -> None:
     book = shared(PDF / "freeculture.pdf")
     with pytest.raises(FileRefused, match="longer than 0.2 s"):
-        isolated(book, "book.pdf", Limits(timeout=0.2))
+        isolated(book, "book.pdf", FileLimits(timeout=0.2))
     with pytest.raises(FileRefused, match="memory|cannot be read"):
-        isolated(book, "book.pdf", Limits(memory=64 << 20))
+        isolated(book, "book.pdf", FileLimits(memory=64 << 20))
     with pytest.raises(FileTooLarge, match="352 pages; the limit is 100"):
-        isolated(book, "book.pdf", Limits(max_pages=100))
+        isolated(book, "book.pdf", FileLimits(max_pages=100))
 
 
 def test_the_gold_spans_of_the_file_questions_index_the_extracted_texts() -> None:
@@ -390,7 +384,7 @@ def test_a_page_too_large_to_render_is_refused_before_it_is_rendered() -> None:
     with pytest.raises(
         FileTooLarge, match=r"page 1 measures 14,400 x 14,400 points.*the limit is 150 million"
     ):
-        isolated(_bomb(), "bomb.pdf", Limits(timeout=60))  # before: the whole timeout, then "took longer"
+        isolated(_bomb(), "bomb.pdf", FileLimits(timeout=60))  # before: the whole timeout, then "took longer"
 
 
 def _tesseracts() -> list[str]:
@@ -415,7 +409,7 @@ def test_a_parse_timeout_kills_ocr_and_removes_its_files() -> None:
     temp = Path(tempfile.gettempdir())
     before = set(temp.glob("*/page.png")) | set(temp.glob("groundqa-parse-*"))
     with pytest.raises(FileRefused, match="took longer than 2 s"):
-        isolated(make_pdf(scans), "scans.pdf", Limits(timeout=2))
+        isolated(make_pdf(scans), "scans.pdf", FileLimits(timeout=2))
     assert _tesseracts() == []  # before: tesseract went on, adopted by PID 1
     assert set(temp.glob("*/page.png")) | set(temp.glob("groundqa-parse-*")) <= before
 
@@ -566,7 +560,7 @@ def _docx_bomb(unpacked: int) -> bytes:
 def test_a_parse_is_held_to_its_memory_whatever_the_file() -> None:
     # 60 MB of paragraphs (a 1 MB file) take a parse to 1.1 GB; a 4 GB machine's cap is 1 GB.
     with pytest.raises(FileRefused, match="memory"):
-        isolated(_docx_bomb(60 << 20), "bomb.docx", Limits(memory=1 << 30))
+        isolated(_docx_bomb(60 << 20), "bomb.docx", FileLimits(memory=1 << 30))
 
 
 def _parse_children() -> int:
@@ -594,7 +588,7 @@ def test_at_most_max_parses_run_at_once_and_the_rest_wait(tmp_path: Path) -> Non
 
     pages = [[f"Page {n}: the lighthouse keeper's log, line {i}." for i in range(8)] for n in range(150)]
     data = make_pdf(pages)
-    limits = Limits(parses=1, slots=str(tmp_path / "slots"), wait=600, ocr=False)
+    limits = FileLimits(parses=1, slots=str(tmp_path / "slots"), wait=600, ocr=False)
     seen, stop = [], threading.Event()
 
     def watch() -> None:
@@ -611,5 +605,5 @@ def test_at_most_max_parses_run_at_once_and_the_rest_wait(tmp_path: Path) -> Non
     assert all(len(f.page_starts) == 150 for f in found)
     assert max(seen) == 1 and seen.count(1) > 3  # before: three children at once
     with pytest.raises(ParseBusy, match="GROUNDQA_MAX_PARSES"), ThreadPoolExecutor(2) as pool:
-        quick = Limits(parses=1, slots=str(tmp_path / "slots"), wait=0.1, ocr=False)
+        quick = FileLimits(parses=1, slots=str(tmp_path / "slots"), wait=0.1, ocr=False)
         list(pool.map(lambda n: isolated(data, "log.pdf", quick), range(2)))

@@ -18,7 +18,7 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-from groundqa.service.openai_chat import ABSTAINED
+from groundqa.service.routes.openai import ABSTAINED
 from tests.conftest import ARTICLE, ROOT, LiveServer, groundqa
 
 KEY = "integration-key"

@@ -1,8 +1,9 @@
-"""Layers look down only: groundqa.index imports neither groundqa.service nor groundqa.eval, and
-eval does not import service (service/cli.py is the root that composes both). Read from the
-source with ast, so an import inside a function counts too, and so does a module named in a
-string: a `-m groundqa.service.cli` command or code handed to a subprocess. No module imports
-itself back through others."""
+"""Layers look down only. From the bottom: index (saves and searches), ingest (files, folders and
+URLs to documents), then the two faces, service (HTTP, MCP, the page) and eval (measures), which
+never import each other, and cli on top, which composes both. Read from the source with ast, so
+an import inside a function counts too, and so does a module named in a string: a
+`-m groundqa.cli.main` command or code handed to a subprocess. No module imports itself back
+through others. No module is over 500 lines, and no function over 80 without its reason."""
 
 from __future__ import annotations
 
@@ -14,11 +15,21 @@ import pytest
 
 from tests.conftest import ROOT
 
-LAYERS = ("index", "service", "eval")
+LAYERS = ("index", "ingest", "service", "eval", "cli")
 # Each layer and the layers it must never reach.
-FORBIDDEN = {"index": {"service", "eval"}, "eval": {"service"}, "service": set()}
-# A module of a layer named anywhere in a string: "groundqa.service.cli", "groundqa.service.app:app".
-NAMED = re.compile(r"\bgroundqa\.(index|service|eval)((?:\.\w+)*)")
+FORBIDDEN = {
+    "index": {"ingest", "service", "eval", "cli"},
+    "ingest": {"service", "eval", "cli"},
+    "service": {"eval", "cli"},
+    "eval": {"service", "cli"},
+    "cli": set(),
+}
+# A module of a layer named anywhere in a string: "groundqa.cli.main", "groundqa.service.app:app".
+NAMED = re.compile(r"\bgroundqa\.(index|ingest|service|eval|cli)((?:\.\w+)*)")
+MAX_MODULE_LINES = 500
+MAX_FUNCTION_LINES = 80
+# A longer function says why at its top, in a docstring sentence or comment beginning "Long:".
+LONG_REASON = re.compile(r"^\s*(#\s*)?Long:", re.M)
 
 
 def imports(path: Path) -> set[str]:
@@ -73,20 +84,19 @@ def test_the_check_sees_imports_in_functions_commands_and_code_strings(tmp_path:
     source.write_text(
         "import subprocess, sys\n"
         "def f():\n    from groundqa.service.app import create_app\n"
-        "CMD = [sys.executable, '-m', 'groundqa.service.cli', 'serve']\n"
+        "CMD = [sys.executable, '-m', 'groundqa.cli.main', 'serve']\n"
         "CODE = 'from groundqa.eval.bench import run'\n"
-        "def g():\n    'Trained by groundqa.service.cli: prose, not an import.'\n"
+        "def g():\n    'Trained by groundqa.cli.main: prose, not an import.'\n"
     )
-    assert layers_of(imports(source)) == {"service", "eval"}
-    assert "groundqa.service.cli" in imports(source)
+    assert layers_of(imports(source)) == {"service", "eval", "cli"}
+    assert "groundqa.cli.main" in imports(source)
 
 
 def test_no_module_imports_itself_back() -> None:
     known = modules()
     graph = {
         name: {target for target in (n if n in known else n.rpartition(".")[0] for n in imports(path))}
-        & set(known)
-        - {name}
+        & set(known) - {name}
         for name, path in known.items()
     }
     cycles = []
@@ -108,10 +118,74 @@ def test_nothing_but_groundqa_is_importable_from_outside(tmp_path: Path) -> None
     import subprocess
     import sys
 
-    code = "import importlib.util as u; print([n for n in ('index', 'service', 'eval') if u.find_spec(n)])"
+    code = f"import importlib.util as u; print([n for n in {LAYERS} if u.find_spec(n)])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert result.stdout.strip() == "[]", result.stderr
     version = subprocess.run(
         [sys.executable, "-m", "groundqa", "--version"], capture_output=True, text=True, cwd=tmp_path
     )
     assert version.returncode == 0 and version.stdout.startswith("groundqa "), version.stderr
+
+
+def test_no_module_is_over_500_lines() -> None:
+    long = {
+        str(path.relative_to(ROOT)): n
+        for path in modules().values()
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}
+
+
+def long_functions(path: Path) -> dict[str, int]:
+    """The functions of a file over MAX_FUNCTION_LINES that give no reason at their top."""
+    source = path.read_text(encoding="utf-8")
+    lines = source.splitlines()
+    found = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            size = (node.end_lineno or node.lineno) - node.lineno + 1
+            top = "\n".join(lines[node.lineno - 1 : node.body[0].lineno + 8])
+            if size > MAX_FUNCTION_LINES and not LONG_REASON.search(top):
+                found[f"{path.relative_to(ROOT)}:{node.name}"] = size
+    return found
+
+
+def test_no_function_is_over_80_lines_without_a_reason() -> None:
+    assert {k: v for path in modules().values() for k, v in long_functions(path).items()} == {}
+
+
+@pytest.mark.parametrize(
+    ("module", "imported", "allowed"),
+    [
+        ("index/x.py", "from groundqa.ingest.sources import read_source", False),
+        ("ingest/x.py", "from groundqa.service.app import create_app", False),
+        ("service/x.py", "from groundqa.eval.bench import run", False),
+        ("service/x.py", "CMD = ['-m', 'groundqa.cli.main']", False),
+        ("eval/x.py", "from groundqa.service.schemas import QueryResponse", False),
+        ("cli/x.py", "from groundqa.eval.bench import run", True),
+        ("service/x.py", "from groundqa.ingest.sources import read_source", True),
+    ],
+)
+def test_a_violation_is_seen(tmp_path: Path, module: str, imported: str, allowed: bool) -> None:
+    """The rules catch each kind of wrong import, and let the right ones be."""
+    path = tmp_path / module
+    path.parent.mkdir(parents=True)
+    path.write_text(imported + "\n")
+    layer = module.split("/")[0]
+    assert (not (layers_of(imports(path)) & FORBIDDEN[layer])) == allowed
+
+
+def test_a_long_function_needs_its_reason(tmp_path: Path) -> None:
+    body = "".join(f"    x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES))
+    bare = tmp_path / "bare.py"
+    bare.write_text(f"def f():\n    'Does things.'\n{body}")
+    told = tmp_path / "told.py"
+    told.write_text(f"def f():\n    # Long: one table, read top to bottom.\n{body}")
+    import tests.test_layers as me
+
+    root = me.ROOT
+    me.ROOT = tmp_path  # type: ignore[misc]
+    try:
+        assert list(long_functions(bare)) == ["bare.py:f"] and long_functions(told) == {}
+    finally:
+        me.ROOT = root  # type: ignore[misc]

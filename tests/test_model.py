@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from groundqa.index.errors import ModelError
-from groundqa.index.export import sha256_file
 from groundqa.index.model import DEFAULT_MODEL, PINNED_SHA256, Embedder, bundled_model_dir
+from groundqa.index.onnx_export import sha256_file
 
 
 def test_bundled_model_matches_the_pinned_hashes() -> None:

@@ -12,16 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from groundqa.index import qdrant
-from groundqa.index.backends import Location
 from groundqa.index.config import open_index
 from groundqa.index.errors import DocumentConflict, DocumentNotFound, IndexMismatch, SetupError
 from groundqa.index.index import Index
 from groundqa.index.lexical import BM25Params
 from groundqa.index.model import Embedder
-from groundqa.index.qdrant import QdrantStorage
 from groundqa.index.ranking import Hit
-from groundqa.index.storage import StaleRead
+from groundqa.index.storage import StaleRead, qdrant
+from groundqa.index.storage.factory import Location
+from groundqa.index.storage.qdrant import QdrantStorage
 from groundqa.index.text import Chunking
 from groundqa.service.config import Settings
 from tests.conftest import ARTICLE, ROOT, groundqa, qdrant_index, server_settings
@@ -109,7 +108,7 @@ def test_the_index_reopens_and_checks_its_settings(tmp_path: Path, embedder: Emb
 
 def _close(index: Index) -> None:
     assert isinstance(index.storage, QdrantStorage)
-    index.storage.close()
+    index.close()
 
 
 def test_a_reader_sees_a_document_whole_while_it_is_replaced(tmp_path: Path, embedder: Embedder) -> None:
@@ -246,14 +245,14 @@ def test_a_qdrant_folder_is_one_process_and_says_so_in_one_line(
     workers = groundqa("serve", "--workers", "2", env=env)
     assert workers.returncode == 1 and workers.stderr.count("\n") == 1, workers.stderr
     assert f"{kind}:DIR is opened by one process at a time: use --workers 1" in workers.stderr
-    held.storage.close()
+    held.close()
 
 
 def test_edge_without_its_package_names_the_extra(tmp_path: Path) -> None:
     """As on a machine without the edge extra: the import of qdrant_edge fails."""
     code = (
         "import sys; sys.modules['qdrant_edge'] = None; "
-        "from groundqa.service.cli import main; sys.exit(main(['docs']))"
+        "from groundqa.cli.main import main; sys.exit(main(['docs']))"
     )
     env = {**os.environ, "GROUNDQA_QDRANT_URL": f"edge:{tmp_path / 'q'}"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)

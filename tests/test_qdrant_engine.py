@@ -16,9 +16,9 @@ from groundqa.eval.runner import ask_index, evaluate
 from groundqa.index.index import Index
 from groundqa.index.lexical import query_terms
 from groundqa.index.model import Embedder
-from groundqa.index.qdrant import QdrantStorage
 from groundqa.index.ranking import WordMatch
 from groundqa.index.storage import Reader
+from groundqa.index.storage.qdrant import QdrantStorage
 from tests.conftest import SquadSlice, qdrant_index
 
 # Builds the SQuAD slice (about a minute) and three engines: the fast loop leaves it out.
@@ -43,7 +43,7 @@ def copies(
     yield out
     for index in out.values():
         assert isinstance(index.storage, QdrantStorage)
-        index.storage.close()
+        index.close()
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from groundqa.index import segment
 from groundqa.index.codec import encode_pieces
-from groundqa.index.segment import Segment
-from groundqa.index.storage import DocumentVectors
+from groundqa.index.storage import DocumentVectors, segment
+from groundqa.index.storage.segment import Segment
 
 DIM = 384
 RAW: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}  # each test document's word pieces

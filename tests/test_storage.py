@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from groundqa.index.backends import Location
 from groundqa.index.errors import DocumentConflict, DocumentNotFound
 from groundqa.index.index import Index
 from groundqa.index.model import Embedder
 from groundqa.index.storage import FixedLengths, Merging
+from groundqa.index.storage.factory import Location
 from groundqa.index.text import Chunking
 
 BACKENDS = ("embedded", pytest.param("local", marks=pytest.mark.slow), pytest.param("edge", marks=pytest.mark.slow))
@@ -40,7 +40,7 @@ def open_index(request: pytest.FixtureRequest, tmp_path: Path, embedder: Embedde
 
     yield make  # type: ignore[misc]
     for index in opened:
-        index.storage.close()
+        index.close()
 
 
 def assert_exact(index: Index) -> None:
@@ -112,14 +112,14 @@ def test_export_copies_to_the_embedded_index_and_back(
     index = open_index()
     index.add(article, doc_id="putin")
     index.add(EMOJI, doc_id="cafe")
-    exported = index.storage.export(["putin", "cafe"])
+    exported = index.storage.dump(["putin", "cafe"])
     assert [new.document.doc_id for new, _ in exported] == ["putin", "cafe"]
     for new, vectors in exported:
         assert new.text == index.document(new.document.doc_id)[1]
         assert len(vectors.passages) == len(vectors.passage_vectors) == len(vectors.pieces)
         assert all(new.text[s:e] in t for (s, e), t in zip(vectors.passages, vectors.passage_texts, strict=True))
     with pytest.raises(DocumentNotFound):
-        index.storage.export(["nope"])
+        index.storage.dump(["nope"])
     copy = Index(tmp_path / "copy", embedder)
     for _ in index.copy_to(copy):
         pass
@@ -137,7 +137,7 @@ def test_export_copies_to_the_embedded_index_and_back(
 
 def test_settings_differ_and_are_named(open_index: Callable[..., Index]) -> None:
     index = open_index()
-    index.storage.close()
+    index.close()
     with pytest.raises(Exception, match="max_tokens"):
         open_index(chunking=Chunking(max_tokens=64))
 
@@ -146,7 +146,7 @@ def test_drop_removes_everything(open_index: Callable[..., Index]) -> None:
     index = open_index()
     index.add(FERRIES, doc_id="ferries")
     index.storage.drop()
-    index.storage.close()
+    index.close()
     assert open_index().counts() == (0, 0)
 
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from groundqa.index import store
-from groundqa.index.store import Document, NewDocument, Store
+from groundqa.index.storage import store
+from groundqa.index.storage.store import Document, NewDocument, Store
 
 
 def _new(doc_id: str, text: str = "Some text.") -> NewDocument:

@@ -2,35 +2,26 @@
 the text the index stores (its offsets index that text), with a title, pages and warnings.
 
 The format is told by the content (a PDF's header, a Word file's zip entries, a web page's tags),
-the file name only telling Markdown from plain text. Parsing a file from outside runs in a child
-process (isolated) under a time and memory limit: a hostile PDF or a zip bomb costs that process,
-never the server.
+the file name only telling Markdown from plain text. This module reads in the calling process;
+isolation.py runs it in a child under a time and memory limit.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import io
-import multiprocessing
-import os
 import re
-import resource
 import shutil
-import signal
 import subprocess
 import tempfile
-import threading
-import time
 import unicodedata
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from groundqa.index.errors import IndexBusy, InvalidDocument
+from groundqa.index.errors import FileRefused, FileTooLarge
+from groundqa.ingest.limits import FileLimits
 
 FORMATS = ("text", "markdown", "html", "pdf", "docx")
 CONTENT_TYPES = {
@@ -66,41 +57,6 @@ MAX_OCR_PIXELS = 150_000_000
 # A PDF line at least this share of the page's full line width runs on into the next.
 REFLOW_WIDTH = 0.8
 _LIGATURES = {chr(c): unicodedata.normalize("NFKC", chr(c)) for c in range(0xFB00, 0xFB07)}
-
-
-class FileRefused(InvalidDocument):
-    """A file that cannot be read as an article (422), saying why and what to do."""
-
-
-class FileTooLarge(FileRefused):
-    """Over a size or page limit (413)."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_bytes: int = 50_000_000  # the file as it comes
-    max_pages: int = 2000  # pages of one PDF
-    max_unpacked: int = 200_000_000  # bytes a Word file's entries unpack to
-    timeout: float = 300  # seconds to parse one file, OCR included
-    memory: int = 4 << 30  # bytes of address space for the parsing process (machine_defaults())
-    parses: int = 2  # files parsed at once, in every process that shares `slots`
-    slots: str | None = None  # the folder of the parse slots' lock files (None: this process only)
-    wait: float = 60  # seconds a parse waits for a slot before ParseBusy
-    ocr: bool = True  # read pages without a text layer with tesseract, where it is installed
-    fetch_deadline: float = 120  # seconds for `groundqa ingest URL` to fetch the whole file
-
-
-def machine_defaults() -> tuple[int, int]:
-    """Parses at once and address space for each, from this machine's memory: a parse may take
-    an eighth of it (1 GB at least, 4 GB at most), and all of them together half of it (a 4 GB
-    machine: 2 parses of 1 GB; a 24 GB one: 4 of 3 GB)."""
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    memory = min(4 << 30, max(1 << 30, total // 8))
-    return max(1, (total // 2) // memory), memory
-
-
-class ParseBusy(IndexBusy):
-    """Every parse slot stayed taken for as long as a parse may wait (503, try again)."""
 
 
 @dataclass(frozen=True)
@@ -148,10 +104,10 @@ Progress = Callable[[int, int], None]
 
 
 def extract(
-    data: bytes, name: str = "", limits: Limits = Limits(), progress: Progress | None = None
+    data: bytes, name: str = "", limits: FileLimits = FileLimits(), progress: Progress | None = None
 ) -> Extracted:
     """The file's article text (in this process: isolated() runs it in a child)."""
-    _check_size(data, limits)
+    check_size(data, limits)
     kind = detect(data, name)
     if kind == "pdf":
         return _pdf(data, limits, progress)
@@ -162,7 +118,7 @@ def extract(
     return Extracted(decode_text(data), kind)
 
 
-def _check_size(data: bytes, limits: Limits) -> None:
+def check_size(data: bytes, limits: FileLimits) -> None:
     if len(data) > limits.max_bytes:
         raise FileTooLarge(f"the file has {len(data):,} bytes; the limit is {limits.max_bytes:,}")
 
@@ -240,7 +196,7 @@ def unreadable(text: str) -> bool:
     return bad / len(shown) >= GARBAGE_SHARE
 
 
-def _pdf(data: bytes, limits: Limits, progress: Progress | None = None) -> Extracted:
+def _pdf(data: bytes, limits: FileLimits, progress: Progress | None = None) -> Extracted:
     import pypdfium2 as pdfium
     import pypdfium2.raw as pdfium_c
 
@@ -338,7 +294,7 @@ def _pages(numbers: list[int]) -> str:
 # --- Word -----------------------------------------------------------------------------------
 
 
-def _docx(data: bytes, limits: Limits) -> Extracted:
+def _docx(data: bytes, limits: FileLimits) -> Extracted:
     import docx  # python-docx
 
     try:
@@ -368,141 +324,3 @@ def _docx(data: bytes, limits: Limits) -> Extracted:
         raise FileRefused("the Word file has no text")
     title = (document.core_properties.title or "").strip() or None
     return Extracted(text, "docx", title)
-
-
-# --- isolation ------------------------------------------------------------------------------
-
-
-def isolated(
-    data: bytes,
-    name: str = "",
-    limits: Limits = Limits(),
-    progress: Progress | None = None,
-    slotted: bool = False,
-) -> Extracted:
-    """extract() in a child process that is killed after limits.timeout seconds and may use
-    limits.memory bytes: parsing a file from outside never hangs or bloats the caller. Plain
-    text needs no child. progress hears of the pages read as the child reads them; slotted: the
-    caller holds a parse slot (parse_slot) already."""
-    if detect(data, name) in ("text", "markdown"):
-        return extract(data, name, limits)
-    _check_size(data, limits)  # before the bytes go to the child
-    if slotted:
-        return _in_child(data, name, limits, progress)
-    with parse_slot(limits):
-        return _in_child(data, name, limits, progress)
-
-
-def _in_child(data: bytes, name: str, limits: Limits, progress: Progress | None) -> Extracted:
-    context = multiprocessing.get_context("forkserver")
-    ours, theirs = context.Pipe(duplex=False)
-    # The child's temporary files (OCR's page images) go here, removed whatever becomes of it.
-    workdir = tempfile.mkdtemp(prefix="groundqa-parse-")
-    child = context.Process(
-        target=_child, args=(theirs, data, name, limits, progress is not None, workdir), daemon=True
-    )
-    child.start()
-    theirs.close()
-    deadline = time.monotonic() + limits.timeout
-    try:
-        while True:
-            if not ours.poll(max(0.0, deadline - time.monotonic())):
-                raise FileRefused(
-                    f"reading the file took longer than {limits.timeout:g} s (GROUNDQA_PARSE_TIMEOUT); "
-                    "it may be damaged, or too large to read here"
-                )
-            try:
-                kind, value = ours.recv()
-            except EOFError as exc:  # the child died: out of memory, or a crash in a parser
-                raise FileRefused(
-                    "reading the file ran out of memory or crashed the parser: it may be damaged "
-                    "or built to exhaust memory"
-                ) from exc
-            if kind != "page":
-                break
-            if progress is not None:
-                progress(*value)
-    finally:
-        ours.close()
-        _kill_group(child.pid)  # the child and what it started (tesseract), all of them
-        if child.is_alive():
-            child.kill()
-        child.join()
-        shutil.rmtree(workdir, ignore_errors=True)
-    if kind == "ok":
-        return value  # type: ignore[no-any-return]
-    raise (FileTooLarge if kind == "large" else FileRefused)(value)
-
-
-_waiting = threading.BoundedSemaphore(64)  # parses of this process waiting for a slot, at most
-_local_slots: dict[int, threading.BoundedSemaphore] = {}
-
-
-@contextlib.contextmanager
-def parse_slot(limits: Limits) -> Iterator[None]:
-    """One of limits.parses slots, shared by every process whose limits name the same folder
-    (lock files there; the kernel frees a dead process's), else by this process's threads."""
-    if not _waiting.acquire(blocking=False):
-        raise ParseBusy("too many files are waiting to be read; try again shortly")
-    try:
-        deadline = time.monotonic() + limits.wait
-        while True:
-            held = _take(limits)
-            if held is not None:
-                break
-            if time.monotonic() > deadline:
-                raise ParseBusy(
-                    f"{limits.parses} files are being read and none finished within {limits.wait:g} s "
-                    "(GROUNDQA_MAX_PARSES); try again shortly"
-                )
-            time.sleep(0.05)
-    finally:
-        _waiting.release()
-    try:
-        yield
-    finally:
-        held()
-
-
-def _take(limits: Limits) -> Callable[[], None] | None:
-    """A free slot and what frees it, or None."""
-    if limits.slots is None:
-        semaphore = _local_slots.setdefault(limits.parses, threading.BoundedSemaphore(limits.parses))
-        return semaphore.release if semaphore.acquire(blocking=False) else None
-    folder = Path(limits.slots)
-    folder.mkdir(parents=True, exist_ok=True)
-    for number in range(limits.parses):
-        fd = os.open(folder / f"slot-{number}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        return lambda fd=fd: os.close(fd)  # type: ignore[misc]
-    return None
-
-
-def _kill_group(pid: int | None) -> None:
-    if pid is None:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
-def _child(out: Connection, data: bytes, name: str, limits: Limits, pages: bool, workdir: str) -> None:
-    os.setsid()  # a process group of its own, which the parent kills whole
-    tempfile.tempdir = workdir
-    resource.setrlimit(resource.RLIMIT_AS, (limits.memory, limits.memory))
-    told = (lambda done, total: out.send(("page", (done, total)))) if pages else None
-    try:
-        result: tuple[str, Any] = ("ok", extract(data, name, limits, told))
-    except FileTooLarge as exc:
-        result = ("large", str(exc))
-    except FileRefused as exc:
-        result = ("refused", str(exc))
-    except MemoryError:
-        result = ("refused", "reading the file ran out of memory: it may be built to exhaust memory")
-    except Exception as exc:  # any parser's failure on a bad file is the file's, said in one line
-        result = ("refused", f"the file cannot be read ({type(exc).__name__}: {exc})"[:500])
-    out.send(result)
-    out.close()

@@ -9,20 +9,21 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from groundqa.index.conversation import ROLES, Turn, trim_history
 from groundqa.index.errors import GroundQAError, IndexBusy
-from groundqa.index.index import Index, SearchResult
+from groundqa.index.index import SearchResult
 from groundqa.index.ranking import DEFAULT_K
 from groundqa.index.text import count_tokens, encoding
 from groundqa.service.citations import citations, sources
+from groundqa.service.deps import SettingsDep, loaded
 
 MODEL = "groundqa"
 MODEL_OBJECT = {"id": MODEL, "object": "model", "created": 0, "owned_by": "groundqa"}
@@ -127,80 +128,85 @@ def cut(
     return kept, [c for c in cited if f"[{c['index']}]" in kept], "length"
 
 
-def add_routes(app: FastAPI, index: Callable[[Request], Index], link_base: str) -> None:
-    """The routes follow OpenAI's API reference, with its error shape, not groundqa's OpenAPI
-    document (which promises {"detail"} errors): they are left out of it, and the official client
-    tests them (tests/test_integrations.py). link_base: the configured base of the links."""
+# The routes follow OpenAI's API reference, with its error shape, not groundqa's OpenAPI document
+# (which promises {"detail"} errors): they are left out of it, and the official client tests them
+# (tests/test_integrations.py).
+router = APIRouter(include_in_schema=False)
+
+
+def add_error_handler(app: FastAPI) -> None:
+    """OpenAI's error shape for the errors these routes raise."""
 
     @app.exception_handler(OpenAIError)
     async def openai_error(request: Request, exc: OpenAIError) -> JSONResponse:
         return JSONResponse(error_body(exc.status, str(exc), exc.kind, exc.param), status_code=exc.status)
 
-    @app.get("/v1/models", include_in_schema=False)
-    def models() -> dict[str, Any]:
-        """The one model: groundqa's grounded answers."""
-        return {"object": "list", "data": [MODEL_OBJECT]}
 
-    @app.get("/v1/models/{model}", include_in_schema=False)
-    def model(model: str) -> dict[str, Any]:
-        if model != MODEL:
-            raise OpenAIError(404, f"the model {model!r} does not exist; use {MODEL!r}", param="model")
-        return MODEL_OBJECT
+@router.get("/v1/models")
+def models() -> dict[str, Any]:
+    """The one model: groundqa's grounded answers."""
+    return {"object": "list", "data": [MODEL_OBJECT]}
 
-    @app.post("/v1/chat/completions", include_in_schema=False, response_model=None)
-    async def chat(request: Request) -> JSONResponse | StreamingResponse:
-        """OpenAI's chat completion: the last user message is the question, read in the light of
-        the user and assistant messages before it; the reply is the grounded answer with [n]
-        markers, its sources and `citations`; `stream: true` sends server-sent events.
-        Abstentions say that the articles don't answer, with no citations."""
-        try:
-            body = ChatRequest.model_validate(await request.json())
-        except (ValidationError, ValueError) as exc:
-            raise OpenAIError(400, f"the request is not a chat completion: {_first(exc)}") from exc
-        if body.model != MODEL:
-            raise OpenAIError(404, f"the model {body.model!r} does not exist; use {MODEL!r}", param="model")
-        if body.n not in (None, 1):
-            raise OpenAIError(
-                400, f"n is {body.n}; groundqa gives one answer: send n = 1 or leave it out", param="n"
-            )
-        limit = body.max_completion_tokens or body.max_tokens
-        for name in ("max_tokens", "max_completion_tokens"):
-            if getattr(body, name) is not None and getattr(body, name) < 1:
-                raise OpenAIError(400, f"{name} is {getattr(body, name)}; give at least 1", param=name)
-        question, history = conversation_of(body)
-        try:
-            search = index(request).search
-            result = await run_in_threadpool(search, question, DEFAULT_K, history=history)
-        except IndexBusy as exc:  # loading, or overtaken by writers
-            raise OpenAIError(503, str(exc), kind="server_error") from exc
-        except GroundQAError as exc:
-            raise OpenAIError(400, str(exc), param="messages") from exc
-        cited = citations(result, link_base)
-        text, cited, finish = cut(reply_text(result, cited), cited, limit)
-        read = sum(count_tokens(t.content) for t in history) + count_tokens(question)
-        usage = {"prompt_tokens": read, "completion_tokens": count_tokens(text)}
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        made = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": MODEL}
-        if body.stream:
-            counted = usage if body.stream_options and body.stream_options.include_usage else None
-            return StreamingResponse(
-                _events(made, text, cited, finish, counted), media_type="text/event-stream"
-            )
-        return JSONResponse(
-            {
-                **made,
-                "object": "chat.completion",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text, "citations": cited},
-                        "finish_reason": finish,
-                    }
-                ],
-                "citations": cited,
-                "usage": usage,
-            }
+
+@router.get("/v1/models/{model}")
+def model(model: str) -> dict[str, Any]:
+    if model != MODEL:
+        raise OpenAIError(404, f"the model {model!r} does not exist; use {MODEL!r}", param="model")
+    return MODEL_OBJECT
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat(request: Request, settings: SettingsDep) -> JSONResponse | StreamingResponse:
+    """OpenAI's chat completion: the last user message is the question, read in the light of
+    the user and assistant messages before it; the reply is the grounded answer with [n]
+    markers, its sources and `citations`; `stream: true` sends server-sent events.
+    Abstentions say that the articles don't answer, with no citations."""
+    try:
+        body = ChatRequest.model_validate(await request.json())
+    except (ValidationError, ValueError) as exc:
+        raise OpenAIError(400, f"the request is not a chat completion: {_first(exc)}") from exc
+    if body.model != MODEL:
+        raise OpenAIError(404, f"the model {body.model!r} does not exist; use {MODEL!r}", param="model")
+    if body.n not in (None, 1):
+        raise OpenAIError(
+            400, f"n is {body.n}; groundqa gives one answer: send n = 1 or leave it out", param="n"
         )
+    limit = body.max_completion_tokens or body.max_tokens
+    for name in ("max_tokens", "max_completion_tokens"):
+        if getattr(body, name) is not None and getattr(body, name) < 1:
+            raise OpenAIError(400, f"{name} is {getattr(body, name)}; give at least 1", param=name)
+    question, history = conversation_of(body)
+    try:
+        search = loaded(request.app).search
+        result = await run_in_threadpool(search, question, DEFAULT_K, history=history)
+    except IndexBusy as exc:  # loading, or overtaken by writers
+        raise OpenAIError(503, str(exc), kind="server_error") from exc
+    except GroundQAError as exc:
+        raise OpenAIError(400, str(exc), param="messages") from exc
+    cited = citations(result, settings.link_base())
+    text, cited, finish = cut(reply_text(result, cited), cited, limit)
+    read = sum(count_tokens(t.content) for t in history) + count_tokens(question)
+    usage = {"prompt_tokens": read, "completion_tokens": count_tokens(text)}
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    made = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": MODEL}
+    if body.stream:
+        counted = usage if body.stream_options and body.stream_options.include_usage else None
+        return StreamingResponse(_events(made, text, cited, finish, counted), media_type="text/event-stream")
+    return JSONResponse(
+        {
+            **made,
+            "object": "chat.completion",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "citations": cited},
+                    "finish_reason": finish,
+                }
+            ],
+            "citations": cited,
+            "usage": usage,
+        }
+    )
 
 
 def _events(

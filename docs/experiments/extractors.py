@@ -1,4 +1,6 @@
-"""How the file readers were chosen, and what reading files costs: python -m groundqa.eval.extractors.
+"""How the file readers were chosen, and what reading files costs:
+
+    .venv/bin/python docs/experiments/extractors.py
 
 - Web pages: trafilatura's three settings (default, favor_precision, favor_recall) on the shared
   saved pages, scored by eval/questions/boilerplate.json (phrases of each article that must be
@@ -6,7 +8,7 @@
 - PDFs: PDFium (pypdfium2), pdfminer.six and pdfplumber on the two-column paper (ligatures left,
   words split at line ends, words glued together, a sentence read across the columns) and their
   speed on the 352-page book.
-- End to end: the book through groundqa's reader (index/formats.py, in its child process) and
+- End to end: the book through groundqa's reader (ingest/formats.py, in its child process) and
   into an index: pages/s and MB/s.
 
 Prints a markdown report and writes reports/extractors/report.json.
@@ -24,9 +26,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from groundqa.index.formats import extract, isolated
+from groundqa.ingest.formats import extract
+from groundqa.ingest.isolation import isolated
+from groundqa.ingest.sources import document_input
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 QUESTIONS = Path(__file__).resolve().parent / "questions"
 # A sentence of the paper's left column that runs over three lines: read whole only column by column.
 COLUMN_SENTENCE = "We present an alternative compilation technique for dynamically-typed languages"
@@ -125,7 +129,6 @@ def pdf_readers(corpus: Path) -> dict[str, Any]:
 def end_to_end(corpus: Path) -> dict[str, Any]:
     """The book read by groundqa (child process, reflow) and then indexed, each timed."""
     from groundqa.index.config import IndexSettings, open_index, prepare_process
-    from groundqa.index.index import DocumentInput
 
     prepare_process()
     path = corpus / "pdf" / "freeculture.pdf"
@@ -141,7 +144,7 @@ def end_to_end(corpus: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         index = open_index(IndexSettings(index_dir=Path(tmp) / "index"))
         began = time.perf_counter()
-        index.add_many([DocumentInput.of_file(found, data, path.name)])
+        index.add_many([document_input(found, data, path.name)])
         index_s = time.perf_counter() - began
         passages = index.counts()[1]
     return {

@@ -1,7 +1,7 @@
 """The storage interface: what ranking reads and what the index writes, whatever holds the data.
 
-A backend implements Storage (writes, documents, export) and Reader (one committed state, read by
-ranking); backends.open_storage is the one place that picks one. This module defines every type
+A backend implements Storage (writes, documents, dump) and Reader (one committed state, read by
+ranking); factory.open_storage is the one place that picks one. This module defines every type
 that crosses the interface and imports no backend. Passages and sentences are named by opaque
 integer keys that are valid within one Reader. Upkeep that only some backends need is an optional
 protocol (Merging, FixedLengths), never a method left empty.
@@ -285,7 +285,7 @@ class Storage(ABC):
         """BM25's mean length in terms of a passage and of a sentence, as this storage scores."""
 
     @abstractmethod
-    def export(self, doc_ids: list[str]) -> list[tuple[NewDocument, DocumentVectors]]:
+    def dump(self, doc_ids: list[str]) -> list[tuple[NewDocument, DocumentVectors]]:
         """These documents as stored, with their vectors: what another storage's commit takes, so
         an index can be copied with no model pass."""
 

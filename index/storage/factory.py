@@ -35,11 +35,13 @@ def open_storage(
     bm25: BM25Params,
     lock_timeout: float = 120,
     failpoint: str | None = None,
+    salvage: bool = False,
 ) -> Storage:
     """The storage at where, checked against the settings in meta (IndexMismatch names any that
-    differ). Backends are imported here only, when chosen: Qdrant's client costs a second."""
+    differ). Backends are imported here only, when chosen: Qdrant's client costs a second.
+    salvage: an embedded index opened to read its documents back, whatever state it is in."""
     if where.qdrant_url:
-        from groundqa.index.qdrant import QdrantStorage
+        from groundqa.index.storage.qdrant import QdrantStorage
 
         return QdrantStorage(
             where.qdrant_url,
@@ -51,6 +53,6 @@ def open_storage(
             shards=where.qdrant_shards,
             replicas=where.qdrant_replicas,
         )
-    from groundqa.index.embedded import SegmentStorage
+    from groundqa.index.storage.embedded import SegmentStorage
 
-    return SegmentStorage(where.folder, meta, dimension, bm25, lock_timeout, failpoint)
+    return SegmentStorage(where.folder, meta, dimension, bm25, lock_timeout, failpoint, salvage)

@@ -124,7 +124,7 @@ class Segment:
             return params
         return faiss.SearchParameters()
 
-    def export(self, n: int) -> DocumentVectors:
+    def dump(self, n: int) -> DocumentVectors:
         """Local document n's rows as they were written (texts left empty: the caller has them)."""
         a = self.arrays
         p_lo, p_hi = (int(v) for v in a["doc_passages"][n : n + 2])

@@ -1,6 +1,6 @@
 """Train the frozen word-piece codebook (index/data/residual-2bit.npz) on a SQuAD file.
 
-    python -m eval.train_codebook ../shared/data/squad/dev-v1.1-even-articles.json
+    .venv/bin/python docs/experiments/train_codebook.py ../shared/data/squad/dev-v1.1-even-articles.json
 
 The word pieces of every paragraph as ingest embeds them (title first, the title's pieces left
 out), 8,192 centroids. Run once; an index records the codebook's sha256, so a new codebook means

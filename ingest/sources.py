@@ -1,5 +1,5 @@
-"""Articles from outside: files, folders of them and URLs, read into documents (index/formats.py
-extracts the text) and named."""
+"""Articles from outside: files, folders of them and URLs, read into documents (formats.py
+extracts the text, isolation.py in a child process) and named."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ from pathlib import Path
 
 import httpx
 
-from groundqa.index.errors import GroundQAError
-from groundqa.index.formats import SUFFIXES, Extracted, Limits, Progress, isolated
+from groundqa.index.errors import GroundQAError, UsageError
 from groundqa.index.index import DocumentInput, derive_doc_id
+from groundqa.index.storage import Original
+from groundqa.ingest.formats import CONTENT_TYPES, SUFFIXES, Extracted, Progress
+from groundqa.ingest.isolation import isolated
+from groundqa.ingest.limits import FileLimits
 
 # Seconds to wait for a URL's server (to connect, and between reads), and for the whole fetch.
 FETCH_TIMEOUT = 30
-FETCH_DEADLINE = Limits.fetch_deadline
+FETCH_DEADLINE = FileLimits.fetch_deadline
 MAX_REDIRECTS = 5
 # What a URL may serve: web pages, PDFs, Word files, text.
 FETCHED_TYPES = (
@@ -31,12 +34,8 @@ FETCHED_TYPES = (
 USER_AGENT = "groundqa (article ingest; +https://github.com/groundqa)"
 
 
-class UsageError(GroundQAError):
-    pass
-
-
 @dataclass(frozen=True)
-class Article:
+class SourceFile:
     """A file's bytes as they came, and where from (a path or a URL)."""
 
     source: str
@@ -97,12 +96,12 @@ def article_sources(
     return found
 
 
-def read_source(source: str, limits: Limits = Limits()) -> Article:
+def read_source(source: str, limits: FileLimits = FileLimits()) -> SourceFile:
     """A file's bytes, or a URL's, fetched with a timeout, a size limit and a content-type check."""
     if is_url(source):
-        return Article(source, fetch(source, limits.max_bytes, deadline=limits.fetch_deadline))
+        return SourceFile(source, fetch(source, limits.max_bytes, deadline=limits.fetch_deadline))
     try:
-        return Article(source, Path(source).read_bytes())
+        return SourceFile(source, Path(source).read_bytes())
     except OSError as exc:
         raise UsageError(f"cannot read {source}: {exc.strerror}") from exc
 
@@ -161,8 +160,8 @@ def _body(url: str, reply: httpx.Response, max_bytes: int, deadline: float, ends
 
 
 def article_input(
-    article: Article,
-    limits: Limits = Limits(),
+    article: SourceFile,
+    limits: FileLimits = FileLimits(),
     title: str | None = None,
     doc_id: str | None = None,
     progress: Progress | None = None,
@@ -176,4 +175,21 @@ def article_input(
     except GroundQAError as exc:
         raise type(exc)(f"{article.source}: {exc}") from exc
     doc_id = doc_id or derive_doc_id(Path(article.name).stem)
-    return DocumentInput.of_file(found, article.data, article.source, title, doc_id), found
+    return document_input(found, article.data, article.source, title, doc_id), found
+
+
+def document_input(
+    found: Extracted, data: bytes, source: str, title: str | None = None, doc_id: str | None = None
+) -> DocumentInput:
+    """An extracted file, kept with its original unless it is the text itself."""
+    kept = found.format not in ("text", "markdown")
+    return DocumentInput(
+        found.text,
+        title or found.title,
+        doc_id,
+        source,
+        found.format,
+        found.page_starts,
+        found.date,
+        Original(CONTENT_TYPES[found.format], data) if kept else None,
+    )

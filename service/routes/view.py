@@ -13,7 +13,8 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse
 
 from groundqa.index.errors import DocumentNotFound, GroundQAError, IndexBusy
-from groundqa.service.schemas import DocId
+from groundqa.service.deps import loaded
+from groundqa.service.fields import DocId
 
 POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; "
@@ -30,7 +31,7 @@ def view(
     end: Annotated[int, Query(ge=0)],
 ) -> HTMLResponse:
     try:
-        doc, text = request.app.state.loaded().document(doc_id)
+        doc, text = loaded(request.app).document(doc_id)
     except DocumentNotFound:
         return _page("Not found", f"No document has the doc_id {doc_id!r}.", 404)
     except IndexBusy as exc:

@@ -2,7 +2,8 @@
 event loop (asyncio or uvloop), one worker each over one index, measured interleaved at 16
 clients; and what a fast JSON encoder (orjson) would save on a typical answer.
 
-    python -m groundqa.service.http_options --index /tmp/bench-work/index-2k --out reports/http-options
+    .venv/bin/python docs/experiments/http_options.py --index /tmp/bench-work/index-2k \
+        --out reports/http-options
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from urllib.parse import quote
 
 from groundqa.eval.bench import _hammer, _percentiles
 from groundqa.eval.data import load_squad
-from groundqa.eval.serving import ROOT, free_port, wait_ready
+from groundqa.eval.serving import free_port, wait_ready
+
+ROOT = Path(__file__).resolve().parents[2]
 
 CONFIGS = {  # name: (HTTP protocol, event loop)
     "h11 + asyncio (today)": ("h11", "asyncio"),
@@ -30,7 +33,7 @@ CONFIGS = {  # name: (HTTP protocol, event loop)
 }
 SERVE = """
 import sys, uvicorn
-from groundqa.service.app import GuardedH11
+from groundqa.service.guards import GuardedH11
 http, loop, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 uvicorn.run("groundqa.service.app:app_from_environment", factory=True, port=port, log_level="warning",
             http=GuardedH11 if http == "h11" else http, loop=loop)
@@ -74,7 +77,7 @@ def main() -> None:
             process.terminate()
             process.wait()
     report: dict[str, Any] = {
-        "command": "python -m groundqa.service.http_options " + " ".join(sys.argv[1:]),
+        "command": "python docs/experiments/http_options.py " + " ".join(sys.argv[1:]),
         "clients": args.clients,
         "seconds_each": args.seconds * args.rounds,
         "load_average_1min": [round(v, 2) for v in loads],

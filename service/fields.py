@@ -1,0 +1,59 @@
+"""The field types of the faces' inputs, one set for the HTTP schemas and the MCP tools: each runs
+the index's own check, so bad input is refused at the edge naming the field, in the same words
+on both faces."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, BeforeValidator, Field
+
+from groundqa.index.index import DOC_ID_PATTERN, check_doc_id
+from groundqa.index.ranking import MAX_DOC_IDS, MAX_K, MAX_QUESTION_CHARS, QUESTION_PATTERN, clean_question
+
+# The index's own checks, run at the edge so that bad input is a 422 naming the field.
+# The patterns only describe the rules in the OpenAPI document; the checks themselves are the
+# index's, whose messages say what is wrong in words.
+QuestionText = Annotated[
+    str,
+    Field(
+        description=f"the question, in plain words, 1 to {MAX_QUESTION_CHARS} characters",
+        json_schema_extra={"pattern": QUESTION_PATTERN},
+    ),
+    AfterValidator(clean_question),
+]
+
+
+def _whole_number(value: object) -> object:
+    """JSON Schema counts 5.0 as an integer; so do we (strings and booleans stay refused)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+K = Annotated[
+    int, Field(ge=1, le=MAX_K, description="how many passages to return"), BeforeValidator(_whole_number)
+]
+DocId = Annotated[
+    str,
+    Field(
+        description="a document's id, as passages name it",
+        json_schema_extra={"pattern": f"^{DOC_ID_PATTERN}$"},
+    ),
+    AfterValidator(check_doc_id),
+]
+
+
+DocIds = Annotated[
+    list[DocId] | None,
+    Field(max_length=MAX_DOC_IDS, description=f"search only these documents (at most {MAX_DOC_IDS})"),
+]
+
+
+MinConfidence = Annotated[
+    float | None,
+    Field(
+        ge=0,
+        le=1,
+        description="leave the answer out (null) under this confidence; 0 always answers; "
+        "GROUNDQA_MIN_CONFIDENCE by default",
+    ),
+]

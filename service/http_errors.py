@@ -1,0 +1,100 @@
+"""Errors as HTTP answers: a domain error's status, one readable line for a bad request, the
+methods a path takes for a 405, and the shape each face expects ({"detail"}, OpenAI's, JSON-RPC's)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from groundqa.index.errors import (
+    DiskFull,
+    DocumentConflict,
+    DocumentNotFound,
+    FileTooLarge,
+    GroundQAError,
+    IndexBusy,
+    IndexDamaged,
+    InvalidDocument,
+    InvalidQuery,
+    ParseBusy,
+    ShuttingDown,
+)
+from groundqa.service.jobs import QueueFull
+from groundqa.service.routes import api_routes, openai
+
+STATUS = {
+    DiskFull: 507,
+    IndexDamaged: 503,
+    FileTooLarge: 413,  # before InvalidDocument, which it is too
+    InvalidDocument: 422,
+    InvalidQuery: 422,
+    DocumentNotFound: 404,
+    DocumentConflict: 409,
+    IndexBusy: 503,
+    ShuttingDown: 503,
+    QueueFull: 429,
+}
+MCP = "/mcp"
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GroundQAError)
+    async def domain_error(request: Request, exc: GroundQAError) -> JSONResponse:
+        status = next((s for t, s in STATUS.items() if isinstance(exc, t)), 500)
+        headers = {"Retry-After": "5"} if isinstance(exc, (QueueFull, ParseBusy)) else None
+        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and request.headers.get("content-type", "").startswith("multipart/"):
+            # Starlette's form parser: no boundary, too many fields or files
+            detail = f"body: the multipart form cannot be read ({exc.detail}); send one part named file"
+            return JSONResponse({"detail": detail}, status_code=422)
+        if exc.status_code == 400:  # FastAPI's answer to a body it cannot parse: bad UTF-8, deep JSON
+            cause = type(exc.__cause__).__name__ if exc.__cause__ else "unreadable"
+            detail = f"body: cannot be read as JSON in UTF-8 ({cause}); send a valid JSON object"
+            return JSONResponse({"detail": detail}, status_code=422)
+        if exc.status_code == 405:  # name every method the path takes, not only one route's
+            path = request.url.path
+            routes = [r for r in api_routes(request.app.routes) if r.path_regex.match(path)]
+            exact = [r for r in routes if r.path == path]  # /v1/documents/batch, not /v1/documents/{doc_id}
+            allowed = sorted({method for route in exact or routes for method in route.methods or ()})
+            detail = f"{request.method} is not allowed here; use {', '.join(allowed)}"
+            body = error_body(path, 405, detail)
+            return JSONResponse(body, status_code=405, headers={"Allow": ", ".join(allowed)})
+        if request.url.path.startswith(openai.PATHS):
+            body = openai.error_body(exc.status_code, str(exc.detail))
+            return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": describe(exc.errors())}, status_code=422)
+
+
+def error_body(path: str, status: int, detail: str) -> dict[str, Any]:
+    if path.startswith(openai.PATHS):
+        return openai.error_body(status, detail)
+    if path == MCP:  # JSON-RPC's shape: "invalid request"
+        return {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": detail}}
+    return {"detail": detail}
+
+
+def describe(errors: Any) -> str:
+    """One readable line naming each bad field, e.g. "body.k: Input should be less than or equal to 50"."""
+    parts = []
+    for e in errors:
+        where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+        message = e.get("msg", "invalid")
+        if e.get("type") == "json_invalid":
+            message = f"malformed JSON ({e.get('ctx', {}).get('error', 'cannot parse')})"
+            where = "body"
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)
+
+

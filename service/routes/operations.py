@@ -1,0 +1,31 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import PlainTextResponse
+
+from groundqa.service.deps import IndexDep
+from groundqa.service.schemas import errors
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses=errors(503))
+def readyz(index: IndexDep) -> dict[str, Any]:
+    index.reader()  # opens (and checks) every segment of the latest state: damage is a 503
+    docs, passages = index.counts()
+    return {"status": "ready", "documents": docs, "passages": passages}
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def metrics(request: Request) -> Response:
+    body, content_type = request.app.state.metrics.render()
+    return Response(body, media_type=content_type)
