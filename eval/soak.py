@@ -1,6 +1,6 @@
 """Soak: query clients and a writer against a live `groundqa serve` for a bounded time.
 
-    python -m groundqa.eval.soak --seconds 600 --clients 16 --out reports/reliability/soak.json  (docs/reliability.md)
+    python -m groundqa.eval.soak --seconds 600 --clients 16 --out reports/reliability/soak.json
 
 The writer adds, replaces and deletes short documents, each holding a code word of its own
 version ("zq12x3": document 12, version 3), over HTTP, one request at a time. The query clients ask
