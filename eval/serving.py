@@ -63,15 +63,17 @@ def running(
             process.wait(timeout=60)
 
 
-def wait_ready(url: str, process: subprocess.Popen[str] | None = None, seconds: float = 600) -> None:
-    """Until the server answers /readyz with 200 (generous: a busy machine loads the model slowly);
+def wait_ready(
+    url: str, process: subprocess.Popen[str] | None = None, seconds: float = 600, path: str = "/readyz"
+) -> None:
+    """Until the server answers path with 200 (generous: a busy machine loads the model slowly);
     RuntimeError if its process exits or the time runs out."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"the server exited: {process.stderr.read() if process.stderr else ''}")
         try:
-            if httpx.get(url + "/readyz").status_code == 200:
+            if httpx.get(url + path).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

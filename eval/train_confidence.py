@@ -28,6 +28,7 @@ import random
 import re
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -101,16 +102,17 @@ def collect(
     embedder: Embedder,
     everything: Index,
     synthetic: bool,
+    signals: Callable[[Index, Question], tuple[np.ndarray, bool]] = signals_of,
 ) -> Rows:
     """The rows of these articles' questions: in the index of every article, and outside one of
     half of them."""
     rows = Rows([], [], [], [])
     ids = {a.doc_id for a in articles}
     for q in progress([q for q in v1.questions if q.doc_id in ids], "answerable"):
-        signals, hit = signals_of(everything, q)
-        rows.add(signals, float(hit), "answerable", q.doc_id)
+        found, hit = signals(everything, q)
+        rows.add(found, float(hit), "answerable", q.doc_id)
     for q in progress([q for q in v2.questions if q.doc_id in ids and not q.spans], "unanswerable"):
-        rows.add(signals_of(everything, q)[0], 0.0, "unanswerable", q.doc_id)
+        rows.add(signals(everything, q)[0], 0.0, "unanswerable", q.doc_id)
     if synthetic:
         rng = random.Random(SEED)
         texts = {a.doc_id: a.text for a in articles}
@@ -120,26 +122,26 @@ def collect(
             if twin is not None:
                 made.append(Question(q.id + "-twin", twin, q.doc_id, []))
         for q in progress(rng.sample(made, min(SYNTHETIC, len(made))), "synthetic"):
-            rows.add(signals_of(everything, q)[0], 0.0, "synthetic", q.doc_id)
+            rows.add(signals(everything, q)[0], 0.0, "synthetic", q.doc_id)
     inside = articles[::2]
     outside_ids = {a.doc_id for a in articles[1::2]}
     half = build(work / f"half-{len(articles)}", embedder, inside)
     pool = [q for q in v1.questions if q.doc_id in outside_ids]
     asked = random.Random(SEED).sample(pool, min(OUTSIDE, len(pool)))
     for q in progress(asked, "outside"):
-        rows.add(signals_of(half, q)[0], 0.0, "outside", q.doc_id)
+        rows.add(signals(half, q)[0], 0.0, "outside", q.doc_id)
     return rows
 
 
 _AUXILIARY = re.compile(r"\b(is|was|are|were|did|does|do|can|could|has|had|have|will|would)\b", re.I)
-_NUMBER = re.compile(r"\b\d+(?:[.,]\d+)*\b")
+NUMBER_PHRASE = re.compile(r"\b\d+(?:[.,]\d+)*\b")
 _OPENERS = frozenset(
     "The A An In On At No It He She They This That These However After Before During".split()
 )
-_NAME = re.compile(r"\b[A-Z][a-z]+(?:\s[A-Z][a-z]+)*\b")
+NAME = re.compile(r"\b[A-Z][a-z]+(?:\s[A-Z][a-z]+)*\b")
 
 
-def _phrases(pattern: re.Pattern[str], text: str) -> set[str]:
+def phrases(pattern: re.Pattern[str], text: str) -> set[str]:
     """The pattern's matches inside sentences (a capital after a full stop starts a sentence,
     not a name), less those that open with a common word."""
     return {
@@ -158,9 +160,9 @@ def synthesize(question: Question, text: str, rng: random.Random) -> str | None:
     start = text.rfind("\n\n", 0, question.spans[0][0]) + 2
     end = text.find("\n\n", question.spans[0][1])
     paragraph = text[start : end if end >= 0 else len(text)]
-    for pattern in (_NAME, _NUMBER):
+    for pattern in (NAME, NUMBER_PHRASE):
         found = [m for m in pattern.finditer(question.question) if m.start() > 0]
-        others = sorted(_phrases(pattern, text) - _phrases(pattern, paragraph))
+        others = sorted(phrases(pattern, text) - phrases(pattern, paragraph))
         if found and others:
             chosen = rng.choice(found)
             return (

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from groundqa.index.lexical import terms
+from groundqa.index.lexical import NEGATION, NUMBER, WORD_OF_LETTERS, terms
 
 PATH = Path(__file__).parent / "data" / "confidence.json"
 # The signals, in the order the model reads them.
@@ -37,21 +36,18 @@ SIGNALS = (
     "question_words",  # log(1 + words of the question)
     "weakest_word",  # the best cosine of the passage's worst-matched rare question word
 )
-_NEGATION = re.compile(r"\b(?:not|no|never|none|nothing|nobody|neither|nor|without|cannot)\b|n't\b", re.I)
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-_WORD = re.compile(r"[^\W\d_][\w'-]*")
 
 
 def text_signals(question: str, sentence: str, passage: str) -> dict[str, float]:
     """The signals read from the texts: words, negations, numbers and names."""
     asked = set(terms(question))
     in_sentence, in_passage = set(terms(sentence)), set(terms(passage))
-    numbers = set(_NUMBER.findall(question))
-    names = {w for w in _WORD.findall(question)[1:] if w[0].isupper()}  # the first word is no name
+    numbers = set(NUMBER.findall(question))
+    names = {w for w in WORD_OF_LETTERS.findall(question)[1:] if w[0].isupper()}  # the first word is no name
     return {
         "answer_words": len(asked & in_sentence) / len(asked) if asked else 0.0,
         "passage_words": len(asked & in_passage) / len(asked) if asked else 0.0,
-        "lost_negation": float(bool(_NEGATION.search(question)) and not _NEGATION.search(sentence)),
+        "lost_negation": float(bool(NEGATION.search(question)) and not NEGATION.search(sentence)),
         "lost_numbers": sum(n not in passage for n in numbers) / len(numbers) if numbers else 0.0,
         "lost_names": sum(n not in passage for n in names) / len(names) if names else 0.0,
         "question_words": math.log1p(len(asked)),

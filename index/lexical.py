@@ -26,6 +26,10 @@ STOPWORDS = frozenset(
     then there these they this those to too was we were what when where which who whom whose why will
     with would you your""".split()
 )
+# What a claim must not lose against its source: a negation, a number, a name (a capitalized word).
+NEGATION = re.compile(r"\b(?:not|no|never|none|nothing|nobody|neither|nor|without|cannot)\b|n't\b", re.I)
+NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+WORD_OF_LETTERS = re.compile(r"[^\W\d_][\w'-]*")
 # PyStemmer's stemmers must not be called from two threads at once: one per thread.
 _local = threading.local()
 

@@ -47,6 +47,35 @@ def citations(result: SearchResult, base: str) -> list[dict[str, Any]]:
     ]
 
 
+def written_citations(
+    sentences: list[dict[str, Any]], titles: dict[str, str], base: str
+) -> list[dict[str, Any]]:
+    """One citation per distinct span that supports a sentence of a written answer, in order."""
+    spans: list[tuple[str, int, int]] = []
+    out = []
+    for s in sentences:
+        c = s["citation"]
+        if c is None or (c["doc_id"], c["start"], c["end"]) in spans:
+            continue
+        spans.append((c["doc_id"], c["start"], c["end"]))
+        title = titles.get(c["doc_id"], c["doc_id"])
+        url = view_url(base, c["doc_id"], c["start"], c["end"])
+        out.append({"index": len(spans), "title": title, **c, "url": url})
+    return out
+
+
+def written_reply(sentences: list[dict[str, Any]], cited: list[dict[str, Any]]) -> str:
+    """The written answer, each sentence followed by the marker of the span that supports it
+    ([?] for one kept unsupported), then the sources."""
+    number = {(c["doc_id"], c["start"], c["end"]): c["index"] for c in cited}
+    said = []
+    for s in sentences:
+        c = s["citation"]
+        marker = number.get((c["doc_id"], c["start"], c["end"])) if c and s["supported"] else None
+        said.append(f"{s['text']} [{marker}]" if marker else f"{s['text']} [?]")
+    return f"{' '.join(said)}\n\n{sources(cited)}"
+
+
 def sources(cited: list[dict[str, Any]]) -> str:
     """The citations as a Markdown list, one item a marker: `- [1] Title, p. 2: <link>`."""
     lines = []

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import SecretStr, field_validator
 
 from groundqa.ingest.limits import IngestSettings
+from groundqa.service.generation import LLM
 
 
 class Settings(IngestSettings):
@@ -41,6 +42,16 @@ class Settings(IngestSettings):
     # results), e.g. https://qa.example.org; unset: http://HOST:PORT as configured. Never taken
     # from a request, whose Host header anyone can set.
     public_url: str | None = None
+    # Written answers ("generate": true): an OpenAI-compatible base URL (llama.cpp's server,
+    # Ollama, vLLM, OpenAI), its model and key; unset, answers stay extractive. Seconds the LLM
+    # has to answer before the extractive answer stands, and the most tokens it may write.
+    llm_url: str | None = None
+    llm_model: str = "default"
+    llm_api_key: SecretStr | None = None
+    llm_timeout: float = 30.0
+    llm_max_tokens: int = 200
+    # Keep the reply's sentences no passage supports (marked), instead of listing them apart.
+    keep_unsupported: bool = False
 
     @field_validator("api_key")
     @classmethod
@@ -67,6 +78,12 @@ class Settings(IngestSettings):
             return self.public_url.strip().rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+
+    def llm(self) -> LLM | None:
+        if not (self.llm_url and self.llm_url.strip()):
+            return None
+        key = self.llm_api_key.get_secret_value() if self.llm_api_key else None
+        return LLM(self.llm_url.strip(), self.llm_model, key, self.llm_timeout, self.llm_max_tokens)
 
     def cors_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]

@@ -11,6 +11,7 @@ from groundqa.index.index import SearchResult, passage_id
 from groundqa.index.ranking import DEFAULT_K, DEFAULT_MODE, Mode
 from groundqa.index.storage import Document, Ingested
 from groundqa.index.text import NOT_BLANK_PATTERN, check_text
+from groundqa.index.verify import MAX_CLAIMS, MAX_VERIFY_CHARS
 from groundqa.ingest.formats import FORMATS
 from groundqa.service.fields import DocId, DocIds, K, MinConfidence, QuestionText
 
@@ -62,9 +63,72 @@ class QueryRequest(BaseModel):
     doc_ids: DocIds = None
     min_confidence: MinConfidence = None
     history: History = None
+    generate: bool = Field(
+        False,
+        description="also write an answer with the server's LLM (GROUNDQA_LLM_URL), every sentence "
+        "checked against the passages and cited; see `generated`",
+    )
+    keep_unsupported: bool | None = Field(
+        None, description="keep the written sentences no passage supports, marked (GROUNDQA_KEEP_UNSUPPORTED)"
+    )
 
 
 Page = Field(description="the page the span begins on: 1-based in a PDF, null in other formats")
+
+
+def _checked_text(text: str) -> str:
+    check_text(text)
+    return text
+
+
+class CitationOut(BaseModel):
+    """The span of a document that supports a sentence, found by groundqa."""
+
+    doc_id: str
+    start: int
+    end: int
+    page: int | None = Page
+    text: str = Field(description="the document's text[start:end]")
+
+
+class SentenceOut(BaseModel):
+    text: str
+    supported: bool = Field(
+        description="a passage holds it: its names, numbers and negations, in close words"
+    )
+    score: float = Field(description="how closely the cited span says it, 0 to 1")
+    citation: CitationOut | None = Field(
+        description="the span that supports it best; null when none comes close"
+    )
+    reason: str | None = Field(None, description="why it is not supported")
+
+
+class GeneratedOut(BaseModel):
+    text: str | None = Field(description="the written answer: its kept sentences (null: abstained)")
+    sentences: list[SentenceOut] = Field(description="the kept sentences, each with its citation")
+    unsupported: list[SentenceOut] = Field(description="sentences of the LLM's reply left out, with why")
+    model: str | None
+    llm_ms: float | None = Field(description="the LLM's time, apart from the search's")
+    fallback: str | None = Field(
+        description="extractive: the LLM's reply was unusable or unsupported, so the answer sentence "
+        "stands; abstained: nothing to say; null: the LLM's reply, verified"
+    )
+    warnings: list[str]
+
+
+class VerifyRequest(BaseModel):
+    model_config = STRICT
+    text: Annotated[str, AfterValidator(_checked_text)] = Field(
+        max_length=MAX_VERIFY_CHARS,
+        description=f"any text: each sentence (the first {MAX_CLAIMS}) is checked against the index",
+    )
+    doc_ids: DocIds = None
+
+
+class VerifyResponse(BaseModel):
+    sentences: list[SentenceOut]
+    supported: int
+    unsupported: int
 
 
 class AnswerOut(BaseModel):
@@ -108,6 +172,7 @@ class QueryResponse(BaseModel):
         description="only with a history: what was searched, the question read in the light of the "
         "conversation (the question itself when it needs none)",
     )
+    generated: GeneratedOut | None = Field(None, description='only with "generate": true: the written answer')
 
     @classmethod
     def of(cls, result: SearchResult) -> QueryResponse:
@@ -146,6 +211,7 @@ class QueryResponse(BaseModel):
             passages=passages,
             took_ms=result.took_ms,
             searched_for=result.searched_for,
+            generated=None,
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -156,12 +222,9 @@ class QueryResponse(BaseModel):
         return self.model_dump_json(exclude=self._no_history())
 
     def _no_history(self) -> set[str] | None:
-        return {"searched_for"} if self.searched_for is None else None
-
-
-def _checked_text(text: str) -> str:
-    check_text(text)
-    return text
+        """The keys only some requests get, left out of the others."""
+        left = {k for k in ("searched_for", "generated") if getattr(self, k) is None}
+        return left or None
 
 
 class DocumentUpdate(BaseModel):
@@ -329,3 +392,5 @@ class Limits(BaseModel):
     history_turns: int
     history_turn_chars: int
     history_chars: int
+    generation: bool = Field(description='whether the server has an LLM for "generate": true')
+    verify_chars: int

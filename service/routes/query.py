@@ -1,12 +1,15 @@
-"""Questions: POST and GET /v1/query, and the limits a client keeps to."""
+"""Questions: POST and GET /v1/query (with a written, verified answer on request), POST /v1/verify,
+and the limits a client keeps to."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+import functools
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from groundqa.index.conversation import MAX_HISTORY_CHARS, MAX_TURN_CHARS, MAX_TURNS, Turn
+from groundqa.index.conversation import MAX_HISTORY_CHARS, MAX_TURN_CHARS, MAX_TURNS
 from groundqa.index.index import Index
 from groundqa.index.ranking import (
     DEFAULT_K,
@@ -17,25 +20,59 @@ from groundqa.index.ranking import (
     MODES,
     Mode,
 )
+from groundqa.index.verify import MAX_VERIFY_CHARS, verify_text
 from groundqa.service.deps import IndexDep, SettingsDep
 from groundqa.service.fields import DocIds, K, MinConfidence, QuestionText
-from groundqa.service.schemas import BODY_ERRORS, Limits, QueryRequest, QueryResponse, errors, turns_of
+from groundqa.service.generation import sentence_json, written_answer
+from groundqa.service.schemas import (
+    BODY_ERRORS,
+    GeneratedOut,
+    Limits,
+    QueryRequest,
+    QueryResponse,
+    SentenceOut,
+    VerifyRequest,
+    VerifyResponse,
+    errors,
+    turns_of,
+)
 
 router = APIRouter(tags=["query"])
 
 
 @router.post("/v1/query", response_model=QueryResponse, responses=errors(404, *BODY_ERRORS))
-async def query(body: QueryRequest, index: IndexDep, request: Request) -> Response:
-    return await _search(
-        index,
-        request,
-        body.question,
-        body.k,
-        body.mode,
-        body.doc_ids,
-        body.min_confidence,
-        turns_of(body.history),
+async def query(body: QueryRequest, index: IndexDep, request: Request, settings: SettingsDep) -> Response:
+    """The answer sentence and the passages; with "generate": true, also a written answer whose
+    every sentence is checked against the passages and cited by the span that supports it."""
+    history = turns_of(body.history)
+    state = request.app.state
+    result = await index.search_async(
+        state.rankers, body.question, body.k, body.mode, body.doc_ids, body.min_confidence, history or ()
     )
+    state.metrics.query_seconds.labels(body.mode).observe(result.took_ms / 1000)
+    response = QueryResponse.of(result)
+    if body.generate:
+        keep = settings.keep_unsupported if body.keep_unsupported is None else body.keep_unsupported
+        written = await written_answer(
+            index, settings.llm(), body.question, history or [], result, keep, state.rankers
+        )
+        response.generated = GeneratedOut(**written.as_json())
+    return Response(response.as_text(), media_type="application/json")
+
+
+@router.post("/v1/verify", response_model=VerifyResponse, responses=errors(404, *BODY_ERRORS))
+async def verify(body: VerifyRequest, index: IndexDep, request: Request) -> VerifyResponse:
+    """Check any text, sentence by sentence, against the index (doc_ids: only these documents):
+    each sentence with whether a passage supports it, how closely, and the span that does. No
+    LLM is needed: a pipeline of your own can check its output here."""
+    loop = asyncio.get_running_loop()
+    checked = await loop.run_in_executor(
+        request.app.state.rankers, functools.partial(verify_text, index, body.text, body.doc_ids)
+    )
+    pages: dict[str, Any] = {}
+    out = [SentenceOut(**sentence_json(index, c, pages)) for c in checked]
+    done = sum(s.supported for s in out)
+    return VerifyResponse(sentences=out, supported=done, unsupported=len(out) - done)
 
 
 @router.get("/v1/query", response_model=QueryResponse, responses=errors(404, 422, 503))
@@ -69,6 +106,8 @@ def limits(settings: SettingsDep) -> Limits:
         history_turns=MAX_TURNS,
         history_turn_chars=MAX_TURN_CHARS,
         history_chars=MAX_HISTORY_CHARS,
+        generation=settings.llm() is not None,
+        verify_chars=MAX_VERIFY_CHARS,
     )
 
 
@@ -80,12 +119,9 @@ async def _search(
     mode: Mode,
     doc_ids: list[str] | None,
     min_confidence: float | None,
-    history: list[Turn] | None = None,
 ) -> Response:
     """The query, and its answer rendered once (FastAPI would check the model a second time)."""
     state = request.app.state
-    result = await index.search_async(
-        state.rankers, question, k, mode, doc_ids, min_confidence, history or ()
-    )
+    result = await index.search_async(state.rankers, question, k, mode, doc_ids, min_confidence)
     state.metrics.query_seconds.labels(mode).observe(result.took_ms / 1000)
     return Response(QueryResponse.of(result).as_text(), media_type="application/json")

@@ -1,0 +1,179 @@
+"""The verifier (index/verify.py) on the shared SQuAD half, reproducibly:
+
+    python -m groundqa.eval.verifier ../shared/data/squad/dev-v1.1-even-articles.json \
+        --v2 ../shared/data/squad/dev-v2.0-even-articles.json --out reports/verifier
+
+1. Swapped sentences. The answer-bearing sentence of each answerable question (its gold sentence,
+   true) and the same sentence with a name or a number (dates are both) swapped for another of
+   the same article that the sentence lacks (false). Each is checked against the 5 passages that
+   hybrid search finds for it in an index of every article, as POST /v1/verify does: the share
+   of false sentences flagged, of true ones kept, and whether a kept true sentence's citation
+   covers where it stands.
+2. With --v2, abstention: the confidence model's rows (eval/train_confidence.py), each with the
+   verifier's signals of the question against the passages found for it added; SQuAD 2.0's AUROC
+   and refusals, cross-validated by article, with and without them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from groundqa.eval import train_confidence as tc
+from groundqa.eval.data import Article, load_squad
+from groundqa.eval.progress import progress
+from groundqa.eval.runner import articles_input, index_all
+from groundqa.index.config import prepare_process
+from groundqa.index.index import Index
+from groundqa.index.model import Embedder
+from groundqa.index.text import sentences
+from groundqa.index.verify import Support, judge, keys, negated, verify_text, word_set
+
+SEED = 0
+SENTENCES = 600  # true sentences sampled (each with its swapped twin)
+K = 5
+# The verifier's signals of a question, added to the confidence model's.
+SIGNALS = ("verify_score", "verify_lost_keys", "verify_negation")
+
+
+@dataclass(frozen=True)
+class Pair:
+    doc_id: str
+    start: int
+    end: int
+    true: str
+    swapped: str
+
+
+def pairs(articles: list[Article], v1: Any, count: int, rng: random.Random) -> list[Pair]:
+    """Gold sentences of answerable questions, each with a twin that swaps one name or number
+    for another of its article's that the sentence lacks (the way eval/train_confidence.py makes
+    unanswerable questions)."""
+    texts = {a.doc_id: a.text for a in articles}
+    seen, out = set(), []
+    for q in v1.questions:
+        text = texts.get(q.doc_id or "")
+        if text is None or not q.spans:
+            continue
+        at = q.spans[0][0]
+        span = next((s for s in sentences(text) if s.start <= at < s.end), None)
+        if span is None or (q.doc_id, span.start) in seen:
+            continue
+        seen.add((q.doc_id, span.start))
+        sentence = text[span.start : span.end]
+        for pattern in rng.sample([tc.NAME, tc.NUMBER_PHRASE], 2):
+            found = [m for m in pattern.finditer(sentence) if m.start() > 0]
+            others = sorted(tc.phrases(pattern, text) - set(pattern.findall(sentence)))
+            if found and others:
+                chosen = rng.choice(found)
+                swapped = sentence[: chosen.start()] + rng.choice(others) + sentence[chosen.end() :]
+                out.append(Pair(q.doc_id or "", span.start, span.end, sentence, swapped))
+                break
+    return rng.sample(out, min(count, len(out)))
+
+
+def check(index: Index, text: str) -> Support:
+    return verify_text(index, text, k=K)[0]
+
+
+def swapped_figures(index: Index, made: list[Pair]) -> dict[str, Any]:
+    kept = flagged = cited = 0
+    for pair in progress(made, "swapped sentences"):
+        true, false = check(index, pair.true), check(index, pair.swapped)
+        kept += true.supported
+        flagged += not false.supported
+        cited += bool(
+            true.supported
+            and true.doc_id == pair.doc_id
+            and (true.start or 0) <= pair.start
+            and pair.end <= (true.end or 0)
+        )
+    n = len(made)
+    supported = kept + (n - flagged)
+    return {
+        "pairs": n,
+        "swapped_flagged": round(flagged / n, 4),
+        "true_kept": round(kept / n, 4),
+        "precision_supported": round(kept / supported, 4) if supported else None,
+        "recall_supported": round(kept / n, 4),
+        "true_cited_where_it_stands": round(cited / max(kept, 1), 4),
+    }
+
+
+def question_signals(index: Index, question: str) -> np.ndarray:
+    """The verifier's reading of a question against the passages found for it: the best
+    span's support score, the share of the question's names and numbers that no single
+    sentence of them holds, and whether negations differ."""
+    found = index.search(question, K, "hybrid", min_confidence=0.0)
+    spans = [h.passage.text[s.start : s.end] for h in found.hits for s in sentences(h.passage.text)]
+    if not spans:
+        return np.zeros(len(SIGNALS))
+    vectors = index.embedder.embed([question, *spans])
+    numbers, names = keys(question)
+    wanted = numbers | names
+    best_score, best_lost = 0.0, 1.0
+    for span, cosine in zip(spans, vectors[1:] @ vectors[0], strict=True):
+        score, _ = judge(question, span, float(cosine))
+        lost = len(wanted - word_set(span)) / len(wanted) if wanted else 0.0
+        best_score, best_lost = max(best_score, score), min(best_lost, lost)
+    negation = float(bool(negated(question)) and not any(negated(s) for s in spans))
+    return np.array([best_score, best_lost, negation])
+
+
+def abstention(v1: Any, v2: Any, index: Index, embedder: Embedder, work: Path) -> dict[str, Any]:
+    """Cross-validated figures of the confidence model with and without the verifier's signals."""
+
+    def signals(found: Index, q: Any) -> tuple[np.ndarray, bool]:
+        base, hit = tc.signals_of(found, q)
+        return np.concatenate([base, question_signals(found, q.question)]), hit
+
+    rows = tc.collect(v1, v2, v1.articles, work, embedder, index, synthetic=False, signals=signals)
+    x, y, kind, doc = rows.arrays()
+    width = x.shape[1] - len(SIGNALS)
+    return {
+        "rows": len(y),
+        "without": tc.cross_validated(x[:, :width], y, kind, doc),
+        "with": tc.cross_validated(x, y, kind, doc),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("v1", type=Path, help="SQuAD v1.1 file (the shared even half)")
+    parser.add_argument(
+        "--v2", type=Path, help="SQuAD v2.0 file of the same articles: also measure abstention"
+    )
+    parser.add_argument("--sentences", type=int, default=SENTENCES)
+    parser.add_argument("--out", type=Path, default=Path("reports/verifier"))
+    args = parser.parse_args()
+    prepare_process()
+    v1 = load_squad(args.v1)
+    embedder = Embedder()
+    report: dict[str, Any] = {"command": "python -m groundqa.eval.verifier " + " ".join(sys.argv[1:])}
+    with tempfile.TemporaryDirectory(prefix="groundqa-verifier-") as folder:
+        index = index_all(
+            Index(Path(folder) / "all", embedder), articles_input(v1.articles), "index", batch=8
+        )
+        made = pairs(v1.articles, v1, args.sentences, random.Random(SEED))
+        report["swapped"] = swapped_figures(index, made)
+        print(json.dumps(report["swapped"], indent=1), flush=True)
+        if args.v2:
+            report["abstention"] = abstention(v1, load_squad(args.v2), index, embedder, Path(folder))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    examples = [{"true": p.true, "swapped": p.swapped} for p in made[:20]]
+    (args.out / "examples.json").write_text(json.dumps(examples, indent=1, ensure_ascii=False) + "\n")
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Does a text say only what the articles say? Each of its sentences (a claim) is matched to the
+span of the given passages that supports it best: one sentence of a passage, or two adjacent
+sentences together (a claim may join two facts). The citation is that span, found here, with
+exact offsets; a model's own markers count for nothing.
+
+A span supports a claim when it holds every number and every name of the claim (a swapped
+date, figure or name is what a model gets wrong while sounding right), negates what the claim
+negates and nothing the claim affirms, and
+is close enough in words and meaning: score = (cosine + share of the claim's words in it) / 2,
+at least SUPPORT_FLOOR. The floor and the rules were set on the shared SQuAD half
+(`groundqa eval verifier`, docs/quality.md#verifier).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from groundqa.index.index import Index
+from groundqa.index.lexical import NEGATION, NUMBER, WORD_OF_LETTERS, terms
+from groundqa.index.model import Embedder
+from groundqa.index.text import sentences
+
+# Sentences of one text checked at most, and its characters (POST /v1/verify).
+MAX_CLAIMS = 100
+MAX_VERIFY_CHARS = 20_000
+# Least score of a supporting span (see the module's docstring).
+SUPPORT_FLOOR = 0.6
+# Words after a negation that it governs ("did not visit China": visit, china).
+NEGATED_WORDS = 2
+# Markers, labels and list marks a model puts around its sentences: not part of the claim.
+_MARKERS = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]|^\s*(?:answer\s*:|[-*•]\s+|\d+[.)]\s+)|\*\*", re.I)
+_BEFORE_MARK = re.compile(r"\s+([.,;:!?])")
+# The first word of a sentence is capitalized whatever it is: a name only if it is not one of these.
+_OPENERS = frozenset("the a an in on at it he she they this that these those there its his her".split())
+
+
+@dataclass(frozen=True)
+class Source:
+    """A passage to check against: where it lies in its document, and its text."""
+
+    doc_id: str
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Support:
+    """One claim, checked: the span that supports it best (None: no span comes close)."""
+
+    text: str
+    supported: bool
+    score: float
+    doc_id: str | None = None
+    start: int | None = None
+    end: int | None = None
+    cited: str | None = None  # the document's text[start:end]
+    reason: str | None = None  # why it is not supported
+
+
+@dataclass(frozen=True)
+class _Span:
+    doc_id: str
+    start: int
+    end: int
+    text: str
+    parts: tuple[int, ...]  # the sentences it joins, as rows of the sentence vectors
+
+
+def claims(text: str) -> list[str]:
+    """The sentences of a text, without the markers and labels around them."""
+    out = []
+    for span in sentences(text):
+        claim = _BEFORE_MARK.sub(r"\1", " ".join(_MARKERS.sub(" ", text[span.start : span.end]).split()))
+        if claim:
+            out.append(claim)
+    return out
+
+
+def keys(text: str) -> tuple[set[str], set[str]]:
+    """The numbers (without thousands separators) and the names (capitalized words past an
+    opener, lower-cased, without a possessive 's) of a text."""
+    numbers = {n.replace(",", "").rstrip(".") for n in NUMBER.findall(text)}
+    words = WORD_OF_LETTERS.findall(text)
+    names = {
+        w.lower().removesuffix("'s").removesuffix("’s")
+        for i, w in enumerate(words)
+        if w[0].isupper() and not (i == 0 and w.lower() in _OPENERS)
+    }
+    return numbers, names
+
+
+def negated(text: str) -> set[str]:
+    """The words a negation governs: the first NEGATED_WORDS words (stems) after each one."""
+    out: set[str] = set()
+    for match in NEGATION.finditer(text):
+        out.update(terms(text[match.end() :])[:NEGATED_WORDS])
+    return out
+
+
+def word_set(text: str) -> set[str]:
+    numbers = {n.replace(",", "").rstrip(".") for n in NUMBER.findall(text)}
+    return numbers | {w.lower().removesuffix("'s").removesuffix("’s") for w in WORD_OF_LETTERS.findall(text)}
+
+
+def judge(claim: str, span: str, cosine: float) -> tuple[float, str | None]:
+    """The support score of a span for a claim, and what it lacks (None: nothing)."""
+    said = set(terms(claim))
+    coverage = len(said & set(terms(span))) / len(said) if said else 0.0
+    score = (cosine + coverage) / 2
+    numbers, names = keys(claim)
+    present = word_set(span)
+    lost = sorted((numbers | names) - present)
+    if lost:
+        return score * (1 - len(lost) / len(numbers | names)), f"the sources do not say {', '.join(lost)}"
+    claim_negated, span_negated = negated(claim), negated(span)
+    if not claim_negated <= span_negated or span_negated & (said - claim_negated):
+        return score / 2, "the sources say otherwise (a negation differs)"
+    if not said:
+        return 0.0, "it says nothing that can be checked"
+    if score < SUPPORT_FLOOR:
+        return score, "no passage says this"
+    return score, None
+
+
+def verify(embedder: Embedder, texts: list[str], sources: list[Source]) -> list[Support]:
+    """Each claim with its best supporting span among the sources' sentences, one or two
+    adjacent ones."""
+    spans: list[_Span] = []
+    for source in sources:
+        cut = sentences(source.text)
+        first = sum(len(s.parts) == 1 for s in spans)
+        pairs = [(i,) for i in range(len(cut))] + [(i, i + 1) for i in range(len(cut) - 1)]
+        for part in pairs:
+            start, end = cut[part[0]].start, cut[part[-1]].end
+            rows = tuple(first + i for i in part)
+            spans.append(
+                _Span(source.doc_id, source.start + start, source.start + end, source.text[start:end], rows)
+            )
+    singles = [s for s in spans if len(s.parts) == 1]
+    if not texts:
+        return []
+    if not singles:
+        return [Support(t, False, 0.0, reason="there is no passage to check it against") for t in texts]
+    vectors = embedder.embed([*texts, *(s.text for s in singles)])
+    cosines = vectors[: len(texts)] @ vectors[len(texts) :].T
+    return [_best(text, spans, cosines[n]) for n, text in enumerate(texts)]
+
+
+def _best(text: str, spans: list[_Span], cosines: np.ndarray) -> Support:
+    """Supported spans first, then the higher score, then the shorter (one sentence over two)."""
+    best: tuple[tuple[bool, float, int], _Span, float, str | None] | None = None
+    for span in spans:
+        score, lacks = judge(text, span.text, max(float(cosines[p]) for p in span.parts))
+        rank = (lacks is None, round(score, 6), -len(span.parts))
+        if best is None or rank > best[0]:
+            best = (rank, span, score, lacks)
+    assert best is not None
+    _, span, score, lacks = best
+    if lacks is not None and score < SUPPORT_FLOOR / 2:  # nothing comes close: no citation at all
+        return Support(text, False, round(score, 4), reason=lacks)
+    return Support(
+        text, lacks is None, round(max(score, 0.0), 4), span.doc_id, span.start, span.end, span.text, lacks
+    )
+
+
+def verify_text(index: Index, text: str, doc_ids: list[str] | None = None, k: int = 5) -> list[Support]:
+    """Each sentence of a text checked against the k passages hybrid search finds for it (in
+    doc_ids, if given): any text, from any pipeline, with no LLM."""
+    out = []
+    for claim in claims(text)[:MAX_CLAIMS]:
+        found = index.search(claim, k, "hybrid", doc_ids, min_confidence=0.0)
+        sources = [
+            Source(h.passage.doc_id, h.passage.start, h.passage.end, h.passage.text) for h in found.hits
+        ]
+        out.extend(verify(index.embedder, [claim], sources))
+    return out

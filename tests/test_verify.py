@@ -1,0 +1,84 @@
+"""The verifier (index/verify.py) and POST /v1/verify, with the real model on the bundled article:
+a true sentence is supported and cited by its exact span; a swapped number, name or date, or a
+flipped negation, is not."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from groundqa.index.index import Index
+from groundqa.index.verify import claims, verify_text
+from groundqa.service.app import create_app
+from groundqa.service.config import Settings
+from tests.conftest import ARTICLE, wait_until_ready
+
+TEXT = ARTICLE.read_text(encoding="utf-8")
+LENGTH = "The Power of Siberia 2 pipeline will stretch more than 2,500 km."
+SWAPS = [
+    "The Power of Siberia 2 pipeline will stretch more than 3,500 km.",  # a number
+    "The Power of Siberia 2 pipeline will stretch through eastern Kazakhstan.",  # a name
+    "Russian President Vladimir Putin paid a state visit to China on June 16-17.",  # a date
+    "The Power of Siberia 2 pipeline will not export gas to China.",  # a negation
+]
+
+
+def test_claims_leave_out_markers_and_labels() -> None:
+    said = claims("Answer: The pipeline is long [1]. **It carries gas** [2, 3].\n- It was delayed.")
+    assert said == ["The pipeline is long.", "It carries gas.", "It was delayed."]
+
+
+def test_a_true_sentence_is_supported_by_its_exact_span(article_index: Index) -> None:
+    checked = verify_text(article_index, LENGTH)
+    assert len(checked) == 1 and checked[0].supported, checked
+    c = checked[0]
+    assert c.doc_id == "putin-china-visit" and c.cited == TEXT[c.start : c.end]  # type: ignore[index]
+    assert "2,500 km" in (c.cited or "") and c.score >= 0.6
+
+
+@pytest.mark.parametrize("sentence", SWAPS)
+def test_a_swapped_fact_or_a_flipped_negation_is_not_supported(article_index: Index, sentence: str) -> None:
+    checked = verify_text(article_index, sentence)
+    assert len(checked) == 1 and not checked[0].supported, checked
+    assert checked[0].reason
+
+
+def test_two_facts_of_adjacent_sentences_are_supported_together(article_index: Index) -> None:
+    joined = "The pipeline stretches more than 2,500 km and will transport 50 billion cubic meters of gas to China."
+    c = verify_text(article_index, joined)[0]
+    assert c.supported, c
+    assert "2,500" in (c.cited or "") and "50 billion" in (c.cited or "")
+
+
+@pytest.fixture
+def client(tmp_path: Path, seeded_index: Path) -> TestClient:
+    shutil.copytree(seeded_index, tmp_path / "index")
+    return TestClient(create_app(Settings(index_dir=tmp_path / "index")))  # type: ignore[call-arg]
+
+
+def test_verify_route_checks_each_sentence(client: TestClient) -> None:
+    with client:
+        wait_until_ready(client)
+        reply = client.post("/v1/verify", json={"text": f"{LENGTH} {SWAPS[0]}"})
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert (body["supported"], body["unsupported"]) == (1, 1)
+        good, bad = body["sentences"]
+        cited = good["citation"]
+        assert (
+            good["supported"]
+            and TEXT[cited["start"] : cited["end"]] == cited["text"]
+            and cited["page"] is None
+        )
+        assert not bad["supported"] and "3500" in bad["reason"]
+        # doc_ids narrows what is searched; an unknown one is a 404, a blank text a 422.
+        only = client.post("/v1/verify", json={"text": LENGTH, "doc_ids": ["putin-china-visit"]}).json()
+        assert only["supported"] == 1
+        assert client.post("/v1/verify", json={"text": LENGTH, "doc_ids": ["nope"]}).status_code == 404
+        blank = client.post("/v1/verify", json={"text": "   "})
+        assert blank.status_code == 422 and "text" in blank.json()["detail"]
+        long = client.post("/v1/verify", json={"text": "x" * 20_001})
+        assert long.status_code == 422 and "20000" in long.json()["detail"]
