@@ -9,7 +9,11 @@
    hybrid search finds for it in an index of every article, as POST /v1/verify does: the share
    of false sentences flagged, of true ones kept, and whether a kept true sentence's citation
    covers where it stands.
-2. With --v2, abstention: the confidence model's rows (eval/train_confidence.py), each with the
+2. With --llm URL, generation: questions of the shared half answered by that LLM (an
+   OpenAI-compatible server: llama.cpp's with Gemma 3 270M here) through the service's own
+   code: the share of reply sentences supported, of replies with one at least, the answer_hit of
+   the kept sentences' citations beside the extractive answer's, and the latency, the LLM's apart.
+3. With --v2, abstention: the confidence model's rows (eval/train_confidence.py), each with the
    verifier's signals of the question against the passages found for it added; SQuAD 2.0's AUROC
    and refusals, cross-validated by article, with and without them.
 """
@@ -21,14 +25,18 @@ import json
 import random
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
+from groundqa.eval import serving
 from groundqa.eval import train_confidence as tc
 from groundqa.eval.data import Article, load_squad
+from groundqa.eval.metrics import Located, covers
 from groundqa.eval.progress import progress
 from groundqa.eval.runner import articles_input, index_all
 from groundqa.index.config import prepare_process
@@ -145,6 +153,63 @@ def abstention(v1: Any, v2: Any, index: Index, embedder: Embedder, work: Path) -
     }
 
 
+def generation_figures(
+    folder: Path, v1: Any, llm: str, model: str, count: int, rng: random.Random
+) -> dict[str, Any]:
+    """The questions asked of `groundqa serve` on the index folder, with "generate": true."""
+    asked = rng.sample([q for q in v1.questions if q.spans], count)
+    rows = []
+    env = {
+        "GROUNDQA_LLM_URL": llm,
+        "GROUNDQA_LLM_MODEL": model,
+        "GROUNDQA_LLM_TIMEOUT": "600",
+        "GROUNDQA_WORKERS": "1",
+    }
+    with serving.running(folder, env=env) as (_, url), httpx.Client(timeout=900) as client:
+        for q in progress(asked, "generation"):
+            began = time.perf_counter()
+            body = client.post(f"{url}/v1/query", json={"question": q.question, "generate": True}).json()
+            total = (time.perf_counter() - began) * 1000
+            g, a = body["generated"], body["answer"]
+            kept = g["sentences"] if g["fallback"] is None else []
+            cited = [s["citation"] for s in kept if s["citation"]]
+            rows.append(
+                {
+                    "question": q.question,
+                    "reply": g["text"] if g["fallback"] is None else None,
+                    "unsupported": [s["text"] for s in g["unsupported"]],
+                    "kept": len(kept),
+                    "dropped": len(g["unsupported"]),
+                    "answered": g["llm_ms"] is not None,
+                    "hit": any(_covers(c, q) for c in cited),
+                    "extractive_hit": a is not None and _covers(a, q),
+                    "llm_ms": g["llm_ms"],
+                    "rest_ms": total - (g["llm_ms"] or 0.0),
+                    "warnings": g["warnings"],
+                }
+            )
+    answered = [r for r in rows if r["answered"]]
+    said = sum(r["kept"] + r["dropped"] for r in answered)
+    return {
+        "questions": len(rows),
+        "llm_answered": len(answered),
+        "reply_sentences": said,
+        "sentences_supported": round(sum(r["kept"] for r in answered) / said, 4) if said else None,
+        "replies_with_a_supported_sentence": round(
+            sum(r["kept"] > 0 for r in answered) / max(len(answered), 1), 4
+        ),
+        "answer_hit_cited": round(sum(r["hit"] for r in rows) / len(rows), 4),
+        "answer_hit_extractive": round(sum(r["extractive_hit"] for r in rows) / len(rows), 4),
+        "llm_ms_p50": round(float(np.median([r["llm_ms"] for r in answered])), 1) if answered else None,
+        "rest_ms_p50": round(float(np.median([r["rest_ms"] for r in rows])), 1),
+        "examples": rows[:12],
+    }
+
+
+def _covers(span: dict[str, Any], q: Any) -> bool:
+    return covers(Located(span["doc_id"], span["start"], span["end"]), q.doc_id or "", q.spans)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("v1", type=Path, help="SQuAD v1.1 file (the shared even half)")
@@ -152,6 +217,9 @@ def main() -> int:
         "--v2", type=Path, help="SQuAD v2.0 file of the same articles: also measure abstention"
     )
     parser.add_argument("--sentences", type=int, default=SENTENCES)
+    parser.add_argument("--llm", help="an OpenAI-compatible base URL: also measure generation")
+    parser.add_argument("--llm-model", default="default")
+    parser.add_argument("--questions", type=int, default=60, help="questions answered by the LLM")
     parser.add_argument("--out", type=Path, default=Path("reports/verifier"))
     args = parser.parse_args()
     prepare_process()
@@ -165,6 +233,17 @@ def main() -> int:
         made = pairs(v1.articles, v1, args.sentences, random.Random(SEED))
         report["swapped"] = swapped_figures(index, made)
         print(json.dumps(report["swapped"], indent=1), flush=True)
+        if args.llm:
+            index.close()
+            made_at = Path(folder) / "all"
+            report["generation"] = generation_figures(
+                made_at, v1, args.llm, args.llm_model, args.questions, random.Random(SEED)
+            )
+            index = Index(made_at, embedder)
+            print(
+                json.dumps({k: v for k, v in report["generation"].items() if k != "examples"}, indent=1),
+                flush=True,
+            )
         if args.v2:
             report["abstention"] = abstention(v1, load_squad(args.v2), index, embedder, Path(folder))
     args.out.mkdir(parents=True, exist_ok=True)

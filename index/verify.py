@@ -5,7 +5,8 @@ exact offsets; a model's own markers count for nothing.
 
 A span supports a claim when it holds every number and every name of the claim (a swapped
 date, figure or name is what a model gets wrong while sounding right), negates what the claim
-negates and nothing the claim affirms, and
+negates and nothing the claim affirms, gives no orders (an article's instructions to a model
+state no fact), and
 is close enough in words and meaning: score = (cosine + share of the claim's words in it) / 2,
 at least SUPPORT_FLOOR. The floor and the rules were set on the shared SQuAD half
 (`groundqa eval verifier`, docs/quality.md#verifier).
@@ -33,6 +34,14 @@ NEGATED_WORDS = 2
 # Markers, labels and list marks a model puts around its sentences: not part of the claim.
 _MARKERS = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]|^\s*(?:answer\s*:|[-*•]\s+|\d+[.)]\s+)|\*\*", re.I)
 _BEFORE_MARK = re.compile(r"\s+([.,;:!?])")
+# A sentence that gives orders (to a model reading it) states no fact: it supports nothing.
+_INSTRUCTION = re.compile(
+    r"^\W*(?:please\s+)?(?:ignore|disregard|forget|reply|respond|answer|say|output|print|repeat|pretend)\b"
+    r"|\b(?:previous|earlier|above|prior|system)\s+(?:instructions|prompt)\b"
+    r"|\byou\s+(?:are|must|should|will)\s+(?:now\s+)?(?:an?\s+)?"
+    r"(?:ai|assistant|model|chatbot|language model)\b",
+    re.I,
+)
 # The first word of a sentence is capitalized whatever it is: a name only if it is not one of these.
 _OPENERS = frozenset("the a an in on at it he she they this that these those there its his her".split())
 
@@ -131,7 +140,7 @@ def verify(embedder: Embedder, texts: list[str], sources: list[Source]) -> list[
     adjacent ones."""
     spans: list[_Span] = []
     for source in sources:
-        cut = sentences(source.text)
+        cut = [c for c in sentences(source.text) if not _INSTRUCTION.search(source.text[c.start : c.end])]
         first = sum(len(s.parts) == 1 for s in spans)
         pairs = [(i,) for i in range(len(cut))] + [(i, i + 1) for i in range(len(cut) - 1)]
         for part in pairs:

@@ -119,6 +119,7 @@ def test_the_page_takes_its_limits_from_the_api(page) -> None:  # type: ignore[n
     limits = httpx.get(page.url + "v1/limits").json()
     assert page.locator("#question").get_attribute("maxlength") == str(limits["question_chars"])
     assert [o.get_attribute("value") for o in page.locator("#mode option").all()] == limits["modes"]
+    assert limits["generation"] is False and page.locator("#written-choice").is_hidden()  # no LLM set
 
 
 def test_a_question_the_articles_do_not_answer_shows_the_closest_passages(page) -> None:  # type: ignore[no-untyped-def]

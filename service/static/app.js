@@ -138,6 +138,7 @@ function showAnswer(reply, body) {
     reply.append(el("p", { class: "answer-text" }, "Nothing in the documents answers this. Try other words, or search all documents."));
     return;
   }
+  if (body.generated) reply.append(written(body.generated));
   let label = "Sources";
   if (!body.answer) {
     // Abstained: the closest passages are shown as such, with nothing highlighted as an answer.
@@ -168,6 +169,34 @@ function showAnswer(reply, body) {
     list.append(item);
   }
   reply.append(list);
+}
+
+// The written answer: each kept sentence with a link to the span that supports it (the citation
+// view), the sentences no passage supports apart, or why there is none.
+function written(generated) {
+  const box = el("div", { class: "written" });
+  if (generated.fallback !== null) {
+    box.append(el("p", { class: "written-note" }, `No written answer: ${generated.warnings.join("; ")}`));
+    return box;
+  }
+  const text = el("p", { class: "written-text" });
+  generated.sentences.forEach((s, i) => {
+    text.append(i ? " " : "", el("span", { class: s.supported ? "claim" : "claim unsupported" }, s.text));
+    const c = s.citation;
+    if (c && s.supported) {
+      const href = `/view/${encodeURIComponent(c.doc_id)}?start=${c.start}&end=${c.end}#cited`;
+      text.append(" ", el("a", { class: "claim-cite", href, target: "_blank", rel: "noopener",
+        title: `supported (${Math.round(s.score * 100)}%): ${c.text}` }, "[source]"));
+    }
+  });
+  box.append(el("p", { class: "written-head" }, `Written by ${generated.model}, every sentence checked against the articles`), text);
+  if (generated.unsupported.length) {
+    const left = el("ul", { class: "unsupported", "aria-label": "Left out: no passage supports these" });
+    for (const s of generated.unsupported) left.append(el("li", {}, el("q", {}, s.text), ` (${s.reason})`));
+    box.append(el("p", { class: "written-head" }, "Left out, because no passage supports them:"), left);
+  }
+  box.append(el("p", { class: "written-head" }, "From the article:"));
+  return box;
 }
 
 // "p. 21": the original file (a PDF) opened at that page, in a new tab.
@@ -204,7 +233,8 @@ async function ask(event) {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       // Until the limits arrive the mode list is empty: the server's default mode answers then.
-      body: JSON.stringify({ question, mode: $("mode").value || undefined, doc_ids: selectedDocs(), history: history() }),
+      body: JSON.stringify({ question, mode: $("mode").value || undefined, doc_ids: selectedDocs(), history: history(),
+        generate: !$("written-choice").hidden && $("written").checked }),
     });
     if (!response.ok) {
       showError(reply, `The server could not answer: ${await errorText(response)}`);
@@ -225,10 +255,14 @@ async function ask(event) {
 
 // The earlier turns as the API takes them: each question, and the answer sentence given (or the
 // abstention), the latest ones within the server's limits.
+function writtenText(body) {
+  return body.generated && body.generated.fallback === null ? body.generated.text : null;
+}
+
 function history() {
   const turns = conversation.flatMap(({ question, body }) => [
     { role: "user", content: question },
-    { role: "assistant", content: body.answer ? body.answer.text : ABSTAINED },
+    { role: "assistant", content: writtenText(body) || (body.answer ? body.answer.text : ABSTAINED) },
   ]);
   if (!limits) return turns.slice(-10);
   const kept = [];
@@ -316,6 +350,7 @@ async function loadLimits() {
     return;
   }
   $("question").maxLength = limits.question_chars;
+  $("written-choice").hidden = !limits.generation;
   $("mode").replaceChildren(
     ...limits.modes.map((mode) => {
       const option = el("option", { value: mode }, mode);
