@@ -52,6 +52,7 @@ def test_ingest_ask_docs_rm(tmp_path: Path) -> None:
         (["ingest", str(ARTICLE), str(ARTICLE), "--doc-id", "x"], "give one file"),
         (["eval", "questions", "missing.jsonl"], "cannot read missing.jsonl"),
         (["eval", "squad", "missing.json"], "cannot read missing.json"),
+        (["bench", "--data", "missing.json"], "cannot read missing.json"),
     ],
 )
 def test_user_mistakes_are_one_line_on_stderr(args: list[str], message: str) -> None:
@@ -59,6 +60,12 @@ def test_user_mistakes_are_one_line_on_stderr(args: list[str], message: str) -> 
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_data_paths_are_arguments_not_a_checkout() -> None:
+    """The benchmarks name their data: nothing assumes the shared folder beside a checkout."""
+    result = groundqa("bench")
+    assert result.returncode == 2 and "the following arguments are required: --data" in result.stderr
 
 
 @pytest.mark.slow
