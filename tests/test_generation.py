@@ -78,8 +78,12 @@ def test_a_written_answer_keeps_only_cited_sentences(server: LiveServer) -> None
 
 def test_unsupported_sentences_can_be_kept_marked(server: LiveServer) -> None:
     g = ask(server.url, keep_unsupported=True)["generated"]
-    assert g["unsupported"] == [] or g["fallback"] is not None
-    assert all(("reason" in s) != s["supported"] or s["supported"] for s in g["sentences"])
+    if g["fallback"] is None:  # the reply in order, each sentence marked, none listed apart
+        assert g["unsupported"] == [] and g["text"] == " ".join(s["text"] for s in g["sentences"])
+        assert all(s["supported"] or s["reason"] for s in g["sentences"])
+        assert_cited(
+            [s for s in g["sentences"] if s["supported"]], {"putin-china-visit": TEXT, "injection": INJECTION}
+        )
 
 
 def test_an_article_cannot_take_the_model_over(server: LiveServer) -> None:
