@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from groundqa.index.index import Index
+from groundqa.index.index import Index, SearchResult
 from groundqa.index.lexical import NEGATION, NUMBER, WORD_OF_LETTERS, terms
 from groundqa.index.model import Embedder
 from groundqa.index.text import sentences
@@ -174,6 +174,11 @@ def _best(text: str, spans: list[_Span], cosines: np.ndarray) -> Support:
     return Support(
         text, lacks is None, round(max(score, 0.0), 4), span.doc_id, span.start, span.end, span.text, lacks
     )
+
+
+def sources_of(result: SearchResult) -> list[Source]:
+    """The passages a search returned, as sources to check against."""
+    return [Source(h.passage.doc_id, h.passage.start, h.passage.end, h.passage.text) for h in result.hits]
 
 
 def verify_text(index: Index, text: str, doc_ids: list[str] | None = None, k: int = 5) -> list[Support]:

@@ -24,7 +24,7 @@ import httpx
 
 from groundqa.index.conversation import Turn
 from groundqa.index.index import Index, SearchResult
-from groundqa.index.verify import Source, Support, claims, verify
+from groundqa.index.verify import Support, claims, sources_of, verify
 
 # The instructions, ahead of everything the articles say.
 SYSTEM = (
@@ -128,8 +128,7 @@ def verified(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The reply's sentences checked against the passages the model saw: (kept, dropped)."""
     said = [c for c in claims(reply) if c.rstrip(".").lower() not in ("i don't know", "i do not know")]
-    sources = [Source(h.passage.doc_id, h.passage.start, h.passage.end, h.passage.text) for h in result.hits]
-    checked = verify(index.embedder, said, sources[:MAX_PASSAGES])
+    checked = verify(index.embedder, said, sources_of(result)[:MAX_PASSAGES])
     if said:
         vectors = index.embedder.embed([question, *said])
         relevance = vectors[1:] @ vectors[0]
