@@ -80,9 +80,9 @@ SPACE = "".join(f"\\u{c:04x}" for c in range(0x3001) if chr(c).isspace())
 NOT_BLANK_PATTERN = f"[^{SPACE}]"
 
 
-def check_text(text: str) -> None:
+def check_text(text: str, what: str = "the document text") -> None:
     if not text.strip():
-        raise InvalidDocument("the document text is empty or white space only; give it some words")
+        raise InvalidDocument(f"{what} is empty or white space only; give it some words")
     at = lone_surrogate(text)
     if at is not None:
         raise InvalidDocument(

@@ -116,11 +116,17 @@ class GeneratedOut(BaseModel):
     warnings: list[str]
 
 
+def _checked_claims(text: str) -> str:
+    check_text(text, "the text to check")
+    return text
+
+
 class VerifyRequest(BaseModel):
     model_config = STRICT
-    text: Annotated[str, AfterValidator(_checked_text)] = Field(
+    text: Annotated[str, AfterValidator(_checked_claims)] = Field(
         max_length=MAX_VERIFY_CHARS,
         description=f"any text: each sentence (the first {MAX_CLAIMS}) is checked against the index",
+        json_schema_extra={"pattern": NOT_BLANK_PATTERN},
     )
     doc_ids: DocIds = None
 
