@@ -2,7 +2,7 @@
 index holds, and the share refused about what it does not, with the default GROUNDQA_MIN_CONFIDENCE.
 
     python -m groundqa.eval.corpora ../shared/data/squad/dev-v1.1-even-articles.json \
-        --out reports/abstention-corpora
+        --article corpus/putin-china-visit.txt --out reports/abstention-corpora
 
 Corpora: the bundled article alone (its 40 questions; refused: SQuAD questions), the SQuAD half's
 articles with every fourth article left out (its questions refused), each SQuAD paragraph as a
@@ -26,7 +26,6 @@ from groundqa.index.index import DocumentInput, Index
 from groundqa.index.model import Embedder
 from groundqa.index.text import sentences
 
-BUNDLED = Path(__file__).resolve().parent.parent / "corpus" / "putin-china-visit.txt"
 QUESTIONS = Path(__file__).resolve().parent / "questions" / "putin-china-visit.jsonl"
 ASKED = 400  # questions of each kind per corpus, sampled with seed 0
 
@@ -59,6 +58,9 @@ def sentence_pairs(paragraphs: list[DocumentInput]) -> list[DocumentInput]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("squad", type=Path, help="the shared SQuAD v1.1 half")
+    parser.add_argument(
+        "--article", type=Path, required=True, help="the bundled article (corpus/putin-china-visit.txt)"
+    )
     parser.add_argument("--out", type=Path, default=Path("reports/abstention-corpora"))
     args = parser.parse_args()
     prepare_process()
@@ -71,7 +73,7 @@ def main() -> int:
     out: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="groundqa-corpora-") as folder:
         one = Index(Path(folder) / "one", embedder)
-        one.add(BUNDLED.read_text(encoding="utf-8"), doc_id="putin-china-visit")
+        one.add(args.article.read_text(encoding="utf-8"), doc_id="putin-china-visit")
         out["the bundled article"] = shares(one, load_questions(QUESTIONS).questions, outside)
         out["min_confidence"] = one.min_confidence
         kept = [a for a in data.articles if a.doc_id not in left]
