@@ -86,9 +86,11 @@ async def complete(llm: LLM, messages: list[dict[str, str]]) -> tuple[str, str, 
     body = {"model": llm.model, "messages": messages, "max_tokens": llm.max_tokens, "temperature": 0}
     began = time.perf_counter()
     try:
-        async with httpx.AsyncClient(timeout=llm.timeout) as client:
+        # One deadline for the whole exchange: httpx's timeout is per phase (a server that
+        # trickles its reply would pass each one).
+        async with asyncio.timeout(llm.timeout), httpx.AsyncClient(timeout=llm.timeout) as client:
             reply = await client.post(f"{llm.url.rstrip('/')}/chat/completions", json=body, headers=headers)
-    except httpx.TimeoutException:
+    except (TimeoutError, httpx.TimeoutException):
         raise LLMFailed(f"the LLM did not answer within {llm.timeout:g} s (GROUNDQA_LLM_TIMEOUT)") from None
     except httpx.HTTPError as exc:
         raise LLMFailed(f"the LLM at {llm.url} cannot be reached ({type(exc).__name__})") from None
