@@ -14,6 +14,7 @@ at least SUPPORT_FLOOR. The floor and the rules were set on the shared SQuAD hal
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -27,6 +28,9 @@ from groundqa.index.text import sentences
 # Sentences of one text checked at most, and its characters (POST /v1/verify).
 MAX_CLAIMS = 100
 MAX_VERIFY_CHARS = 20_000
+# Least cosine of a kept claim with the question it answers: a supported sentence that does not
+# bear on it (one an article planted for a model to repeat, a passage copied whole) is left out.
+MIN_RELEVANCE = 0.25
 # Least score of a supporting span (see the module's docstring).
 SUPPORT_FLOOR = 0.6
 # Words after a negation that it governs ("did not visit China": visit, china).
@@ -135,9 +139,12 @@ def judge(claim: str, span: str, cosine: float) -> tuple[float, str | None]:
     return score, None
 
 
-def verify(embedder: Embedder, texts: list[str], sources: list[Source]) -> list[Support]:
+def verify(
+    embedder: Embedder, texts: list[str], sources: list[Source], question: str | None = None
+) -> list[Support]:
     """Each claim with its best supporting span among the sources' sentences, one or two
-    adjacent ones."""
+    adjacent ones. question: also leave out a supported claim whose cosine with it is under
+    MIN_RELEVANCE (embedded in the same model pass)."""
     spans: list[_Span] = []
     for source in sources:
         cut = [c for c in sentences(source.text) if not _INSTRUCTION.search(source.text[c.start : c.end])]
@@ -154,9 +161,20 @@ def verify(embedder: Embedder, texts: list[str], sources: list[Source]) -> list[
         return []
     if not singles:
         return [Support(t, False, 0.0, reason="there is no passage to check it against") for t in texts]
-    vectors = embedder.embed([*texts, *(s.text for s in singles)])
-    cosines = vectors[: len(texts)] @ vectors[len(texts) :].T
-    return [_best(text, spans, cosines[n]) for n, text in enumerate(texts)]
+    asked = [question] if question is not None else []
+    vectors = embedder.embed([*texts, *asked, *(s.text for s in singles)])
+    claimed, rest = vectors[: len(texts)], vectors[len(texts) :]
+    cosines = claimed @ rest[len(asked) :].T
+    found = [_best(text, spans, cosines[n]) for n, text in enumerate(texts)]
+    if question is None:
+        return found
+    relevance = claimed @ rest[0]
+    return [
+        dataclasses.replace(c, supported=False, reason="it does not bear on the question")
+        if c.supported and r < MIN_RELEVANCE
+        else c
+        for c, r in zip(found, relevance, strict=True)
+    ]
 
 
 def _best(text: str, spans: list[_Span], cosines: np.ndarray) -> Support:

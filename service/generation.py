@@ -13,7 +13,6 @@ extractive answer stands, with a warning: never a 500, never a hang.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import time
 from concurrent.futures import Executor
@@ -38,9 +37,6 @@ MAX_PASSAGES = 5
 MAX_PASSAGE_CHARS = 1500
 # Sentences of the conversation kept for the model: the latest turns.
 MAX_HISTORY_TURNS = 6
-# Least cosine of a kept sentence with the question: a supported sentence that does not bear on
-# it (one an article planted for the model to repeat) is dropped too.
-MIN_RELEVANCE = 0.25
 
 
 @dataclass(frozen=True)
@@ -125,26 +121,12 @@ def sentence_json(index: Index, checked: Support, pages: dict[str, Any]) -> dict
     return out | ({"reason": checked.reason} if checked.reason else {})
 
 
-def verified(
-    index: Index, question: str, reply: str, result: SearchResult, keep_unsupported: bool
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The reply's sentences checked against the passages the model saw: (kept, dropped)."""
+def verified(index: Index, question: str, reply: str, result: SearchResult) -> list[dict[str, Any]]:
+    """The reply's sentences, in order, each checked against the passages the model saw."""
     said = [c for c in claims(reply) if c.rstrip(".").lower() not in ("i don't know", "i do not know")]
-    checked = verify(index.embedder, said, sources_of(result)[:MAX_PASSAGES])
-    if said:
-        vectors = index.embedder.embed([question, *said])
-        relevance = vectors[1:] @ vectors[0]
-        checked = [
-            c
-            if not c.supported or r >= MIN_RELEVANCE
-            else dataclasses.replace(c, supported=False, reason="it does not bear on the question")
-            for c, r in zip(checked, relevance, strict=True)
-        ]
+    checked = verify(index.embedder, said, sources_of(result)[:MAX_PASSAGES], question)
     pages: dict[str, Any] = {}
-    shown = [sentence_json(index, c, pages) for c in checked]
-    if keep_unsupported:
-        return shown, [s for s in shown if not s["supported"]]
-    return [s for s in shown if s["supported"]], [s for s in shown if not s["supported"]]
+    return [sentence_json(index, c, pages) for c in checked]
 
 
 async def written_answer(
@@ -170,8 +152,9 @@ async def written_answer(
     except LLMFailed as exc:
         return _fallback(result, None, None, [f"{exc}; the extractive answer stands"])
     loop = asyncio.get_running_loop()
-    work = functools.partial(verified, index, question, reply, result, keep_unsupported)
-    kept, dropped = await loop.run_in_executor(executor, work)
+    shown = await loop.run_in_executor(executor, functools.partial(verified, index, question, reply, result))
+    dropped = [s for s in shown if not s["supported"]]
+    kept = shown if keep_unsupported else [s for s in shown if s["supported"]]
     if not any(s["supported"] for s in kept):
         why = "no sentence of the LLM's reply is supported by the passages; the extractive answer stands"
         return _fallback(result, model, took, [why], dropped)
