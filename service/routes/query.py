@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from groundqa.index.conversation import MAX_HISTORY_CHARS, MAX_TURN_CHARS, MAX_TURNS
-from groundqa.index.index import Index
+from groundqa.index.conversation import MAX_HISTORY_CHARS, MAX_TURN_CHARS, MAX_TURNS, Turn
+from groundqa.index.index import Index, SearchResult
 from groundqa.index.ranking import (
     DEFAULT_K,
     DEFAULT_MODE,
@@ -44,20 +44,16 @@ router = APIRouter(tags=["query"])
 async def query(body: QueryRequest, index: IndexDep, request: Request, settings: SettingsDep) -> Response:
     """The answer sentence and the passages; with "generate": true, also a written answer whose
     every sentence is checked against the passages and cited by the span that supports it."""
-    history = turns_of(body.history)
-    state = request.app.state
-    result = await index.search_async(
-        state.rankers, body.question, body.k, body.mode, body.doc_ids, body.min_confidence, history or ()
-    )
-    state.metrics.query_seconds.labels(body.mode).observe(result.took_ms / 1000)
+    history = turns_of(body.history) or []
+    args = (body.question, body.k, body.mode, body.doc_ids, body.min_confidence, history)
+    result = await _search(index, request, *args)
     response = QueryResponse.of(result)
     if body.generate:
         keep = settings.keep_unsupported if body.keep_unsupported is None else body.keep_unsupported
-        written = await written_answer(
-            index, settings.llm(), body.question, history or [], result, keep, state.rankers
-        )
+        rankers = request.app.state.rankers
+        written = await written_answer(index, settings.llm(), body.question, history, result, keep, rankers)
         response.generated = GeneratedOut(**written.as_json())
-    return Response(response.as_text(), media_type="application/json")
+    return _rendered(response)
 
 
 @router.post("/v1/verify", response_model=VerifyResponse, responses=errors(404, *BODY_ERRORS))
@@ -85,7 +81,7 @@ async def query_get(
     doc_ids: Annotated[DocIds, Query(description=f"repeat to search several (at most {MAX_DOC_IDS})")] = None,
     min_confidence: Annotated[MinConfidence, Query()] = None,
 ) -> Response:
-    return await _search(index, request, q, k, mode, doc_ids, min_confidence)
+    return _rendered(QueryResponse.of(await _search(index, request, q, k, mode, doc_ids, min_confidence)))
 
 
 @router.get("/v1/limits", response_model=Limits)
@@ -119,9 +115,17 @@ async def _search(
     mode: Mode,
     doc_ids: list[str] | None,
     min_confidence: float | None,
-) -> Response:
-    """The query, and its answer rendered once (FastAPI would check the model a second time)."""
+    history: list[Turn] | None = None,
+) -> SearchResult:
+    """The query on the rankers' threads, its time counted."""
     state = request.app.state
-    result = await index.search_async(state.rankers, question, k, mode, doc_ids, min_confidence)
+    result = await index.search_async(
+        state.rankers, question, k, mode, doc_ids, min_confidence, history or ()
+    )
     state.metrics.query_seconds.labels(mode).observe(result.took_ms / 1000)
-    return Response(QueryResponse.of(result).as_text(), media_type="application/json")
+    return result
+
+
+def _rendered(response: QueryResponse) -> Response:
+    """The answer rendered once (FastAPI would check the model a second time)."""
+    return Response(response.as_text(), media_type="application/json")
