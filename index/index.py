@@ -104,7 +104,6 @@ class DocumentInput:
     original: Original | None = None  # the file the text was extracted from
 
 
-
 def vector_input(title: str, text: str) -> str:
     """What is embedded: the title gives a passage its topic (+1 point of hit@1 on SQuAD).
     Only vectors see it; offsets and returned text are the passage's own. Long titles are cut so
@@ -211,6 +210,10 @@ class Index:
 
     def original(self, doc_id: str) -> Original | None:
         return self.storage.original(doc_id)
+
+    def rows(self, doc_ids: list[str]) -> dict[str, Document]:
+        """These documents' rows (title, pages...), without their texts; unknown ones left out."""
+        return self.storage.existing(doc_ids)
 
     def counts(self) -> tuple[int, int]:
         """Documents and passages."""

@@ -104,29 +104,25 @@ async def complete(llm: LLM, messages: list[dict[str, str]]) -> tuple[str, str, 
     return text, model, round(took, 1)
 
 
-def sentence_json(index: Index, checked: Support, pages: dict[str, Any]) -> dict[str, Any]:
-    """A checked sentence in the API's shape: text, supported, score and citation."""
-    citation = None
-    if checked.doc_id is not None and checked.start is not None and checked.end is not None:
-        if checked.doc_id not in pages:
-            pages[checked.doc_id] = index.document(checked.doc_id)[0]
-        citation = {
-            "doc_id": checked.doc_id,
-            "start": checked.start,
-            "end": checked.end,
-            "page": pages[checked.doc_id].page_at(checked.start),
-            "text": checked.cited,
-        }
-    out = {"text": checked.text, "supported": checked.supported, "score": checked.score, "citation": citation}
-    return out | ({"reason": checked.reason} if checked.reason else {})
+def sentences_json(index: Index, checked: list[Support]) -> list[dict[str, Any]]:
+    """Checked sentences in the API's shape: text, supported, score and citation (its page from
+    the cited documents' rows, read once, without their texts)."""
+    rows = index.rows(sorted({c.doc_id for c in checked if c.doc_id is not None}))
+    out = []
+    for c in checked:
+        citation = None
+        if c.doc_id is not None and c.start is not None and c.end is not None:
+            page = rows[c.doc_id].page_at(c.start) if c.doc_id in rows else None
+            citation = {"doc_id": c.doc_id, "start": c.start, "end": c.end, "page": page, "text": c.cited}
+        shown = {"text": c.text, "supported": c.supported, "score": c.score, "citation": citation}
+        out.append(shown | ({"reason": c.reason} if c.reason else {}))
+    return out
 
 
 def verified(index: Index, question: str, reply: str, result: SearchResult) -> list[dict[str, Any]]:
     """The reply's sentences, in order, each checked against the passages the model saw."""
     said = [c for c in claims(reply) if c.rstrip(".").lower() not in ("i don't know", "i do not know")]
-    checked = verify(index.embedder, said, sources_of(result)[:MAX_PASSAGES], question)
-    pages: dict[str, Any] = {}
-    return [sentence_json(index, c, pages) for c in checked]
+    return sentences_json(index, verify(index.embedder, said, sources_of(result)[:MAX_PASSAGES], question))
 
 
 async def written_answer(

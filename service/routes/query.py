@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
@@ -23,7 +23,7 @@ from groundqa.index.ranking import (
 from groundqa.index.verify import MAX_VERIFY_CHARS, verify_text
 from groundqa.service.deps import IndexDep, SettingsDep
 from groundqa.service.fields import DocIds, K, MinConfidence, QuestionText
-from groundqa.service.generation import sentence_json, written_answer
+from groundqa.service.generation import sentences_json, written_answer
 from groundqa.service.schemas import (
     BODY_ERRORS,
     GeneratedOut,
@@ -65,8 +65,7 @@ async def verify(body: VerifyRequest, index: IndexDep, request: Request) -> Veri
     checked = await loop.run_in_executor(
         request.app.state.rankers, functools.partial(verify_text, index, body.text, body.doc_ids)
     )
-    pages: dict[str, Any] = {}
-    out = [SentenceOut(**sentence_json(index, c, pages)) for c in checked]
+    out = [SentenceOut(**s) for s in sentences_json(index, checked)]
     done = sum(s.supported for s in out)
     return VerifyResponse(sentences=out, supported=done, unsupported=len(out) - done)
 
