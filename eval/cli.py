@@ -13,10 +13,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from groundqa.eval import conversations, report, serving
+from groundqa.eval import answers, compare, conversations, report, serving
 from groundqa.eval.client import Client
 from groundqa.eval.data import DataError, Dataset, Question, check_spans, load_questions, load_squad, sample
-from groundqa.eval.metrics import curves, summarize
+from groundqa.eval.metrics import KS, curves, summarize
 from groundqa.eval.runner import Ask, articles_input, ask_index, evaluate, index_all, reply_of_json
 from groundqa.index.config import IndexSettings, embedder_of, open_index
 from groundqa.index.index import Index
@@ -55,8 +55,9 @@ def add_parser(commands: Any) -> None:
     squad.set_defaults(run=run_squad)
     questions = kinds.add_parser(
         "questions",
-        help="a JSONL question set with gold spans, against --index or a running --url",
-        epilog="example: groundqa eval questions eval/questions/putin-china-visit.jsonl --url http://127.0.0.1:8000",
+        help="a CSV of questions and the answers expected (columns question,answer, optional doc_id, "
+        "id), or JSONL with answer text or gold spans, against --index or a running --url",
+        epilog='example: groundqa eval questions "my questions.csv" --url http://127.0.0.1:8000',
     )
     questions.add_argument("file", type=Path)
     questions.add_argument("--url", help="ask a running server over HTTP instead of --index")
@@ -81,6 +82,22 @@ def add_parser(commands: Any) -> None:
     talks.add_argument("--out", type=Path, help="report folder (default reports/conversations-<set name>)")
     talks.add_argument("--index", metavar="DIR", help=argparse.SUPPRESS)
     talks.set_defaults(run=run_conversations)
+    compare = kinds.add_parser(
+        "compare",
+        help="two reports side by side (folders or report.json): each figure, B - A with a 95%% "
+        "bootstrap interval, and the questions that went from hit to miss and back",
+        epilog="example: groundqa eval compare reports/before reports/after --html compare.html",
+    )
+    compare.add_argument("a", type=Path, metavar="A")
+    compare.add_argument("b", type=Path, metavar="B")
+    compare.add_argument(
+        "--metric",
+        choices=[f"hit@{k}" for k in KS] + ["answer_hit"],
+        default="hit@5",
+        help="what a hit is when listing the questions that changed (default hit@5)",
+    )
+    compare.add_argument("--html", type=Path, metavar="FILE", help="also write the comparison as a page")
+    compare.set_defaults(run=run_compare)
     for sub in (squad, questions):
         sub.add_argument("--modes", default=None, help="comma-separated: hybrid,dense,lexical")
         sub.add_argument("--out", type=Path, help="report folder (default reports/<set name>)")
@@ -149,7 +166,8 @@ def _squad(
         "index": where,
         "left_out": sorted(left) or None,
     }
-    return _finish(args, dataset, len(questions), index, summaries, extra, extra_curves)
+    details = report.per_question(questions, results, {a.doc_id: a.text for a in dataset.articles})
+    return _finish(args, dataset, len(questions), index, summaries, extra, extra_curves, None, details)
 
 
 def run_questions(args: argparse.Namespace, settings: IndexSettings) -> int:
@@ -168,13 +186,22 @@ def run_questions(args: argparse.Namespace, settings: IndexSettings) -> int:
         formats = {d.doc_id: d.format for d in docs}
         floor = index.min_confidence
     default_doc = next(iter(texts)) if len(texts) == 1 else None
-    if default_doc is None and any(q.doc_id is None for q in dataset.questions):
-        raise DataError("questions without doc_id need an index that holds exactly one document")
-    resolved = [dataclasses.replace(q, doc_id=q.doc_id or default_doc) for q in dataset.questions]
+    if default_doc is None and any(q.doc_id is None and not q.answer_only for q in dataset.questions):
+        raise DataError("questions with spans and no doc_id need an index that holds exactly one document")
+    given = [dataclasses.replace(q, doc_id=q.doc_id or default_doc) for q in dataset.questions]
+    found = answers.resolve(given, texts)
+    for q in found.unfound:
+        print(
+            f"question {q.id}: its answer {q.answer!r} is in no document; left out of the scores",
+            file=sys.stderr,
+        )
+    if not found.questions:
+        raise DataError(f"{args.file}: no question's answer was found in the documents")
+    resolved = found.questions
     check_spans(Dataset(dataset.name, resolved), texts)
     results = evaluate(resolved, modes, ask, floor=floor)
     summaries = {mode: summarize(outcomes) for mode, outcomes in results.items()}
-    found = {m: c for m, o in results.items() if (c := curves(o)) is not None}
+    plotted = {m: c for m, o in results.items() if (c := curves(o)) is not None}
     # The same figures for the questions on each format's documents (web pages, PDFs, ...).
     kind_of = [formats[q.doc_id or ""] for q in resolved]
     by_format = {
@@ -185,7 +212,26 @@ def run_questions(args: argparse.Namespace, settings: IndexSettings) -> int:
         for kind in sorted(set(kind_of))
     }
     extra = {"url": args.url, "min_confidence": floor}
-    return _finish(args, dataset, len(resolved), index, summaries, extra, found, by_format)
+    details = report.per_question(resolved, results, texts)
+    if any(q.answer_only for q in dataset.questions):
+        details["answers"] = {
+            **found.matched,
+            "unfound": [{"id": q.id, "question": q.question, "answer": q.answer} for q in found.unfound],
+            "ambiguous": found.ambiguous,
+        }
+    return _finish(args, dataset, len(resolved), index, summaries, extra, plotted, by_format, details)
+
+
+def run_compare(args: argparse.Namespace, settings: IndexSettings) -> int:
+    a, b = compare.load(args.a), compare.load(args.b)
+    found, changed = compare.rows(a, b), compare.flips(a, b, args.metric)
+    print(compare.text(str(args.a), str(args.b), found, changed, args.metric), end="")
+    if args.html:
+        args.html.write_text(
+            compare.page(str(args.a), str(args.b), found, changed, args.metric), encoding="utf-8"
+        )
+        print(f"wrote {args.html}")
+    return 0
 
 
 def run_conversations(args: argparse.Namespace, settings: IndexSettings) -> int:
@@ -195,22 +241,26 @@ def run_conversations(args: argparse.Namespace, settings: IndexSettings) -> int:
         texts = {d["doc_id"]: client.text(d["doc_id"]) for d in client.documents()}
         conversations.check(found, texts)
         ask = conversations.ask_remote(client.query, args.mode)
-        return _conversations(args, found, ask, float(client.limits()["min_confidence"]), None)
+        return _conversations(args, found, texts, ask, float(client.limits()["min_confidence"]), None)
     if args.articles is None:
         if not settings.qdrant_url and not Path(settings.index_dir).exists():
             raise DataError(f"no index at {settings.index_dir}; give --articles, --index or --url")
         index = open_index(settings)
-        conversations.check(found, {d.doc_id: index.document(d.doc_id)[1] for d in index.documents()})
+        texts = {d.doc_id: index.document(d.doc_id)[1] for d in index.documents()}
+        conversations.check(found, texts)
         ask = conversations.ask_index(index, args.mode)
-        return _conversations(args, found, ask, index.min_confidence, Path(settings.index_dir).resolve())
+        return _conversations(
+            args, found, texts, ask, index.min_confidence, Path(settings.index_dir).resolve()
+        )
     articles = load_squad(args.articles).articles
-    conversations.check(found, {a.doc_id: a.text for a in articles})
+    texts = {a.doc_id: a.text for a in articles}
+    conversations.check(found, texts)
     with tempfile.TemporaryDirectory(prefix="groundqa-eval-") as folder:
         index = Index(IndexSettings(index_dir=Path(folder)).location(), embedder_of(settings))
         try:
             index_all(index, articles_input(articles))
             ask = conversations.ask_index(index, args.mode)
-            return _conversations(args, found, ask, index.min_confidence, Path(folder))
+            return _conversations(args, found, texts, ask, index.min_confidence, Path(folder))
         finally:
             index.close()
 
@@ -218,23 +268,28 @@ def run_conversations(args: argparse.Namespace, settings: IndexSettings) -> int:
 def _conversations(
     args: argparse.Namespace,
     found: list[conversations.Conversation],
+    texts: dict[str, str],
     ask: conversations.AskWith,
     floor: float,
     index_dir: Path | None,
 ) -> int:
     """index_dir: the embedded index a server is started on for --openai (None: --url's)."""
-    result = conversations.summary(found, conversations.evaluate(found, ask, floor))
+    outcomes = conversations.evaluate(found, ask, floor)
+    result = conversations.summary(found, outcomes)
     if args.openai:
         result["openai_citations_hold"] = _over_openai(found, args.url, index_dir)
     command = "groundqa " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result |= {"set": args.file.stem, "mode": args.mode, "command": command}
+    result |= report.per_question(conversations.golds(found), outcomes, texts)
     out = args.out or Path("reports") / f"conversations-{args.file.stem}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
     text = conversations.markdown(args.file.stem, command, result)
     (out / "report.md").write_text(text)
+    report.plot(result, out / "hit_at_k.png")
+    page = report.write_html(out, result, [out / "hit_at_k.png"])
     print(text)
-    print(f"wrote {out / 'report.json'}, {out / 'report.md'}")
+    print(f"wrote {out / 'report.json'}, {out / 'report.md'}, {out / 'hit_at_k.png'}, {page}")
     return 0
 
 
@@ -277,6 +332,7 @@ def _finish(
     extra: dict[str, Any],
     found_curves: dict[str, Any] | None = None,
     by_format: dict[str, Any] | None = None,
+    details: dict[str, Any] | None = None,
 ) -> int:
     settings: dict[str, Any] = {"k": 20}
     tokens = None
@@ -303,6 +359,7 @@ def _finish(
         result["by_format"] = by_format
     if found_curves:
         result["curves"] = found_curves
+    result |= details or {}
     out = args.out or Path("reports") / dataset.name
     paths = report.write(out, result)
     print(report.markdown(result))

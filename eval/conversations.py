@@ -71,10 +71,14 @@ def load(path: Path) -> list[Conversation]:
     return found
 
 
+def golds(conversations: list[Conversation]) -> list[Question]:
+    """Each conversation's follow-up with the gold spans of its answer."""
+    return [Question(c.id, c.question, c.doc_id, c.spans) for c in conversations]
+
+
 def check(conversations: list[Conversation], texts: dict[str, str]) -> None:
     """Every conversation names a document held, and its spans lie inside it."""
-    golds = [Question(c.id, c.question, c.doc_id, c.spans) for c in conversations]
-    check_spans(Dataset("conversations", golds), texts)
+    check_spans(Dataset("conversations", golds(conversations)), texts)
 
 
 def unrelated(conversations: list[Conversation], at: int) -> list[Turn]:
@@ -111,8 +115,9 @@ def ask_remote(query: Callable[..., dict[str, Any]], mode: str) -> AskWith:
 
 def evaluate(conversations: list[Conversation], ask: AskWith, floor: float) -> dict[str, list[Outcome]]:
     found: dict[str, list[Outcome]] = {row: [] for row in ROWS}
-    for at, c in enumerate(progress(conversations, "conversations")):
-        gold = Question(c.id, c.question, c.doc_id, c.spans)
+    for at, (c, gold) in enumerate(
+        zip(progress(conversations, "conversations"), golds(conversations), strict=True)
+    ):
         asks: tuple[tuple[str, list[Turn]], ...] = (
             (c.standalone, []),
             (c.question, []),

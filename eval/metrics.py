@@ -36,6 +36,9 @@ class Outcome:
     right: bool = False  # the best answer sentence holds a gold span, whatever its confidence
     answered: bool = True
     page_right: bool | None = None  # what holds the gold span names the gold page (None: no page asked)
+    # What the reply gave, for the report's missed questions: its first passages and its answer.
+    top: tuple[Located, ...] = ()
+    answer: Located | None = None
 
 
 def covers(item: Located, doc_id: str, spans: Sequence[Span]) -> bool:

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from groundqa.eval.metrics import KS
+from groundqa.eval import html
+from groundqa.eval.data import Question
+from groundqa.eval.metrics import KS, Located, Outcome
 
 COLUMNS = [
     "hit@1",
@@ -39,6 +41,12 @@ ABSTENTION = [
 ]
 
 
+# The missed questions a report shows in each mode, with their passages.
+MISSED_SHOWN = 50
+# Characters either side of a gold span shown as its context.
+CONTEXT = 160
+
+
 def write(out: Path, report: dict[str, Any]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "report.json", out / "report.md", out / "hit_at_k.png"]
@@ -48,7 +56,90 @@ def write(out: Path, report: dict[str, Any]) -> list[Path]:
     if report.get("curves"):
         paths += [out / "reliability.png", out / "risk_coverage.png"]
         plot_curves(report, paths[3], paths[4])
+    paths.append(write_html(out, report, paths[2:]))
     return paths
+
+
+def write_html(out: Path, report: dict[str, Any], plots: list[Path]) -> Path:
+    """report.html beside the other files: one page, the plots inside it."""
+    path = out / "report.html"
+    path.write_text(html.page(report, tables(report), plots), encoding="utf-8")
+    return path
+
+
+def tables(report: dict[str, Any]) -> list[html.Table]:
+    """A report's metric tables, each a row per mode (or per way a conversation is asked)."""
+    if "rows" in report:  # eval conversations
+        found = [("All conversations", report["rows"]), ("Short follow-ups", report.get("short_rows") or {})]
+        return [(name, rows) for name, rows in found if rows]
+    modes = report["modes"]
+    found = [("By mode", {m: {c: v.get(c) for c in COLUMNS} for m, v in modes.items()})]
+    confident = {m: {c: v.get(c) for c in ABSTENTION} for m, v in modes.items() if v.get("auroc") is not None}
+    if confident:
+        found.append(("Abstention", confident))
+    by_format = report.get("by_format") or {}
+    for kind, by_mode in by_format.items() if len(by_format) > 1 else ():
+        found.append(
+            (
+                f"Questions on {kind} documents",
+                {m: {c: v.get(c) for c in BY_FORMAT} for m, v in by_mode.items()},
+            )
+        )
+    return found
+
+
+def per_question(
+    questions: list[Question], results: dict[str, list[Outcome]], texts: dict[str, str]
+) -> dict[str, Any]:
+    """Each question's outcome in each mode (what `eval compare` pairs), and the answerable
+    questions whose answer sentence missed, with their gold spans in context and the passages
+    given (what report.html shows)."""
+    outcomes = {
+        mode: [_outcome(q, o) for q, o in zip(questions, found, strict=True)]
+        for mode, found in results.items()
+    }
+    missed = {
+        mode: [
+            _missed(q, o, texts)
+            for q, o in zip(questions, found, strict=True)
+            if o.kind == "answerable" and not o.answer_hit
+        ][:MISSED_SHOWN]
+        for mode, found in results.items()
+    }
+    return {"per_question": outcomes, "missed": missed}
+
+
+def _outcome(q: Question, o: Outcome) -> dict[str, Any]:
+    found = {"id": q.id, "question": q.question, "rank": o.rank, "answer_hit": o.answer_hit}
+    return found if o.kind == "answerable" else found | {"kind": o.kind}
+
+
+def _missed(q: Question, o: Outcome, texts: dict[str, str]) -> dict[str, Any]:
+    golds = [(d, s, e) for d, spans in q.golds() for s, e in spans]
+
+    def shown(item: Located) -> dict[str, Any]:
+        return {
+            "doc_id": item.doc_id,
+            "start": item.start,
+            "end": item.end,
+            "text": texts.get(item.doc_id, "")[item.start : item.end],
+        }
+
+    context = []
+    for d, s, e in golds[:3]:
+        begin, end = max(0, s - CONTEXT), min(len(texts[d]), e + CONTEXT)
+        context.append({"doc_id": d, "start": begin, "end": end, "text": texts[d][begin:end]})
+    return {
+        "id": q.id,
+        "question": q.question,
+        "answer": q.answer,
+        "gold": [[d, s, e] for d, s, e in golds],
+        "rank": o.rank,
+        "confidence": o.confidence,
+        "context": context,
+        "answer_given": None if o.answer is None else shown(o.answer),
+        "top": [shown(p) for p in o.top],
+    }
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -56,8 +147,12 @@ def markdown(report: dict[str, Any]) -> str:
     if report.get("command"):
         lines += ["Made by:", "", f"    {report['command']}", ""]
     lines += [
-        f"{report['questions']} questions; passages of {report['passage_tokens_mean']} cl100k tokens"
-        " on average.",
+        f"{report['questions']} questions"
+        + (
+            f"; passages of {report['passage_tokens_mean']} cl100k tokens on average."
+            if report.get("passage_tokens_mean") is not None
+            else "."
+        ),
         "",
         *_table(COLUMNS, report["modes"]),
     ]
@@ -95,11 +190,31 @@ def markdown(report: dict[str, Any]) -> str:
             "(10 bins, reliability.png); aurc: area under the risk-coverage curve (risk_coverage.png).",
             "",
         ]
+    lines += _answers(report.get("answers"))
     if report.get("settings"):
         lines += ["Settings:", ""]
         lines += [f"- {key}: {value}" for key, value in report["settings"].items()]
         lines.append("")
     return "\n".join(lines)
+
+
+def _answers(answers: dict[str, Any] | None) -> list[str]:
+    """How the answers given as text were found in the documents (eval.answers)."""
+    if not answers:
+        return []
+    lines = [
+        f"Answers given as text: {answers['exact']} found exactly, {answers['normalised']} normalised, "
+        f"{len(answers['unfound'])} found in no document (left out of the scores), "
+        f"{len(answers['ambiguous'])} in several documents (each one's spans count).",
+        "",
+    ]
+    lines += [
+        f"- not found: {u['id']}: {u['question']} (answer: {u['answer']!r})" for u in answers["unfound"]
+    ]
+    lines += [
+        f"- in several documents: {qid}: {', '.join(docs)}" for qid, docs in answers["ambiguous"].items()
+    ]
+    return [*lines, ""] if len(lines) > 2 else lines
 
 
 def _table(columns: list[str], modes: dict[str, Any]) -> list[str]:
@@ -117,16 +232,23 @@ def plot(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = report.get("modes") or report["rows"]
+    ks = [k for k in KS if f"hit@{k}" in next(iter(rows.values()))]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for mode, m in report["modes"].items():
-        ax.plot(KS, [m[f"hit@{k}"] for k in KS], marker="o", label=mode)
+    for mode, m in rows.items():
+        ax.plot(ks, [m[f"hit@{k}"] for k in ks], marker="o", label=mode)
     ax.set_xscale("log")
-    ax.set_xticks(KS, [str(k) for k in KS])
+    ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_xlabel("k")
     ax.set_ylabel("hit@k")
     ax.set_ylim(0, 1.02)
     ax.grid(True, alpha=0.3)
-    ax.set_title(f"{report['dataset']}: {report['questions']} questions")
+    count = (
+        f"{report['questions']} questions"
+        if "questions" in report
+        else f"{report['conversations']} conversations"
+    )
+    ax.set_title(f"{report.get('dataset') or report.get('set')}: {count}")
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path)

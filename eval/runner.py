@@ -14,6 +14,8 @@ from groundqa.index.index import DocumentInput, Index, SearchResult
 
 # The contract asks every question with k = 20: enough for hit@20.
 ASK_K = 20
+# The passages a report shows for a missed question.
+TOP_SHOWN = 3
 
 
 @dataclass(frozen=True)
@@ -80,10 +82,13 @@ def score(
     outside: bool = False,
 ) -> Outcome:
     """An answer counts when it holds a gold span and its confidence reaches the floor; a question
-    asked outside the index (its article left out) and an unanswerable one have no gold span."""
-    right = reply.answer is not None and covers(reply.answer, doc_id, question.spans) and not outside
+    asked outside the index (its article left out) and an unanswerable one have no gold span.
+    doc_id is the question's document; the gold spans of its other documents count too."""
+    golds = question.golds(doc_id)
+    right = reply.answer is not None and not outside and any(covers(reply.answer, d, s) for d, s in golds)
     answered = reply.answer is not None and (reply.confidence is None or reply.confidence >= floor)
-    rank = None if outside else first_rank(reply.passages, doc_id, question.spans)
+    ranks = [r for d, s in golds if (r := first_rank(reply.passages, d, s)) is not None]
+    rank = None if outside or not ranks else min(ranks)
     page_right = None
     if question.page is not None:  # the page of what holds the gold span: the answer, else a passage
         holder = reply.answer if right else (reply.passages[rank - 1] if rank else None)
@@ -98,6 +103,8 @@ def score(
         right=right,
         answered=answered,
         page_right=page_right,
+        top=tuple(reply.passages[:TOP_SHOWN]),
+        answer=reply.answer,
     )
 
 

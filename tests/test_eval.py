@@ -193,3 +193,101 @@ def test_eval_squad_with_the_txtai_peer(tmp_path: Path) -> None:
         assert 0.5 < mode["hit@20"] <= 1.0
     assert report["settings"]["seed"] == 1 and report["settings"]["chunking"]["max_tokens"] == 128
     assert "txtai-hybrid" in (out / "report.md").read_text()
+
+
+CSV = ROOT / "eval" / "questions" / "putin-china-visit.csv"
+
+
+@pytest.fixture(scope="module")
+def csv_and_spans(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """The bundled questions asked twice over HTTP: as CSV answer text (two answers no article
+    holds), and as JSONL with their spans; the two report folders and the CSV run's stderr."""
+    out = tmp_path_factory.mktemp("reports")
+    texts = groundqa("eval", "questions", str(CSV), "--url", server.url, "--out", str(out / "csv"))
+    assert texts.returncode == 0, texts.stderr
+    spans = groundqa("eval", "questions", str(QUESTIONS), "--url", server.url, "--out", str(out / "spans"))
+    assert spans.returncode == 0, spans.stderr
+    return out / "csv", out / "spans", texts.stderr
+
+
+@pytest.mark.slow
+def test_eval_questions_from_a_csv_of_answer_text(csv_and_spans: tuple[Path, Path, str]) -> None:
+    csv_out, spans_out, stderr = csv_and_spans
+    by_text = json.loads((csv_out / "report.json").read_text())
+    by_spans = json.loads((spans_out / "report.json").read_text())
+    assert by_text["questions"] == by_spans["questions"] == 40
+    assert abs(by_text["modes"]["hybrid"]["hit@5"] - by_spans["modes"]["hybrid"]["hit@5"]) <= 0.03
+    assert by_text["answers"]["normalised"] == 6 and by_text["answers"]["exact"] == 34
+    unfound = [u["id"] for u in by_text["answers"]["unfound"]]
+    assert unfound == ["none-1", "none-2"]
+    assert "question none-1: its answer 'Zenit Saint Petersburg' is in no document" in stderr
+    assert "none-2: How many pandas" in (csv_out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_eval_compare_prints_both_runs_and_what_changed(
+    csv_and_spans: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    csv_out, spans_out, _ = csv_and_spans
+    page = tmp_path / "compare.html"
+    result = groundqa("eval", "compare", str(spans_out), str(csv_out), "--html", str(page))
+    assert result.returncode == 0, result.stderr
+    [row] = [line for line in result.stdout.splitlines() if line.startswith("By mode") and " hit@5 " in line]
+    a, b, diff = row.split()[4:7]
+    assert (float(a), float(b), diff) == (1.0, 1.0, "+0.0000")
+    assert "hybrid, hit@5: 0 from hit to miss, 0 from miss to hit" in result.stdout
+    assert "<td>hit@5</td>" in page.read_text()
+    # A run that answered one question worse shows it as lost, with an interval around -1/40.
+    worse = json.loads((csv_out / "report.json").read_text())
+    first = next(q for q in worse["per_question"]["hybrid"] if q["rank"] == 1 and q["answer_hit"])
+    first["rank"], first["answer_hit"] = None, False
+    worse["modes"]["hybrid"]["answer_hit"] = round(worse["modes"]["hybrid"]["answer_hit"] - 1 / 40, 4)
+    (tmp_path / "worse.json").write_text(json.dumps(worse))
+    result = groundqa("eval", "compare", str(csv_out), str(tmp_path / "worse.json"), "--metric", "hit@1")
+    assert result.returncode == 0, result.stderr
+    assert f"hit -> miss: {first['id']}: {first['question']}" in result.stdout
+    assert "hybrid, hit@1: 1 from hit to miss, 0 from miss to hit" in result.stdout
+    [row] = [
+        line for line in result.stdout.splitlines() if line.startswith("By mode") and " answer_hit " in line
+    ]
+    low, high = (float(x) for x in row[row.index("[") + 1 : row.index("]")].split(","))
+    assert row.split()[6] == "-0.0250" and low < -0.025 and high == 0.0
+
+
+def test_eval_compare_refuses_what_is_not_a_report(tmp_path: Path) -> None:
+    (tmp_path / "x.json").write_text('{"a": 1}')
+    result = groundqa("eval", "compare", str(tmp_path / "x.json"), str(tmp_path / "missing"))
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith("x.json is not a groundqa eval report (no modes or rows)")
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_report_html_renders_with_a_plot_and_a_missed_question_marked(
+    browser, csv_and_spans: tuple[Path, Path, str]
+) -> None:  # type: ignore[no-untyped-def]
+    csv_out = csv_and_spans[0]
+    missed = json.loads((csv_out / "report.json").read_text())["missed"]["hybrid"]
+    assert missed, "the bundled questions have answer sentences that miss"
+    context = browser.new_context(viewport={"width": 390, "height": 844}, offline=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto((csv_out / "report.html").as_uri())
+    assert page.locator("th", has_text="hit@5").count() >= 1
+    assert page.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    assert page.locator("img").count() >= 1
+    summary = page.locator("summary", has_text=missed[0]["question"])
+    summary.click()
+    marked = page.locator("details[open] mark").first
+    assert marked.is_visible()
+    gold = missed[0]["gold"][0]
+    assert marked.inner_text() == CSV_TEXT[gold[1] : gold[2]]
+    # Nothing wider than a phone's screen but the tables, which scroll inside their box.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert not errors
+    context.close()
+
+
+CSV_TEXT = (ROOT / "corpus" / "putin-china-visit.txt").read_text(encoding="utf-8")
