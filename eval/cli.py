@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from groundqa.eval import answers, compare, conversations, report, serving
+from groundqa.eval import answers, compare, conversations, report, serving, verifier
 from groundqa.eval.client import Client
 from groundqa.eval.data import DataError, Dataset, Question, check_spans, load_questions, load_squad, sample
 from groundqa.eval.metrics import KS, curves, summarize
@@ -98,6 +98,15 @@ def add_parser(commands: Any) -> None:
     )
     compare.add_argument("--html", type=Path, metavar="FILE", help="also write the comparison as a page")
     compare.set_defaults(run=run_compare)
+    checks = kinds.add_parser(
+        "verifier",
+        help="the verifier on a SQuAD file: false sentences of each kind flagged, true ones kept; "
+        "with --llm, written answers through that LLM",
+        epilog="example: groundqa eval verifier ../shared/data/squad/dev-v1.1-even-articles.json "
+        "--llm http://127.0.0.1:8081/v1 --questions 60",
+    )
+    verifier.add_arguments(checks)
+    checks.set_defaults(run=lambda args, settings: verifier.run(args, "groundqa " + shlex.join(sys.argv[1:])))
     for sub in (squad, questions):
         sub.add_argument("--modes", default=None, help="comma-separated: hybrid,dense,lexical")
         sub.add_argument("--out", type=Path, help="report folder (default reports/<set name>)")

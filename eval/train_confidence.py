@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy.optimize import minimize
 
 from groundqa.eval.data import Article, Dataset, Question, load_squad
 from groundqa.eval.metrics import Located, auroc, covers
@@ -187,6 +186,8 @@ def fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
         value = -np.mean(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps)) + L2 / len(y) * (w @ w) / 2
         grad_w = z.T @ (p - y) / len(y) + L2 / len(y) * w
         return float(value), np.append(grad_w, np.mean(p - y))
+
+    from scipy.optimize import minimize  # here: the CLI imports this module for its patterns
 
     found = minimize(loss, np.zeros(z.shape[1] + 1), jac=True, method="L-BFGS-B", options={"maxiter": 2000})
     return mean, scale, found.x[:-1], float(found.x[-1])

@@ -41,9 +41,20 @@ from groundqa.eval.progress import progress
 from groundqa.eval.runner import articles_input, index_all
 from groundqa.index.config import prepare_process
 from groundqa.index.index import Index
+from groundqa.index.lexical import terms
 from groundqa.index.model import Embedder
 from groundqa.index.text import sentences
-from groundqa.index.verify import Support, judge, keys, negated, verify_text, word_set
+from groundqa.index.verify import (
+    OPENERS,
+    Support,
+    ended,
+    judge,
+    keys,
+    negated,
+    repeats,
+    verify_text,
+    word_set,
+)
 
 SEED = 0
 SENTENCES = 600  # true sentences sampled (each with its swapped twin)
@@ -86,6 +97,68 @@ def pairs(articles: list[Article], v1: Any, count: int, rng: random.Random) -> l
                 out.append(Pair(q.doc_id or "", span.start, span.end, sentence, swapped))
                 break
     return rng.sample(out, min(count, len(out)))
+
+
+# The false sentences built from the true ones, besides a swapped name or number (see constructions).
+KINDS = ("phrase_swapped", "clause_grafted", "roles_swapped", "title")
+
+
+def constructions(articles: list[Article], v1: Any, count: int, rng: random.Random) -> dict[str, list[str]]:
+    """False sentences of other kinds, each built from a gold sentence of an answerable question:
+    its answer phrase (any kind of phrase) swapped for another question's answer of the same
+    article that the sentence lacks; a clause of another paragraph grafted on with ", and";
+    two of its names swapped (the roles exchanged); and an article's title alone."""
+    texts = {a.doc_id: a.text for a in articles}
+    answers: dict[str, set[str]] = {}
+    for q in v1.questions:
+        answers.setdefault(q.doc_id or "", set()).update([q.answer] if q.answer else [])
+    made: dict[str, list[str]] = {kind: [] for kind in KINDS}
+    made["title"] = [a.title for a in articles]
+    seen = set()
+    for q in v1.questions:
+        text = texts.get(q.doc_id or "")
+        if text is None or not q.spans or not q.answer:
+            continue
+        s, e = q.spans[0]
+        span = next((x for x in sentences(text) if x.start <= s and e <= x.end), None)
+        if span is None or (q.doc_id, span.start) in seen:
+            continue
+        seen.add((q.doc_id, span.start))
+        sentence, at = text[span.start : span.end], s - span.start
+        others = sorted(
+            a
+            for a in answers[q.doc_id or ""]
+            if a.lower() not in sentence.lower() and q.answer.lower() not in a.lower()
+        )
+        if others:
+            made["phrase_swapped"].append(sentence[:at] + rng.choice(others) + sentence[at + e - s :])
+        far = [x for x in sentences(text) if abs(x.start - span.start) > 600 and x.end - x.start > 40]
+        if far:
+            other = rng.choice(far)
+            clause = text[other.start : other.end].rstrip(" .!?")
+            first = clause.split(" ", 1)[0]
+            clause = clause if first.lower() not in OPENERS else clause[0].lower() + clause[1:]
+            made["clause_grafted"].append(f"{sentence.rstrip(' .!?')}, and {clause}.")
+        names = list(dict.fromkeys(m.group() for m in tc.NAME.finditer(sentence) if m.start() > 0))
+        if len(names) >= 2:
+            a, b = names[:2]
+            swapped = sentence.replace(a, "\0").replace(b, a).replace("\0", b)
+            if swapped != sentence:
+                made["roles_swapped"].append(swapped)
+    return {kind: rng.sample(found, min(count, len(found))) for kind, found in made.items()}
+
+
+def construction_figures(index: Index, made: dict[str, list[str]]) -> dict[str, Any]:
+    """The share of each kind of false sentence flagged, with a few of those that were not."""
+    out: dict[str, Any] = {}
+    for kind, found in made.items():
+        missed = [text for text in progress(found, kind) if check(index, text).supported]
+        out[kind] = {
+            "sentences": len(found),
+            "flagged": round(1 - len(missed) / max(len(found), 1), 4),
+            "kept_examples": missed[:5],
+        }
+    return out
 
 
 def check(index: Index, text: str) -> Support:
@@ -156,7 +229,14 @@ def abstention(v1: Any, v2: Any, index: Index, embedder: Embedder, work: Path) -
 def generation_figures(
     folder: Path, v1: Any, llm: str, model: str, count: int, rng: random.Random
 ) -> dict[str, Any]:
-    """The questions asked of `groundqa serve` on the index folder, with "generate": true."""
+    """The questions asked of `groundqa serve` on the index folder, with "generate": true: what
+    the kept sentences cite, and how many answers keep a sentence twice, a title or a cut-off
+    sentence, or sentences with two content words that neither their span nor the question holds."""
+    title_terms = [set(terms(a.title)) for a in v1.articles]
+
+    def titles_of(text: str) -> set[str]:
+        return next((t for t in title_terms if set(terms(text)) <= t), set())
+
     asked = rng.sample([q for q in v1.questions if q.spans], count)
     rows = []
     env = {
@@ -173,6 +253,7 @@ def generation_figures(
             g, a = body["generated"], body["answer"]
             kept = g["sentences"] if g["fallback"] is None else []
             cited = [s["citation"] for s in kept if s["citation"]]
+            texts = [s["text"] for s in kept]
             rows.append(
                 {
                     "question": q.question,
@@ -186,6 +267,10 @@ def generation_figures(
                     "llm_ms": g["llm_ms"],
                     "rest_ms": total - (g["llm_ms"] or 0.0),
                     "warnings": g["warnings"],
+                    "kept_twice": len(set(texts)) < len(texts) or any(repeats(texts)),
+                    "kept_title": any(set(terms(t)) <= titles_of(t) for t in texts),
+                    "kept_cut": any(not ended(t) for t in texts),
+                    "kept_adding": sum(len(_added_words(s, q.question)) >= 2 for s in kept),
                 }
             )
     answered = [r for r in rows if r["answered"]]
@@ -198,6 +283,12 @@ def generation_figures(
         "replies_with_a_supported_sentence": round(
             sum(r["kept"] > 0 for r in answered) / max(len(answered), 1), 4
         ),
+        "answers_keeping_a_sentence_twice": sum(r["kept_twice"] for r in rows),
+        "answers_keeping_a_title": sum(r["kept_title"] for r in rows),
+        "answers_keeping_a_cut_sentence": sum(r["kept_cut"] for r in rows),
+        "kept_sentences_adding_two_words": round(
+            sum(r["kept_adding"] for r in rows) / max(sum(r["kept"] for r in rows), 1), 4
+        ),
         "answer_hit_cited": round(sum(r["hit"] for r in rows) / len(rows), 4),
         "answer_hit_extractive": round(sum(r["extractive_hit"] for r in rows) / len(rows), 4),
         "llm_ms_p50": round(float(np.median([r["llm_ms"] for r in answered])), 1) if answered else None,
@@ -206,12 +297,18 @@ def generation_figures(
     }
 
 
+def _added_words(sentence: dict[str, Any], question: str) -> set[str]:
+    """The content words (stems) of a kept sentence that neither its cited span nor the question
+    holds, read plainly (no word families, no free words): what an outside reader would count."""
+    cited = (sentence["citation"] or {}).get("text") or ""
+    return set(terms(sentence["text"])) - set(terms(cited)) - set(terms(question))
+
+
 def _covers(span: dict[str, Any], q: Any) -> bool:
     return covers(Located(span["doc_id"], span["start"], span["end"]), q.doc_id or "", q.spans)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("v1", type=Path, help="SQuAD v1.1 file (the shared even half)")
     parser.add_argument(
         "--v2", type=Path, help="SQuAD v2.0 file of the same articles: also measure abstention"
@@ -221,11 +318,21 @@ def main() -> int:
     parser.add_argument("--llm-model", default="default")
     parser.add_argument("--questions", type=int, default=60, help="questions answered by the LLM")
     parser.add_argument("--out", type=Path, default=Path("reports/verifier"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
     args = parser.parse_args()
     prepare_process()
+    return run(args, "python -m groundqa.eval.verifier " + " ".join(sys.argv[1:]))
+
+
+def run(args: argparse.Namespace, command: str) -> int:
+    """Measures and writes the report (groundqa eval verifier and python -m groundqa.eval.verifier)."""
     v1 = load_squad(args.v1)
     embedder = Embedder()
-    report: dict[str, Any] = {"command": "python -m groundqa.eval.verifier " + " ".join(sys.argv[1:])}
+    report: dict[str, Any] = {"command": command}
     with tempfile.TemporaryDirectory(prefix="groundqa-verifier-") as folder:
         index = index_all(
             Index(Path(folder) / "all", embedder), articles_input(v1.articles), "index", batch=8
@@ -233,6 +340,9 @@ def main() -> int:
         made = pairs(v1.articles, v1, args.sentences, random.Random(SEED))
         report["swapped"] = swapped_figures(index, made)
         print(json.dumps(report["swapped"], indent=1), flush=True)
+        built = constructions(v1.articles, v1, args.sentences, random.Random(SEED))
+        report["constructed"] = construction_figures(index, built)
+        print(json.dumps(report["constructed"], indent=1, ensure_ascii=False), flush=True)
         if args.llm:
             index.close()
             made_at = Path(folder) / "all"

@@ -3,13 +3,21 @@ span of the given passages that supports it best: one sentence of a passage, or 
 sentences together (a claim may join two facts). The citation is that span, found here, with
 exact offsets; a model's own markers count for nothing.
 
-A span supports a claim when it holds every number and every name of the claim (a swapped
-date, figure or name is what a model gets wrong while sounding right), negates what the claim
-negates and nothing the claim affirms, gives no orders (an article's instructions to a model
-state no fact), and
-is close enough in words and meaning: score = (cosine + share of the claim's words in it) / 2,
-at least SUPPORT_FLOOR. The floor and the rules were set on the shared SQuAD half
-(`groundqa eval verifier`, docs/quality.md#verifier).
+A span supports a claim when it states it:
+- every content word of the claim is in the span, by its stem or as a stem the other's begins
+  with ("Russian" in "Russia"); the question's words and a few reporting words are free, so an
+  answer may repeat what was asked ("how long": "long"), but nothing else may be added: a
+  swapped phrase of any kind or a grafted clause leaves words the span lacks, and the reason
+  names them;
+- it holds every number and every name of the claim, in the claim's order (two names swapped,
+  the roles exchanged, is not support);
+- it negates what the claim negates and nothing the claim affirms;
+- it gives no orders (an article's instructions to a model state no fact);
+- it is close enough in words and meaning: score = (cosine + share of the claim's words in it)
+  / 2, at least SUPPORT_FLOOR.
+A claim must say something: a document's title, a heading or a short fragment, and the question
+restated, support nothing; nor does a sentence that repeats an earlier one. The rules were set
+and measured on the shared SQuAD half (`groundqa eval verifier`, docs/quality.md#verifier).
 """
 
 from __future__ import annotations
@@ -47,17 +55,32 @@ _INSTRUCTION = re.compile(
     re.I,
 )
 # The first word of a sentence is capitalized whatever it is: a name only if it is not one of these.
-_OPENERS = frozenset("the a an in on at it he she they this that these those there its his her".split())
+OPENERS = frozenset("the a an in on at it he she they this that these those there its his her".split())
+# Words a faithful answer adds around what its source says: reporting and linking, no fact.
+FREE_WORDS = frozenset(
+    terms(
+        "also however according said says say stated states reported reports therefore thus so "
+        "about approximately around roughly some main mainly total overall"
+    )
+)
+# A claim without end punctuation is a title, a heading or a cut-off fragment when it is this
+# short, or when this share of its words is capitalized.
+FRAGMENT_WORDS = 3
+TITLE_CASE = 0.6
+# A claim whose content words are this share of an earlier claim's says nothing new.
+REPEAT_SHARE = 0.8
+_ENDED = re.compile(r"[.!?][\"'”’)\]]*$")
 
 
 @dataclass(frozen=True)
 class Source:
-    """A passage to check against: where it lies in its document, and its text."""
+    """A passage to check against: where it lies in its document, its text and its document's title."""
 
     doc_id: str
     start: int
     end: int
     text: str
+    title: str = ""
 
 
 @dataclass(frozen=True)
@@ -101,7 +124,7 @@ def keys(text: str) -> tuple[set[str], set[str]]:
     names = {
         w.lower().removesuffix("'s").removesuffix("’s")
         for i, w in enumerate(words)
-        if w[0].isupper() and not (i == 0 and w.lower() in _OPENERS)
+        if w[0].isupper() and not (i == 0 and w.lower() in OPENERS)
     }
     return numbers, names
 
@@ -119,14 +142,19 @@ def word_set(text: str) -> set[str]:
     return numbers | {w.lower().removesuffix("'s").removesuffix("’s") for w in WORD_OF_LETTERS.findall(text)}
 
 
-def judge(claim: str, span: str, cosine: float) -> tuple[float, str | None]:
-    """The support score of a span for a claim, and what it lacks (None: nothing)."""
+def judge(
+    claim: str, span: str, cosine: float, free: frozenset[str] = frozenset()
+) -> tuple[float, str | None]:
+    """The support score of a span for a claim, and what it lacks (None: nothing). free: stems
+    the claim may hold that the span does not (the question's)."""
     said = set(terms(claim))
-    coverage = len(said & set(terms(span))) / len(said) if said else 0.0
+    held = set(terms(span))
+    coverage = len(said & held) / len(said) if said else 0.0
     score = (cosine + coverage) / 2
     numbers, names = keys(claim)
     present = word_set(span)
-    lost = sorted((numbers | names) - present)
+    # A name in another form of its family ("Russian" for "Russia") is the same name; a number is exact.
+    lost = sorted((numbers - present) | {n for n in names - present if not any(_close(n, p) for p in present)})
     if lost:
         return score * (1 - len(lost) / len(numbers | names)), f"the sources do not say {', '.join(lost)}"
     claim_negated, span_negated = negated(claim), negated(span)
@@ -134,9 +162,91 @@ def judge(claim: str, span: str, cosine: float) -> tuple[float, str | None]:
         return score / 2, "the sources say otherwise (a negation differs)"
     if not said:
         return 0.0, "it says nothing that can be checked"
+    added = _added(claim, said - held - free - FREE_WORDS, held)
+    if added:
+        return score * (1 - len(added) / len(said)), f"the sources do not say: {', '.join(added)}"
+    if not _in_order(claim, span):
+        return score / 2, "the sources name them in another order (the roles differ)"
     if score < SUPPORT_FLOOR:
         return score, "no passage says this"
     return score, None
+
+
+def _added(claim: str, unmatched: set[str], held: set[str]) -> list[str]:
+    """The claim's words (as written) whose stems the span lacks, apart from those close to a
+    stem of the span (one begins with the other)."""
+    lacking = {u for u in unmatched if not any(_close(u, h) for h in held)}
+    if not lacking:
+        return []
+    words = re.findall(r"\w+", claim)
+    return list(dict.fromkeys(w for w in words if terms(w) and terms(w)[0] in lacking))
+
+
+def _close(a: str, b: str) -> bool:
+    """Stems of one word family: "russia" and "russian", "econom" and "economi" (4 letters at least)."""
+    short, long = sorted((a, b), key=len)
+    return len(short) >= 4 and long.startswith(short)
+
+
+def name_order(text: str) -> list[str]:
+    """A text's names (as keys gives them) in the order they first stand."""
+    return list(dict.fromkeys(_names(text)))
+
+
+def _names(text: str) -> list[str]:
+    """Every place a name stands in a text, in order (a name may come again)."""
+    _, names = keys(text)
+    found = (w.lower().removesuffix("'s").removesuffix("’s") for w in WORD_OF_LETTERS.findall(text))
+    return [w for w in found if w in names]
+
+
+def _in_order(claim: str, span: str) -> bool:
+    """The claim's names that the span also has stand in the span in the claim's order (any of
+    each name's places may serve)."""
+    places = _names(span)
+    at = 0
+    for name in (n for n in name_order(claim) if n in places):
+        if name not in places[at:]:
+            return False
+        at = places.index(name, at) + 1
+    return True
+
+
+def says_nothing(claim: str, sources: list[Source], question: str | None = None) -> str | None:
+    """Why a claim states no fact to check, or None: a document's title, a heading or short
+    fragment (no end punctuation), or the question restated."""
+    said = set(terms(claim))
+    if not said:
+        return "it says nothing that can be checked"
+    if any(said <= set(terms(s.title)) for s in sources if s.title):
+        return "it is a document's title, not a statement"
+    words = WORD_OF_LETTERS.findall(claim)
+    capitalized = sum(w[0].isupper() for w in words) / max(len(words), 1)
+    if not _ENDED.search(claim) and (len(words) <= FRAGMENT_WORDS or capitalized >= TITLE_CASE):
+        return "it is a heading or a fragment, not a statement"
+    if question is not None and said <= set(terms(question)) | FREE_WORDS:
+        return "it restates the question"
+    return None
+
+
+def repeats(texts: list[str]) -> list[bool]:
+    """Whether each text says again what an earlier one said: REPEAT_SHARE of its words, and no
+    number or name the earlier one lacks (a changed figure is another claim, checked as such)."""
+    seen: list[tuple[set[str], set[str]]] = []
+    out = []
+    for text in texts:
+        said, named = set(terms(text)), set.union(*keys(text))
+        out.append(
+            bool(said)
+            and any(len(said & words) >= REPEAT_SHARE * len(said) and named <= names for words, names in seen)
+        )
+        seen.append((said, named))
+    return out
+
+
+def ended(claim: str) -> bool:
+    """The claim ends as a sentence does (not cut off)."""
+    return bool(_ENDED.search(claim))
 
 
 def verify(
@@ -165,7 +275,13 @@ def verify(
     vectors = embedder.embed([*texts, *asked, *(s.text for s in singles)])
     claimed, rest = vectors[: len(texts)], vectors[len(texts) :]
     cosines = claimed @ rest[len(asked) :].T
-    found = [_best(text, spans, cosines[n]) for n, text in enumerate(texts)]
+    free = frozenset(terms(question or ""))
+    found = []
+    for n, (text, again) in enumerate(zip(texts, repeats(texts), strict=True)):
+        empty = "it repeats an earlier sentence" if again else says_nothing(text, sources, question)
+        found.append(
+            Support(text, False, 0.0, reason=empty) if empty else _best(text, spans, cosines[n], free)
+        )
     if question is None:
         return found
     relevance = claimed @ rest[0]
@@ -177,16 +293,13 @@ def verify(
     ]
 
 
-def _best(text: str, spans: list[_Span], cosines: np.ndarray) -> Support:
+def _best(text: str, spans: list[_Span], cosines: np.ndarray, free: frozenset[str]) -> Support:
     """Supported spans first, then the higher score, then the shorter (one sentence over two)."""
-    best: tuple[tuple[bool, float, int], _Span, float, str | None] | None = None
+    judged = []
     for span in spans:
-        score, lacks = judge(text, span.text, max(float(cosines[p]) for p in span.parts))
-        rank = (lacks is None, round(score, 6), -len(span.parts))
-        if best is None or rank > best[0]:
-            best = (rank, span, score, lacks)
-    assert best is not None
-    _, span, score, lacks = best
+        score, lacks = judge(text, span.text, max(float(cosines[p]) for p in span.parts), free)
+        judged.append(((lacks is None, round(score, 6), -len(span.parts)), span, score, lacks))
+    _, span, score, lacks = max(judged, key=lambda j: j[0])
     if lacks is not None and score < SUPPORT_FLOOR / 2:  # nothing comes close: no citation at all
         return Support(text, False, round(score, 4), reason=lacks)
     return Support(
@@ -196,17 +309,21 @@ def _best(text: str, spans: list[_Span], cosines: np.ndarray) -> Support:
 
 def sources_of(result: SearchResult) -> list[Source]:
     """The passages a search returned, as sources to check against."""
-    return [Source(h.passage.doc_id, h.passage.start, h.passage.end, h.passage.text) for h in result.hits]
+    return [
+        Source(h.passage.doc_id, h.passage.start, h.passage.end, h.passage.text, h.title) for h in result.hits
+    ]
 
 
 def verify_text(index: Index, text: str, doc_ids: list[str] | None = None, k: int = 5) -> list[Support]:
     """Each sentence of a text checked against the k passages hybrid search finds for it (in
-    doc_ids, if given): any text, from any pipeline, with no LLM."""
+    doc_ids, if given): any text, from any pipeline, with no LLM. A sentence that repeats an
+    earlier one supports nothing, as in a written answer."""
+    said = claims(text)[:MAX_CLAIMS]
     out = []
-    for claim in claims(text)[:MAX_CLAIMS]:
+    for claim, again in zip(said, repeats(said), strict=True):
+        if again:
+            out.append(Support(claim, False, 0.0, reason="it repeats an earlier sentence"))
+            continue
         found = index.search(claim, k, "hybrid", doc_ids, min_confidence=0.0)
-        sources = [
-            Source(h.passage.doc_id, h.passage.start, h.passage.end, h.passage.text) for h in found.hits
-        ]
-        out.extend(verify(index.embedder, [claim], sources))
+        out.extend(verify(index.embedder, [claim], sources_of(found)))
     return out

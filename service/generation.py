@@ -23,7 +23,7 @@ import httpx
 
 from groundqa.index.conversation import Turn
 from groundqa.index.index import Index, SearchResult
-from groundqa.index.verify import Support, claims, sources_of, verify
+from groundqa.index.verify import Support, claims, ended, sources_of, verify
 
 # The instructions, ahead of everything the articles say.
 SYSTEM = (
@@ -76,8 +76,16 @@ class LLMFailed(Exception):
     """The LLM gave no usable reply: why, in one line."""
 
 
-async def complete(llm: LLM, messages: list[dict[str, str]]) -> tuple[str, str, float]:
-    """The model's reply, the model that wrote it and the milliseconds it took."""
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    model: str  # the model that wrote it
+    ms: float
+    cut: bool  # stopped at max_tokens (finish_reason "length"): its last sentence may be a fragment
+
+
+async def complete(llm: LLM, messages: list[dict[str, str]]) -> Reply:
+    """The model's reply."""
     headers = {"Authorization": f"Bearer {llm.api_key}"} if llm.api_key else {}
     body = {"model": llm.model, "messages": messages, "max_tokens": llm.max_tokens, "temperature": 0}
     began = time.perf_counter()
@@ -95,13 +103,14 @@ async def complete(llm: LLM, messages: list[dict[str, str]]) -> tuple[str, str, 
         raise LLMFailed(f"the LLM answered {reply.status_code}: {reply.text[:200]}")
     try:
         found = reply.json()
-        text = found["choices"][0]["message"]["content"]
+        choice = found["choices"][0]
+        text = choice["message"]["content"]
         model = str(found.get("model") or llm.model)
     except (ValueError, KeyError, IndexError, TypeError):
         raise LLMFailed("the LLM's reply is not a chat completion") from None
     if not isinstance(text, str) or not text.strip():
         raise LLMFailed("the LLM replied with no text")
-    return text, model, round(took, 1)
+    return Reply(text, model, round(took, 1), choice.get("finish_reason") == "length")
 
 
 def sentences_json(index: Index, checked: list[Support]) -> list[dict[str, Any]]:
@@ -119,10 +128,16 @@ def sentences_json(index: Index, checked: list[Support]) -> list[dict[str, Any]]
     return out
 
 
-def verified(index: Index, question: str, reply: str, result: SearchResult) -> list[dict[str, Any]]:
-    """The reply's sentences, in order, each checked against the passages the model saw."""
-    said = [c for c in claims(reply) if c.rstrip(".").lower() not in ("i don't know", "i do not know")]
-    return sentences_json(index, verify(index.embedder, said, sources_of(result)[:MAX_PASSAGES], question))
+def verified(index: Index, question: str, reply: Reply, result: SearchResult) -> list[dict[str, Any]]:
+    """The reply's sentences, in order, each checked against the passages the model saw; a last
+    sentence cut off (at the token limit, or with no end) is left out unchecked."""
+    said = [c for c in claims(reply.text) if c.rstrip(".").lower() not in ("i don't know", "i do not know")]
+    cut = said[-1:] if said and (reply.cut or not ended(said[-1])) else []
+    checked = verify(
+        index.embedder, said[: len(said) - len(cut)], sources_of(result)[:MAX_PASSAGES], question
+    )
+    checked += [Support(c, False, 0.0, reason="it is cut off (the LLM stopped mid-sentence)") for c in cut]
+    return sentences_json(index, checked)
 
 
 async def written_answer(
@@ -144,9 +159,10 @@ async def written_answer(
             None, [], [], None, None, "abstained", ["nothing in the articles bears on the question"]
         )
     try:
-        reply, model, took = await complete(llm, prompt(question, history, result))
+        reply = await complete(llm, prompt(question, history, result))
     except LLMFailed as exc:
         return _fallback(result, None, None, [f"{exc}; the extractive answer stands"])
+    model, took = reply.model, reply.ms
     loop = asyncio.get_running_loop()
     shown = await loop.run_in_executor(executor, functools.partial(verified, index, question, reply, result))
     dropped = [s for s in shown if not s["supported"]]
@@ -154,13 +170,25 @@ async def written_answer(
     if not any(s["supported"] for s in kept):
         why = "no sentence of the LLM's reply is supported by the passages; the extractive answer stands"
         return _fallback(result, model, took, [why], dropped)
-    text = " ".join(s["text"] for s in kept)
     warnings = (
         [f"{len(dropped)} sentence(s) of the reply left out: no passage supports them"]
         if dropped and not keep_unsupported
         else []
     )
+    lead = _extractive(result)
+    if lead is not None and not any(
+        _overlaps(s["citation"], lead["citation"]) for s in kept if s["supported"]
+    ):
+        # Never worse than the extractive answer: what the search found leads when the reply
+        # does not cite it.
+        kept = [lead, *kept]
+        warnings.append("the reply does not cite the answer the search found: that sentence leads")
+    text = " ".join(s["text"] for s in kept)
     return Generated(text, kept, [] if keep_unsupported else dropped, model, took, None, warnings)
+
+
+def _overlaps(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
+    return a is not None and a["doc_id"] == b["doc_id"] and a["start"] < b["end"] and b["start"] < a["end"]
 
 
 def _fallback(
@@ -170,19 +198,27 @@ def _fallback(
     warnings: list[str],
     dropped: list[dict[str, Any]] | None = None,
 ) -> Generated:
+    sentence = _extractive(result)
+    if sentence is None:
+        return Generated(None, [], dropped or [], model, took, "abstained", warnings)
+    return Generated(sentence["text"], [sentence], dropped or [], model, took, "extractive", warnings)
+
+
+def _extractive(result: SearchResult) -> dict[str, Any] | None:
+    """The search's answer sentence (above the confidence floor) as a checked sentence."""
     a = result.answer
     if a is None:
-        return Generated(None, [], dropped or [], model, took, "abstained", warnings)
-    sentence = {
+        return None
+    citation = {
+        "doc_id": a.passage.doc_id,
+        "start": a.span.start,
+        "end": a.span.end,
+        "page": a.page,
+        "text": a.text,
+    }
+    return {
         "text": a.text,
         "supported": True,
-        "score": 1.0,  # the article's own sentence
-        "citation": {
-            "doc_id": a.passage.doc_id,
-            "start": a.span.start,
-            "end": a.span.end,
-            "page": a.page,
-            "text": a.text,
-        },
-    }
-    return Generated(a.text, [sentence], dropped or [], model, took, "extractive", warnings)
+        "score": 1.0,
+        "citation": citation,
+    }  # the article's own sentence

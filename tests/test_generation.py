@@ -180,3 +180,33 @@ def test_the_page_shows_the_written_answer_with_its_sources(browser, server: Liv
     else:
         assert "No written answer" in reply.locator(".written-note").inner_text()
     page.close()
+
+
+def test_a_reply_cut_at_the_token_limit_keeps_no_fragment(
+    seeded_index: Path, tmp_path: Path, llm: LLMServer
+) -> None:
+    shutil.copytree(seeded_index, tmp_path / "index")
+    with LiveServer(tmp_path / "index", llm_url=llm.url, llm_timeout=300, llm_max_tokens=12) as live:
+        body = ask(live.url)
+    g = body["generated"]
+    assert g["llm_ms"] is not None, g  # the model answered, and was stopped at 12 tokens
+    cut = [s for s in g["unsupported"] if "cut off" in s.get("reason", "")]
+    assert len(cut) == 1, g
+    assert cut[0]["text"] not in (g["text"] or "")
+    # What is shown ends as sentences end, and leads with what the search found.
+    assert all(s["text"].rstrip("”\"')]").endswith((".", "!", "?")) for s in g["sentences"]), g
+    assert g["sentences"][0]["citation"]["start"] == body["answer"]["start"]
+
+
+def test_the_written_answer_never_drops_the_extractive_answer(server: LiveServer) -> None:
+    """Each kept sentence says something new (no repeats), none is a title, and the sentence the
+    search found is cited, by the model's sentence or as the lead."""
+    body = ask(server.url)
+    g, answer = body["generated"], body["answer"]
+    texts = [s["text"] for s in g["sentences"]]
+    assert len(set(texts)) == len(texts), g
+    assert "President Putin's expectations from his visit to China" not in texts
+    assert any(
+        s["citation"]["start"] < answer["end"] and answer["start"] < s["citation"]["end"]
+        for s in g["sentences"]
+    ), g
