@@ -154,7 +154,9 @@ def judge(
     numbers, names = keys(claim)
     present = word_set(span)
     # A name in another form of its family ("Russian" for "Russia") is the same name; a number is exact.
-    lost = sorted((numbers - present) | {n for n in names - present if not any(_close(n, p) for p in present)})
+    lost = sorted(
+        (numbers - present) | {n for n in names - present if not any(_close(n, p) for p in present)}
+    )
     if lost:
         return score * (1 - len(lost) / len(numbers | names)), f"the sources do not say {', '.join(lost)}"
     claim_negated, span_negated = negated(claim), negated(span)
