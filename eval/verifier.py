@@ -252,7 +252,8 @@ def generation_figures(
             total = (time.perf_counter() - began) * 1000
             g, a = body["generated"], body["answer"]
             kept = g["sentences"] if g["fallback"] is None else []
-            cited = [s["citation"] for s in kept if s["citation"]]
+            # What the person is shown: the written answer, or the extractive sentence in its place.
+            cited = [s["citation"] for s in g["sentences"] if s["citation"]]
             texts = [s["text"] for s in kept]
             rows.append(
                 {
@@ -260,6 +261,8 @@ def generation_figures(
                     "reply": g["text"] if g["fallback"] is None else None,
                     "unsupported": [s["text"] for s in g["unsupported"]],
                     "kept": len(kept),
+                    # the model's own sentences kept (the extractive sentence may lead them)
+                    "kept_written": len(kept) - any("that sentence leads" in w for w in g["warnings"]),
                     "dropped": len(g["unsupported"]),
                     "answered": g["llm_ms"] is not None,
                     "hit": any(_covers(c, q) for c in cited),
@@ -271,18 +274,20 @@ def generation_figures(
                     "kept_title": any(set(terms(t)) <= titles_of(t) for t in texts),
                     "kept_cut": any(not ended(t) for t in texts),
                     "kept_adding": sum(len(_added_words(s, q.question)) >= 2 for s in kept),
+                    "kept_sentences": texts,
                 }
             )
     answered = [r for r in rows if r["answered"]]
-    said = sum(r["kept"] + r["dropped"] for r in answered)
+    said = sum(r["kept_written"] + r["dropped"] for r in answered)
     return {
         "questions": len(rows),
         "llm_answered": len(answered),
         "reply_sentences": said,
-        "sentences_supported": round(sum(r["kept"] for r in answered) / said, 4) if said else None,
+        "sentences_supported": round(sum(r["kept_written"] for r in answered) / said, 4) if said else None,
         "replies_with_a_supported_sentence": round(
-            sum(r["kept"] > 0 for r in answered) / max(len(answered), 1), 4
+            sum(r["kept_written"] > 0 for r in answered) / max(len(answered), 1), 4
         ),
+        "answers_led_by_the_extractive_sentence": sum(r["kept"] > r["kept_written"] for r in rows),
         "answers_keeping_a_sentence_twice": sum(r["kept_twice"] for r in rows),
         "answers_keeping_a_title": sum(r["kept_title"] for r in rows),
         "answers_keeping_a_cut_sentence": sum(r["kept_cut"] for r in rows),

@@ -251,12 +251,60 @@ def ended(claim: str) -> bool:
     return bool(_ENDED.search(claim))
 
 
+class Checker:
+    """Claims checked against one set of sources, one at a time or together: the sources'
+    sentences (and the question) are embedded once, so a reply streamed sentence by sentence
+    costs one model pass per sentence. Repeats are judged against every claim checked before."""
+
+    def __init__(self, embedder: Embedder, sources: list[Source], question: str | None = None) -> None:
+        self.embedder, self.sources, self.question = embedder, sources, question
+        self.spans = _spans(sources)
+        singles = [s for s in self.spans if len(s.parts) == 1]
+        asked = [question] if question is not None else []
+        vectors = embedder.embed([*asked, *(s.text for s in singles)]) if singles or asked else None
+        self.asked = vectors[0] if vectors is not None and asked else None
+        self.vectors = vectors[len(asked) :] if vectors is not None and singles else None
+        self.free = frozenset(terms(question or ""))
+        self.said: list[str] = []
+
+    def check(self, texts: list[str]) -> list[Support]:
+        if not texts:
+            return []
+        before = len(self.said)
+        self.said += texts
+        again = repeats(self.said)[before:]
+        if self.vectors is None:
+            return [Support(t, False, 0.0, reason="there is no passage to check it against") for t in texts]
+        claimed = self.embedder.embed(texts)
+        cosines = claimed @ self.vectors.T
+        found = []
+        for n, text in enumerate(texts):
+            empty = (
+                "it repeats an earlier sentence"
+                if again[n]
+                else says_nothing(text, self.sources, self.question)
+            )
+            if empty:
+                found.append(Support(text, False, 0.0, reason=empty))
+                continue
+            c = _best(text, self.spans, cosines[n], self.free)
+            if c.supported and self.asked is not None and float(claimed[n] @ self.asked) < MIN_RELEVANCE:
+                c = dataclasses.replace(c, supported=False, reason="it does not bear on the question")
+            found.append(c)
+        return found
+
+
 def verify(
     embedder: Embedder, texts: list[str], sources: list[Source], question: str | None = None
 ) -> list[Support]:
     """Each claim with its best supporting span among the sources' sentences, one or two
     adjacent ones. question: also leave out a supported claim whose cosine with it is under
-    MIN_RELEVANCE (embedded in the same model pass)."""
+    MIN_RELEVANCE."""
+    return Checker(embedder, sources, question).check(texts) if texts else []
+
+
+def _spans(sources: list[Source]) -> list[_Span]:
+    """Every sentence of the sources, and every two adjacent ones, past those giving orders."""
     spans: list[_Span] = []
     for source in sources:
         cut = [c for c in sentences(source.text) if not _INSTRUCTION.search(source.text[c.start : c.end])]
@@ -268,31 +316,7 @@ def verify(
             spans.append(
                 _Span(source.doc_id, source.start + start, source.start + end, source.text[start:end], rows)
             )
-    singles = [s for s in spans if len(s.parts) == 1]
-    if not texts:
-        return []
-    if not singles:
-        return [Support(t, False, 0.0, reason="there is no passage to check it against") for t in texts]
-    asked = [question] if question is not None else []
-    vectors = embedder.embed([*texts, *asked, *(s.text for s in singles)])
-    claimed, rest = vectors[: len(texts)], vectors[len(texts) :]
-    cosines = claimed @ rest[len(asked) :].T
-    free = frozenset(terms(question or ""))
-    found = []
-    for n, (text, again) in enumerate(zip(texts, repeats(texts), strict=True)):
-        empty = "it repeats an earlier sentence" if again else says_nothing(text, sources, question)
-        found.append(
-            Support(text, False, 0.0, reason=empty) if empty else _best(text, spans, cosines[n], free)
-        )
-    if question is None:
-        return found
-    relevance = claimed @ rest[0]
-    return [
-        dataclasses.replace(c, supported=False, reason="it does not bear on the question")
-        if c.supported and r < MIN_RELEVANCE
-        else c
-        for c, r in zip(found, relevance, strict=True)
-    ]
+    return spans
 
 
 def _best(text: str, spans: list[_Span], cosines: np.ndarray, free: frozenset[str]) -> Support:

@@ -67,13 +67,15 @@ def written_citations(
 def written_reply(sentences: list[dict[str, Any]], cited: list[dict[str, Any]]) -> str:
     """The written answer, each sentence followed by the marker of the span that supports it
     ([?] for one kept unsupported), then the sources."""
-    number = {(c["doc_id"], c["start"], c["end"]): c["index"] for c in cited}
-    said = []
-    for s in sentences:
-        c = s["citation"]
-        marker = number.get((c["doc_id"], c["start"], c["end"])) if c and s["supported"] else None
-        said.append(f"{s['text']} [{marker}]" if marker else f"{s['text']} [?]")
-    return f"{' '.join(said)}\n\n{sources(cited)}"
+    return f"{' '.join(marked(s, cited) for s in sentences)}\n\n{sources(cited)}"
+
+
+def marked(sentence: dict[str, Any], cited: list[dict[str, Any]]) -> str:
+    """A sentence of a written answer followed by the marker of its span ([?]: kept unsupported)."""
+    c = sentence["citation"]
+    number = {(x["doc_id"], x["start"], x["end"]): x["index"] for x in cited}
+    marker = number.get((c["doc_id"], c["start"], c["end"])) if c and sentence["supported"] else None
+    return f"{sentence['text']} [{marker or '?'}]"
 
 
 def sources(cited: list[dict[str, Any]]) -> str:

@@ -13,8 +13,9 @@ extractive answer stands, with a warning: never a 500, never a hang.
 from __future__ import annotations
 
 import asyncio
-import functools
+import json
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,7 @@ import httpx
 
 from groundqa.index.conversation import Turn
 from groundqa.index.index import Index, SearchResult
-from groundqa.index.verify import Support, claims, ended, sources_of, verify
+from groundqa.index.verify import Checker, Support, claims, ended, sources_of
 
 # The instructions, ahead of everything the articles say.
 SYSTEM = (
@@ -35,6 +36,8 @@ SYSTEM = (
 # Passages shown to the model at most, and characters of each.
 MAX_PASSAGES = 5
 MAX_PASSAGE_CHARS = 1500
+# Why a last sentence is left out unchecked.
+CUT = "it is cut off (the LLM stopped mid-sentence)"
 # Sentences of the conversation kept for the model: the latest turns.
 MAX_HISTORY_TURNS = 6
 
@@ -84,33 +87,77 @@ class Reply:
     cut: bool  # stopped at max_tokens (finish_reason "length"): its last sentence may be a fragment
 
 
-async def complete(llm: LLM, messages: list[dict[str, str]]) -> Reply:
-    """The model's reply."""
+async def complete(llm: LLM, messages: list[dict[str, str]]) -> AsyncIterator[str | Reply]:
+    """The model's reply as it is written: pieces of text, then the whole Reply. Streamed
+    (OpenAI's server-sent events) so that each sentence can be checked as soon as it ends; a
+    server that answers with one JSON completion instead is read as one piece."""
     headers = {"Authorization": f"Bearer {llm.api_key}"} if llm.api_key else {}
-    body = {"model": llm.model, "messages": messages, "max_tokens": llm.max_tokens, "temperature": 0}
+    body = {
+        "model": llm.model,
+        "messages": messages,
+        "max_tokens": llm.max_tokens,
+        "temperature": 0,
+        "stream": True,
+    }
     began = time.perf_counter()
+    text, model, finish = "", llm.model, None
     try:
         # One deadline for the whole exchange: httpx's timeout is per phase (a server that
         # trickles its reply would pass each one).
-        async with asyncio.timeout(llm.timeout), httpx.AsyncClient(timeout=llm.timeout) as client:
-            reply = await client.post(f"{llm.url.rstrip('/')}/chat/completions", json=body, headers=headers)
+        async with (
+            asyncio.timeout(llm.timeout),
+            httpx.AsyncClient(timeout=llm.timeout) as client,
+            client.stream(
+                "POST", f"{llm.url.rstrip('/')}/chat/completions", json=body, headers=headers
+            ) as reply,
+        ):
+            if reply.status_code != 200:
+                raise LLMFailed(f"the LLM answered {reply.status_code}: {(await reply.aread())[:200]!r}")
+            if not reply.headers.get("content-type", "").startswith("text/event-stream"):
+                piece, model, finish = _whole(await reply.aread(), model)
+                text += piece
+                yield piece
+            else:
+                async for line in reply.aiter_lines():
+                    event = _event(line)
+                    if event is None:
+                        continue
+                    piece, model, finish = event[0], event[1] or model, event[2] or finish
+                    if piece:
+                        text += piece
+                        yield piece
     except (TimeoutError, httpx.TimeoutException):
         raise LLMFailed(f"the LLM did not answer within {llm.timeout:g} s (GROUNDQA_LLM_TIMEOUT)") from None
     except httpx.HTTPError as exc:
         raise LLMFailed(f"the LLM at {llm.url} cannot be reached ({type(exc).__name__})") from None
-    took = (time.perf_counter() - began) * 1000
-    if reply.status_code != 200:
-        raise LLMFailed(f"the LLM answered {reply.status_code}: {reply.text[:200]}")
+    if not text.strip():
+        raise LLMFailed("the LLM replied with no text")
+    yield Reply(text, model, round((time.perf_counter() - began) * 1000, 1), finish == "length")
+
+
+def _event(line: str) -> tuple[str, str | None, str | None] | None:
+    """A server-sent event's text piece, model and finish reason; None for what is not a chunk."""
+    if not line.startswith("data:") or line[5:].strip() == "[DONE]":
+        return None
     try:
-        found = reply.json()
+        found = json.loads(line[5:])
+        choice = found["choices"][0] if found.get("choices") else {}
+        piece = (choice.get("delta") or {}).get("content") or ""
+        return str(piece), found.get("model"), choice.get("finish_reason")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise LLMFailed("the LLM's reply is not a chat completion") from None
+
+
+def _whole(raw: bytes, model: str) -> tuple[str, str, str | None]:
+    try:
+        found = json.loads(raw)
         choice = found["choices"][0]
         text = choice["message"]["content"]
-        model = str(found.get("model") or llm.model)
     except (ValueError, KeyError, IndexError, TypeError):
         raise LLMFailed("the LLM's reply is not a chat completion") from None
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
         raise LLMFailed("the LLM replied with no text")
-    return Reply(text, model, round(took, 1), choice.get("finish_reason") == "length")
+    return text, str(found.get("model") or model), choice.get("finish_reason")
 
 
 def sentences_json(index: Index, checked: list[Support]) -> list[dict[str, Any]]:
@@ -128,16 +175,9 @@ def sentences_json(index: Index, checked: list[Support]) -> list[dict[str, Any]]
     return out
 
 
-def verified(index: Index, question: str, reply: Reply, result: SearchResult) -> list[dict[str, Any]]:
-    """The reply's sentences, in order, each checked against the passages the model saw; a last
-    sentence cut off (at the token limit, or with no end) is left out unchecked."""
-    said = [c for c in claims(reply.text) if c.rstrip(".").lower() not in ("i don't know", "i do not know")]
-    cut = said[-1:] if said and (reply.cut or not ended(said[-1])) else []
-    checked = verify(
-        index.embedder, said[: len(said) - len(cut)], sources_of(result)[:MAX_PASSAGES], question
-    )
-    checked += [Support(c, False, 0.0, reason="it is cut off (the LLM stopped mid-sentence)") for c in cut]
-    return sentences_json(index, checked)
+def said_of(text: str) -> list[str]:
+    """The claims of a reply, past the model's "I don't know"."""
+    return [c for c in claims(text) if c.rstrip(".").lower() not in ("i don't know", "i do not know")]
 
 
 async def written_answer(
@@ -149,42 +189,102 @@ async def written_answer(
     keep_unsupported: bool,
     executor: Executor,
 ) -> Generated:
-    """The written answer to a search's question, the verifier running on executor (off the
-    event loop: the model's pass holds a core); with no LLM set, the extractive answer."""
+    """The written answer to a search's question, whole (written_stream, read to its end)."""
+    async for found in written_stream(index, llm, question, history, result, keep_unsupported, executor):
+        if isinstance(found, Generated):
+            return found
+    raise RuntimeError("written_stream ended without its answer")  # it always ends with one
+
+
+async def written_stream(
+    index: Index,
+    llm: LLM | None,
+    question: str,
+    history: list[Turn],
+    result: SearchResult,
+    keep_unsupported: bool,
+    executor: Executor,
+) -> AsyncIterator[dict[str, Any] | Generated]:
+    """The written answer as it is checked: each sentence shown (in the API's shape) as soon as
+    the model ends it and the verifier keeps it, then the whole Generated. The verifier runs on
+    executor (off the event loop: the model's pass holds a core); with no LLM set, or nothing of
+    the reply supported, the extractive answer. When the first kept sentence does not cite the
+    extractive answer, that sentence leads: a written answer never loses what the search found."""
     if llm is None:
         why = "no LLM is set on this server (GROUNDQA_LLM_URL): the answer is the article's own sentence"
-        return _fallback(result, None, None, [why])
+        yield _fallback(result, None, None, [why])
+        return
     if not result.hits:
-        return Generated(
+        yield Generated(
             None, [], [], None, None, "abstained", ["nothing in the articles bears on the question"]
         )
-    try:
-        reply = await complete(llm, prompt(question, history, result))
-    except LLMFailed as exc:
-        return _fallback(result, None, None, [f"{exc}; the extractive answer stands"])
-    model, took = reply.model, reply.ms
+        return
     loop = asyncio.get_running_loop()
-    shown = await loop.run_in_executor(executor, functools.partial(verified, index, question, reply, result))
+    sources = sources_of(result)[:MAX_PASSAGES]
+    checker = await loop.run_in_executor(executor, Checker, index.embedder, sources, question)
+
+    async def checked(texts: list[str]) -> list[dict[str, Any]]:
+        found = await loop.run_in_executor(executor, checker.check, texts)
+        return sentences_json(index, found)
+
+    shown: list[dict[str, Any]] = []  # every sentence of the reply, checked, in order
+    kept: list[dict[str, Any]] = []  # what the answer shows, the lead included
+    waiting: list[dict[str, Any]] = []  # unsupported sentences kept marked, until one is supported
+    lead = _extractive(result)
+    warnings: list[str] = []
+
+    def show(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """What the checked sentences add to the answer now, in order."""
+        out: list[dict[str, Any]] = []
+        for sentence in found:
+            shown.append(sentence)
+            if not sentence["supported"]:
+                waiting.extend([sentence] if keep_unsupported else [])
+                continue
+            first = not any(k["supported"] for k in [*kept, *out])
+            if first and lead is not None and not _overlaps(sentence["citation"], lead["citation"]):
+                out.append(lead)
+                warnings.append(
+                    "the reply does not begin with the answer the search found: that sentence leads"
+                )
+            out += [*waiting, sentence]
+            waiting.clear()
+        kept.extend(out)
+        return out
+
+    buffer, done = "", 0  # the reply so far, and how many of its claims are checked
+    reply: Reply | None = None
+    try:
+        async for piece in complete(llm, prompt(question, history, result)):
+            if isinstance(piece, Reply):
+                reply = piece
+                continue
+            buffer += piece
+            ready = said_of(buffer)[done:-1]  # claims another has followed: ended (the last may grow)
+            if ready:
+                done += len(ready)
+                for sentence in show(await checked(ready)):
+                    yield sentence
+    except LLMFailed as exc:
+        if not kept:
+            yield _fallback(result, None, None, [f"{exc}; the extractive answer stands"])
+            return
+        warnings.append(f"{exc}; the written answer stops there")
+    rest = said_of(buffer)[done:] if reply is not None else []
+    cut = rest[-1:] if rest and (reply is None or reply.cut or not ended(rest[-1])) else []
+    for sentence in show(await checked(rest[: len(rest) - len(cut)])):
+        yield sentence
+    shown.extend(sentences_json(index, [Support(c, False, 0.0, reason=CUT) for c in cut]))
+    model, took = (reply.model, reply.ms) if reply is not None else (llm.model, None)
     dropped = [s for s in shown if not s["supported"]]
-    kept = shown if keep_unsupported else [s for s in shown if s["supported"]]
     if not any(s["supported"] for s in kept):
         why = "no sentence of the LLM's reply is supported by the passages; the extractive answer stands"
-        return _fallback(result, model, took, [why], dropped)
-    warnings = (
-        [f"{len(dropped)} sentence(s) of the reply left out: no passage supports them"]
-        if dropped and not keep_unsupported
-        else []
-    )
-    lead = _extractive(result)
-    if lead is not None and not any(
-        _overlaps(s["citation"], lead["citation"]) for s in kept if s["supported"]
-    ):
-        # Never worse than the extractive answer: what the search found leads when the reply
-        # does not cite it.
-        kept = [lead, *kept]
-        warnings.append("the reply does not cite the answer the search found: that sentence leads")
+        yield _fallback(result, model, took, [why], dropped)
+        return
+    if dropped and not keep_unsupported:
+        warnings.insert(0, f"{len(dropped)} sentence(s) of the reply left out: no passage supports them")
     text = " ".join(s["text"] for s in kept)
-    return Generated(text, kept, [] if keep_unsupported else dropped, model, took, None, warnings)
+    yield Generated(text, kept, [] if keep_unsupported else dropped, model, took, None, warnings)
 
 
 def _overlaps(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:

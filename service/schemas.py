@@ -71,6 +71,12 @@ class QueryRequest(BaseModel):
     keep_unsupported: bool | None = Field(
         None, description="keep the written sentences no passage supports, marked (GROUNDQA_KEEP_UNSUPPORTED)"
     )
+    stream: bool = Field(
+        False,
+        description="with generate: reply with server-sent events, an `event: sentence` for each "
+        "written sentence as soon as it is checked and kept, then an `event: result` holding this "
+        "response whole",
+    )
 
 
 Page = Field(description="the page the span begins on: 1-based in a PDF, null in other formats")

@@ -5,7 +5,9 @@ is down, slow or answering garbage leaves the extractive answer, with a warning,
 
 from __future__ import annotations
 
+import json
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,8 @@ from tests.conftest import ARTICLE, LiveServer, LLMServer
 pytestmark = pytest.mark.slow
 KEY = "test-key-123"
 QUESTION = "How long is the Power of Siberia 2 pipeline?"
+# A question Gemma 3 270M answers in several supported sentences (temperature 0): the streams'.
+STREAMED = "How much gas will the Power of Siberia 2 pipeline carry?"
 # An article that tries to take the model over: its orders state no fact, so nothing the model
 # takes from them is supported.
 INJECTION = (
@@ -162,14 +166,22 @@ def test_the_page_shows_the_written_answer_with_its_sources(browser, server: Liv
     page.goto(server.url + "/")
     page.wait_for_selector("#mode option", state="attached")
     assert page.locator("#written-choice").is_visible() and page.locator("#written").is_checked()
-    page.fill("#question", QUESTION)
+    # Whether a sentence shows while the answer is still being written and checked.
+    page.evaluate(
+        """() => { window.sawStreaming = false; new MutationObserver(() => {
+            if (document.querySelector('.written-head')?.textContent.startsWith('Writing')
+                && document.querySelectorAll('.written-text .claim').length) window.sawStreaming = true;
+        }).observe(document.body, { subtree: true, childList: true, characterData: true }); }"""
+    )
+    page.fill("#question", STREAMED)
     page.press("#question", "Enter")
     reply = page.locator(".turn").last.locator(".reply")
-    reply.locator(".written").wait_for(timeout=600_000)
+    reply.locator(".written-note, .written-head:has-text('Written by')").first.wait_for(timeout=600_000)
     g = httpx.post(
-        f"{server.url}/v1/query", json={"question": QUESTION, "generate": True}, timeout=600
+        f"{server.url}/v1/query", json={"question": STREAMED, "generate": True}, timeout=600
     ).json()["generated"]
     if g["fallback"] is None:  # the same question, the same answer: temperature 0
+        assert page.evaluate("window.sawStreaming")
         claims = reply.locator(".written-text .claim")
         assert claims.count() == len(g["sentences"])
         link = reply.locator(".written-text .claim-cite").first.get_attribute("href") or ""
@@ -210,3 +222,45 @@ def test_the_written_answer_never_drops_the_extractive_answer(server: LiveServer
         s["citation"]["start"] < answer["end"] and answer["start"] < s["citation"]["end"]
         for s in g["sentences"]
     ), g
+
+
+def _timed_events(url: str, path: str, body: dict[str, Any]) -> list[tuple[float, str]]:
+    """The server-sent events' data lines (and event lines) of a streamed reply, with when each came."""
+    began, found = time.perf_counter(), []
+    with httpx.stream("POST", url + path, json=body, timeout=600) as reply:
+        assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/event-stream")
+        for line in reply.iter_lines():
+            if line:
+                found.append((time.perf_counter() - began, line))
+    return found
+
+
+def test_the_openai_stream_sends_each_sentence_as_it_is_checked(server: LiveServer) -> None:
+    messages = [{"role": "user", "content": STREAMED}]
+    plain = httpx.post(
+        f"{server.url}/v1/chat/completions", json={"model": "groundqa", "messages": messages}, timeout=600
+    ).json()
+    events = _timed_events(
+        server.url, "/v1/chat/completions", {"model": "groundqa", "messages": messages, "stream": True}
+    )
+    chunks = [(t, json.loads(line[5:])) for t, line in events if line.startswith("data: {")]
+    content = [(t, c["choices"][0]["delta"].get("content")) for t, c in chunks if c["choices"]]
+    said = [(t, piece) for t, piece in content if piece]
+    finished = next(t for t, c in chunks if c["choices"] and c["choices"][0]["finish_reason"])
+    # The same reply as the plain request (temperature 0), its first sentence long before the end.
+    assert "".join(piece for _, piece in said) == plain["choices"][0]["message"]["content"]
+    assert chunks[-1][1]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1][1]["citations"] == plain["citations"]
+    assert said[0][0] < 0.8 * finished, (said[0][0], finished)
+
+
+def test_query_streams_written_sentences_then_the_response(server: LiveServer) -> None:
+    events = _timed_events(server.url, "/v1/query", {"question": STREAMED, "generate": True, "stream": True})
+    kinds = [(t, line.removeprefix("event: ")) for t, line in events if line.startswith("event: ")]
+    data = [json.loads(line[6:]) for _, line in events if line.startswith("data: ")]
+    assert [k for _, k in kinds][-1] == "result" and {k for _, k in kinds} == {"sentence", "result"}
+    *sentences, result = data
+    g = result["generated"]
+    assert g["fallback"] is None and [s["text"] for s in sentences] == [s["text"] for s in g["sentences"]]
+    assert result["answer"] and result["passages"]
+    assert kinds[0][0] < 0.8 * kinds[-1][0], kinds

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -23,9 +23,9 @@ from groundqa.index.errors import GroundQAError, IndexBusy
 from groundqa.index.index import SearchResult
 from groundqa.index.ranking import DEFAULT_K
 from groundqa.index.text import count_tokens, encoding
-from groundqa.service.citations import citations, sources, written_citations, written_reply
+from groundqa.service.citations import citations, marked, sources, written_citations, written_reply
 from groundqa.service.deps import SettingsDep, loaded
-from groundqa.service.generation import written_answer
+from groundqa.service.generation import Generated, written_answer, written_stream
 
 MODEL = "groundqa"
 MODEL_OBJECT = {"id": MODEL, "object": "model", "created": 0, "owned_by": "groundqa"}
@@ -204,15 +204,17 @@ async def chat(request: Request, settings: SettingsDep) -> JSONResponse | Stream
         raise OpenAIError(503, str(exc), kind="server_error") from exc
     except GroundQAError as exc:
         raise OpenAIError(400, str(exc), param="messages") from exc
-    text, cited = await _reply(request, settings, question, history, result)
-    text, cited, finish = cut(text, cited, limit)
     read = sum(count_tokens(t.content) for t in history) + count_tokens(question)
-    usage = {"prompt_tokens": read, "completion_tokens": count_tokens(text)}
-    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     made = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": MODEL}
     if body.stream:
-        counted = usage if body.stream_options and body.stream_options.include_usage else None
-        return StreamingResponse(_events(made, text, cited, finish, counted), media_type="text/event-stream")
+        counting = bool(body.stream_options and body.stream_options.include_usage)
+        answer = _answer_pieces(request, settings, question, history, result)
+        events = _events(made, answer, limit, read if counting else None)
+        return StreamingResponse(events, media_type="text/event-stream")
+    text, cited = await _reply(request, settings, question, history, result)
+    text, cited, finish = cut(text, cited, limit)
+    usage = {"prompt_tokens": read, "completion_tokens": count_tokens(text)}
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     return JSONResponse(
         {
             **made,
@@ -230,28 +232,67 @@ async def chat(request: Request, settings: SettingsDep) -> JSONResponse | Stream
     )
 
 
-def _events(
-    made: dict[str, Any], text: str, cited: list[dict[str, Any]], finish: str, usage: dict[str, int] | None
-) -> Iterator[str]:
-    """OpenAI's chunk format: the role, the text a piece at a time, then the finish with the
-    citations, then (asked for with stream_options.include_usage) a chunk with no choices and
-    the usage, every other chunk saying "usage": null; then [DONE]."""
+async def _answer_pieces(
+    request: Request, settings: Any, question: str, history: list[Turn], result: SearchResult
+) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """The reply as it is made: each piece of text with the citations known so far. A written
+    answer comes a verified sentence at a time (with its marker), then its sources; else the
+    extractive reply, whole."""
+    base = settings.link_base()
+    llm = settings.llm()
+    if llm is not None:
+        index, keep = loaded(request.app), settings.keep_unsupported
+        titles = {h.passage.doc_id: h.title for h in result.hits}
+        said: list[dict[str, Any]] = []
+        stream = written_stream(index, llm, question, history, result, keep, request.app.state.rankers)
+        async for found in stream:
+            if isinstance(found, Generated):
+                if found.fallback is None:
+                    cited = written_citations(found.sentences, titles, base)
+                    yield f"\n\n{sources(cited)}", cited
+                    return
+                break
+            said.append(found)
+            cited = written_citations(said, titles, base)
+            yield (" " if len(said) > 1 else "") + marked(found, cited), cited
+    cited = citations(result, base)
+    yield reply_text(result, cited), cited
+
+
+async def _events(
+    made: dict[str, Any],
+    answer: AsyncIterator[tuple[str, list[dict[str, Any]]]],
+    max_tokens: int | None,
+    prompt_tokens: int | None,
+) -> AsyncIterator[str]:
+    """OpenAI's chunk format: the role, the text as it comes (a verified sentence at a time, in
+    pieces), cut at max_tokens as the plain reply is, then the finish with the citations, then
+    (with stream_options.include_usage: prompt_tokens given) a chunk with no choices and the
+    usage, every other chunk saying "usage": null; then [DONE]."""
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
         body = {
             **made,
             "object": "chat.completion.chunk",
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            **({"usage": None} if usage is not None else {}),
+            **({"usage": None} if prompt_tokens is not None else {}),
             **extra,
         }
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
     yield chunk({"role": "assistant", "content": ""})
-    for piece in _pieces(text):
-        yield chunk({"content": piece})
+    text, cited, finish = "", [], "stop"
+    async for piece, known in answer:
+        whole, kept, finish = cut(text + piece, known, max_tokens)
+        for part in _pieces(whole[len(text) :]):
+            yield chunk({"content": part})
+        text, cited = whole, kept
+        if finish == "length":
+            break
     yield chunk({}, finish, citations=cited)
-    if usage is not None:
+    if prompt_tokens is not None:
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": count_tokens(text)}
+        usage["total_tokens"] = prompt_tokens + usage["completion_tokens"]
         last = {**made, "object": "chat.completion.chunk", "choices": [], "usage": usage}
         yield f"data: {json.dumps(last)}\n\n"
     yield "data: [DONE]\n\n"

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from typing import Annotated
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from groundqa.index.conversation import MAX_HISTORY_CHARS, MAX_TURN_CHARS, MAX_TURNS, Turn
 from groundqa.index.index import Index, SearchResult
@@ -23,7 +25,7 @@ from groundqa.index.ranking import (
 from groundqa.index.verify import MAX_VERIFY_CHARS, verify_text
 from groundqa.service.deps import IndexDep, SettingsDep
 from groundqa.service.fields import DocIds, K, MinConfidence, QuestionText
-from groundqa.service.generation import sentences_json, written_answer
+from groundqa.service.generation import Generated, sentences_json, written_stream
 from groundqa.service.schemas import (
     BODY_ERRORS,
     GeneratedOut,
@@ -48,12 +50,29 @@ async def query(body: QueryRequest, index: IndexDep, request: Request, settings:
     args = (body.question, body.k, body.mode, body.doc_ids, body.min_confidence, history)
     result = await _search(index, request, *args)
     response = QueryResponse.of(result)
-    if body.generate:
-        keep = settings.keep_unsupported if body.keep_unsupported is None else body.keep_unsupported
-        rankers = request.app.state.rankers
-        written = await written_answer(index, settings.llm(), body.question, history, result, keep, rankers)
-        response.generated = GeneratedOut(**written.as_json())
+    if not body.generate:
+        return _rendered(response)
+    keep = settings.keep_unsupported if body.keep_unsupported is None else body.keep_unsupported
+    rankers = request.app.state.rankers
+    found = written_stream(index, settings.llm(), body.question, history, result, keep, rankers)
+    if body.stream:
+        return StreamingResponse(_events(found, response), media_type="text/event-stream")
+    async for written in found:
+        if isinstance(written, Generated):
+            response.generated = GeneratedOut(**written.as_json())
     return _rendered(response)
+
+
+async def _events(
+    found: AsyncIterator[dict[str, Any] | Generated], response: QueryResponse
+) -> AsyncIterator[str]:
+    """Server-sent events: each written sentence as it is checked and kept, then the response."""
+    async for written in found:
+        if isinstance(written, Generated):
+            response.generated = GeneratedOut(**written.as_json())
+            yield f"event: result\ndata: {response.as_text()}\n\n"
+        else:
+            yield f"event: sentence\ndata: {SentenceOut(**written).model_dump_json()}\n\n"
 
 
 @router.post("/v1/verify", response_model=VerifyResponse, responses=errors(404, *BODY_ERRORS))

@@ -180,15 +180,7 @@ function written(generated) {
     return box;
   }
   const text = el("p", { class: "written-text" });
-  generated.sentences.forEach((s, i) => {
-    text.append(i ? " " : "", el("span", { class: s.supported ? "claim" : "claim unsupported" }, s.text));
-    const c = s.citation;
-    if (c && s.supported) {
-      const href = `/view/${encodeURIComponent(c.doc_id)}?start=${c.start}&end=${c.end}#cited`;
-      text.append(" ", el("a", { class: "claim-cite", href, target: "_blank", rel: "noopener",
-        title: `supported (${Math.round(s.score * 100)}%): ${c.text}` }, "[source]"));
-    }
-  });
+  generated.sentences.forEach((s, i) => text.append(i ? " " : "", ...claim(s)));
   box.append(el("p", { class: "written-head" }, `Written by ${generated.model}, every sentence checked against the articles`), text);
   if (generated.unsupported.length) {
     const left = el("ul", { class: "unsupported", "aria-label": "Left out: no passage supports these" });
@@ -229,17 +221,19 @@ async function ask(event) {
   box.value = "";
   setBusy(true);
   try {
+    const generate = !$("written-choice").hidden && $("written").checked;
     const response = await fetch("/v1/query", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       // Until the limits arrive the mode list is empty: the server's default mode answers then.
+      // A written answer streams: each sentence is shown as soon as it is checked.
       body: JSON.stringify({ question, mode: $("mode").value || undefined, doc_ids: selectedDocs(), history: history(),
-        generate: !$("written-choice").hidden && $("written").checked }),
+        generate, stream: generate }),
     });
     if (!response.ok) {
       showError(reply, `The server could not answer: ${await errorText(response)}`);
     } else {
-      const body = await response.json();
+      const body = generate ? await streamed(response, reply) : await response.json();
       showAnswer(reply, body);
       conversation.push({ question, body });
       save();
@@ -251,6 +245,46 @@ async function ask(event) {
     reply.scrollIntoView({ block: "end" });
     box.focus();
   }
+}
+
+// A streamed written answer: each checked sentence shown as it comes, with its source link; the
+// whole response (the event "result") at the end.
+async function streamed(response, reply) {
+  const text = el("p", { class: "written-text" });
+  reply.classList.remove("pending");
+  reply.replaceChildren(el("div", { class: "written" },
+    el("p", { class: "written-head" }, "Writing; every sentence is checked against the articles as it comes"), text));
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  let result = null;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const kind = (block.match(/^event: (.*)$/m) || [])[1];
+      const data = JSON.parse((block.match(/^data: (.*)$/m) || [])[1]);
+      if (kind === "result") result = data;
+      else if (kind === "sentence") text.append(text.childNodes.length ? " " : "", ...claim(data));
+    }
+  }
+  if (!result) throw new Error("the stream ended without its result");
+  return result;
+}
+
+// One sentence of a written answer, and its link to the span that supports it.
+function claim(s) {
+  const out = [el("span", { class: s.supported ? "claim" : "claim unsupported" }, s.text)];
+  const c = s.citation;
+  if (c && s.supported) {
+    const href = `/view/${encodeURIComponent(c.doc_id)}?start=${c.start}&end=${c.end}#cited`;
+    out.push(" ", el("a", { class: "claim-cite", href, target: "_blank", rel: "noopener",
+      title: `supported (${Math.round(s.score * 100)}%): ${c.text}` }, "[source]"));
+  }
+  return out;
 }
 
 // The earlier turns as the API takes them: each question, and the answer sentence given (or the
