@@ -69,6 +69,8 @@ FRAGMENT_WORDS = 3
 TITLE_CASE = 0.6
 # A claim whose content words are this share of an earlier claim's says nothing new.
 REPEAT_SHARE = 0.8
+# Where a claim joins independent clauses.
+_JOINS = re.compile(r";\s+|,\s+(?:and|but|while|whereas)\s+")
 _ENDED = re.compile(r"[.!?][\"'”’)\]]*$")
 
 
@@ -95,6 +97,8 @@ class Support:
     end: int | None = None
     cited: str | None = None  # the document's text[start:end]
     reason: str | None = None  # why it is not supported
+    # A claim that joins facts of one passage: the spans of its other parts, each (doc_id, start, end, text).
+    also: tuple[tuple[str, int, int, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ class _Span:
     end: int
     text: str
     parts: tuple[int, ...]  # the sentences it joins, as rows of the sentence vectors
+    source: int  # which of the sources it lies in
 
 
 def claims(text: str) -> list[str]:
@@ -288,10 +293,36 @@ class Checker:
                 found.append(Support(text, False, 0.0, reason=empty))
                 continue
             c = _best(text, self.spans, cosines[n], self.free)
+            if not c.supported and len(parts := clauses(text)) > 1:
+                c = self._joined(c, parts)
             if c.supported and self.asked is not None and float(claimed[n] @ self.asked) < MIN_RELEVANCE:
                 c = dataclasses.replace(c, supported=False, reason="it does not bear on the question")
             found.append(c)
         return found
+
+    def _joined(self, whole: Support, parts: list[str]) -> Support:
+        """A claim that joins two or more facts is supported when each part is, by a span of one
+        and the same passage (a clause grafted on from another paragraph is not), every span
+        cited; else the claim as checked whole."""
+        if self.vectors is None:
+            return whole
+        cosines = self.embedder.embed(parts) @ self.vectors.T
+        for source in sorted({s.source for s in self.spans}):
+            spans = [s for s in self.spans if s.source == source]
+            found = [_best(part, spans, cosines[n], self.free) for n, part in enumerate(parts)]
+            if all(f.supported for f in found):
+                first, *rest = found
+                also = tuple((f.doc_id or "", f.start or 0, f.end or 0, f.cited or "") for f in rest)
+                score = min(f.score for f in found)
+                return dataclasses.replace(first, text=whole.text, score=score, also=also)
+        return whole
+
+
+def clauses(text: str) -> list[str]:
+    """The independent clauses a claim joins ("X; Y", "X, and Y", "X, but Y", "X, while Y"), each
+    of 3 words at least, else the claim whole."""
+    parts = [p.strip(" ,;") for p in _JOINS.split(text)]
+    return parts if len(parts) > 1 and all(len(p.split()) >= 3 for p in parts) else [text]
 
 
 def verify(
@@ -306,7 +337,7 @@ def verify(
 def _spans(sources: list[Source]) -> list[_Span]:
     """Every sentence of the sources, and every two adjacent ones, past those giving orders."""
     spans: list[_Span] = []
-    for source in sources:
+    for number, source in enumerate(sources):
         cut = [c for c in sentences(source.text) if not _INSTRUCTION.search(source.text[c.start : c.end])]
         first = sum(len(s.parts) == 1 for s in spans)
         pairs = [(i,) for i in range(len(cut))] + [(i, i + 1) for i in range(len(cut) - 1)]
@@ -314,7 +345,14 @@ def _spans(sources: list[Source]) -> list[_Span]:
             start, end = cut[part[0]].start, cut[part[-1]].end
             rows = tuple(first + i for i in part)
             spans.append(
-                _Span(source.doc_id, source.start + start, source.start + end, source.text[start:end], rows)
+                _Span(
+                    source.doc_id,
+                    source.start + start,
+                    source.start + end,
+                    source.text[start:end],
+                    rows,
+                    number,
+                )
             )
     return spans
 

@@ -53,8 +53,7 @@ def written_citations(
     """One citation per distinct span that supports a sentence of a written answer, in order."""
     spans: list[tuple[str, int, int]] = []
     out = []
-    for s in sentences:
-        c = s["citation"]
+    for c in (c for s in sentences for c in [s["citation"], *s.get("also", [])]):
         if c is None or (c["doc_id"], c["start"], c["end"]) in spans:
             continue
         spans.append((c["doc_id"], c["start"], c["end"]))
@@ -71,11 +70,15 @@ def written_reply(sentences: list[dict[str, Any]], cited: list[dict[str, Any]]) 
 
 
 def marked(sentence: dict[str, Any], cited: list[dict[str, Any]]) -> str:
-    """A sentence of a written answer followed by the marker of its span ([?]: kept unsupported)."""
-    c = sentence["citation"]
+    """A sentence of a written answer followed by the markers of its spans ([?]: kept unsupported)."""
     number = {(x["doc_id"], x["start"], x["end"]): x["index"] for x in cited}
-    marker = number.get((c["doc_id"], c["start"], c["end"])) if c and sentence["supported"] else None
-    return f"{sentence['text']} [{marker or '?'}]"
+    spans = (
+        [c for c in [sentence["citation"], *sentence.get("also", [])] if c] if sentence["supported"] else []
+    )
+    markers = [number.get((c["doc_id"], c["start"], c["end"])) for c in spans]
+    return f"{sentence['text']} " + (
+        "".join(f"[{m}]" for m in markers) if markers and all(markers) else "[?]"
+    )
 
 
 def sources(cited: list[dict[str, Any]]) -> str:

@@ -161,16 +161,22 @@ def _whole(raw: bytes, model: str) -> tuple[str, str, str | None]:
 
 
 def sentences_json(index: Index, checked: list[Support]) -> list[dict[str, Any]]:
-    """Checked sentences in the API's shape: text, supported, score and citation (its page from
-    the cited documents' rows, read once, without their texts)."""
-    rows = index.rows(sorted({c.doc_id for c in checked if c.doc_id is not None}))
+    """Checked sentences in the API's shape: text, supported, score, citation and the spans of
+    its other parts (also), each with its page from the cited documents' rows, read once,
+    without their texts."""
+    rows = index.rows(sorted({d for c in checked for d in (c.doc_id, *(a[0] for a in c.also)) if d}))
+
+    def cited(doc_id: str, start: int, end: int, text: str | None) -> dict[str, Any]:
+        page = rows[doc_id].page_at(start) if doc_id in rows else None
+        return {"doc_id": doc_id, "start": start, "end": end, "page": page, "text": text}
+
     out = []
     for c in checked:
         citation = None
         if c.doc_id is not None and c.start is not None and c.end is not None:
-            page = rows[c.doc_id].page_at(c.start) if c.doc_id in rows else None
-            citation = {"doc_id": c.doc_id, "start": c.start, "end": c.end, "page": page, "text": c.cited}
+            citation = cited(c.doc_id, c.start, c.end, c.cited)
         shown = {"text": c.text, "supported": c.supported, "score": c.score, "citation": citation}
+        shown["also"] = [cited(*other) for other in c.also]
         out.append(shown | ({"reason": c.reason} if c.reason else {}))
     return out
 

