@@ -186,17 +186,9 @@ def said_of(text: str) -> list[str]:
     return [c for c in claims(text) if c.rstrip(".").lower() not in ("i don't know", "i do not know")]
 
 
-async def written_answer(
-    index: Index,
-    llm: LLM | None,
-    question: str,
-    history: list[Turn],
-    result: SearchResult,
-    keep_unsupported: bool,
-    executor: Executor,
-) -> Generated:
-    """The written answer to a search's question, whole (written_stream, read to its end)."""
-    async for found in written_stream(index, llm, question, history, result, keep_unsupported, executor):
+async def whole(stream: AsyncIterator[dict[str, Any] | Generated]) -> Generated:
+    """A written answer streamed (written_stream), read to its end."""
+    async for found in stream:
         if isinstance(found, Generated):
             return found
     raise RuntimeError("written_stream ended without its answer")  # it always ends with one

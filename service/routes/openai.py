@@ -25,7 +25,7 @@ from groundqa.index.ranking import DEFAULT_K
 from groundqa.index.text import count_tokens, encoding
 from groundqa.service.citations import citations, marked, sources, written_citations, written_reply
 from groundqa.service.deps import SettingsDep, loaded
-from groundqa.service.generation import Generated, written_answer, written_stream
+from groundqa.service.generation import Generated, whole, written_stream
 
 MODEL = "groundqa"
 MODEL_OBJECT = {"id": MODEL, "object": "model", "created": 0, "owned_by": "groundqa"}
@@ -128,7 +128,9 @@ async def _reply(
     if llm is not None:
         index = loaded(request.app)
         keep = settings.keep_unsupported
-        written = await written_answer(index, llm, question, history, result, keep, request.app.state.rankers)
+        written = await whole(
+            written_stream(index, llm, question, history, result, keep, request.app.state.rankers)
+        )
         if written.fallback is None:
             titles = {h.passage.doc_id: h.title for h in result.hits}
             cited = written_citations(written.sentences, titles, base)

@@ -25,7 +25,7 @@ from groundqa.index.ranking import (
 from groundqa.index.verify import MAX_VERIFY_CHARS, verify_text
 from groundqa.service.deps import IndexDep, SettingsDep
 from groundqa.service.fields import DocIds, K, MinConfidence, QuestionText
-from groundqa.service.generation import Generated, sentences_json, written_stream
+from groundqa.service.generation import Generated, sentences_json, whole, written_stream
 from groundqa.service.schemas import (
     BODY_ERRORS,
     GeneratedOut,
@@ -57,9 +57,7 @@ async def query(body: QueryRequest, index: IndexDep, request: Request, settings:
     found = written_stream(index, settings.llm(), body.question, history, result, keep, rankers)
     if body.stream:
         return StreamingResponse(_events(found, response), media_type="text/event-stream")
-    async for written in found:
-        if isinstance(written, Generated):
-            response.generated = GeneratedOut(**written.as_json())
+    response.generated = GeneratedOut(**(await whole(found)).as_json())
     return _rendered(response)
 
 
