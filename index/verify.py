@@ -192,7 +192,7 @@ def _added(claim: str, unmatched: set[str], held: set[str]) -> list[str]:
 def _close(a: str, b: str) -> bool:
     """Stems of one word family: "russia" and "russian", "econom" and "economi" (4 letters at least)."""
     short, long = sorted((a, b), key=len)
-    return len(short) >= 4 and long.startswith(short)
+    return a == b or (len(short) >= 4 and long.startswith(short))
 
 
 def name_order(text: str) -> list[str]:
@@ -245,7 +245,11 @@ def repeats(texts: list[str]) -> list[bool]:
         said, named = set(terms(text)), set.union(*keys(text))
         out.append(
             bool(said)
-            and any(len(said & words) >= REPEAT_SHARE * len(said) and named <= names for words, names in seen)
+            and any(
+                len(said & words) >= REPEAT_SHARE * len(said)
+                and all(any(_close(n, m) for m in names) for n in named)
+                for words, names in seen
+            )
         )
         seen.append((said, named))
     return out
@@ -271,6 +275,11 @@ class Checker:
         self.vectors = vectors[len(asked) :] if vectors is not None and singles else None
         self.free = frozenset(terms(question or ""))
         self.said: list[str] = []
+
+    def heard(self, text: str) -> None:
+        """A sentence said without being checked here (the extractive answer leading): a claim
+        that repeats it is a repeat."""
+        self.said.append(text)
 
     def check(self, texts: list[str]) -> list[Support]:
         if not texts:

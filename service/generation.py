@@ -37,7 +37,7 @@ SYSTEM = (
 MAX_PASSAGES = 5
 MAX_PASSAGE_CHARS = 1500
 # Why a last sentence is left out unchecked.
-CUT = "it is cut off (the LLM stopped mid-sentence)"
+CUT = "it does not end as a sentence does (cut off, or a heading or fragment)"
 # Sentences of the conversation kept for the model: the latest turns.
 MAX_HISTORY_TURNS = 6
 
@@ -221,9 +221,16 @@ async def written_stream(
     sources = sources_of(result)[:MAX_PASSAGES]
     checker = await loop.run_in_executor(executor, Checker, index.embedder, sources, question)
 
-    async def checked(texts: list[str]) -> list[dict[str, Any]]:
-        found = await loop.run_in_executor(executor, checker.check, texts)
-        return sentences_json(index, found)
+    async def checked(texts: list[str], last: bool = False) -> list[dict[str, Any]]:
+        """The texts checked, in order. One that does not end as a sentence does (a heading, a
+        fragment, a line cut off) is left out unchecked, and so is the reply's last text when
+        the LLM stopped at its token limit (last: these are the reply's last texts)."""
+        cut = last and reply is not None and reply.cut
+        whole = [ended(t) and not (cut and n == len(texts) - 1) for n, t in enumerate(texts)]
+        pairs = list(zip(texts, whole, strict=True))
+        checks = iter(await loop.run_in_executor(executor, checker.check, [t for t, w in pairs if w]))
+        out = [next(checks) if w else Support(t, False, 0.0, reason=CUT) for t, w in pairs]
+        return sentences_json(index, out)
 
     shown: list[dict[str, Any]] = []  # every sentence of the reply, checked, in order
     kept: list[dict[str, Any]] = []  # what the answer shows, the lead included
@@ -242,6 +249,7 @@ async def written_stream(
             first = not any(k["supported"] for k in [*kept, *out])
             if first and lead is not None and not _overlaps(sentence["citation"], lead["citation"]):
                 out.append(lead)
+                checker.heard(lead["text"])  # the model saying it again later is a repeat
                 warnings.append(
                     "the reply does not begin with the answer the search found: that sentence leads"
                 )
@@ -269,10 +277,8 @@ async def written_stream(
             return
         warnings.append(f"{exc}; the written answer stops there")
     rest = said_of(buffer)[done:] if reply is not None else []
-    cut = rest[-1:] if rest and (reply is None or reply.cut or not ended(rest[-1])) else []
-    for sentence in show(await checked(rest[: len(rest) - len(cut)])):
+    for sentence in show(await checked(rest, last=True)):
         yield sentence
-    shown.extend(sentences_json(index, [Support(c, False, 0.0, reason=CUT) for c in cut]))
     model, took = (reply.model, reply.ms) if reply is not None else (llm.model, None)
     dropped = [s for s in shown if not s["supported"]]
     if not any(s["supported"] for s in kept):
