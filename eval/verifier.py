@@ -255,6 +255,9 @@ def generation_figures(
             # What the person is shown: the written answer, or the extractive sentence in its place.
             cited = [s["citation"] for s in g["sentences"] if s["citation"]]
             texts = [s["text"] for s in kept]
+            # The model's own sentences: the extractive sentence leading them is the article's.
+            led = any("that sentence leads" in w for w in g["warnings"])
+            written = [t for t in texts if not (led and a is not None and t == a["text"])]
             rows.append(
                 {
                     "question": q.question,
@@ -262,7 +265,7 @@ def generation_figures(
                     "unsupported": [s["text"] for s in g["unsupported"]],
                     "kept": len(kept),
                     # the model's own sentences kept (the extractive sentence may lead them)
-                    "kept_written": len(kept) - any("that sentence leads" in w for w in g["warnings"]),
+                    "kept_written": len(kept) - led,
                     "dropped": len(g["unsupported"]),
                     "answered": g["llm_ms"] is not None,
                     "hit": any(_covers(c, q) for c in cited),
@@ -272,7 +275,7 @@ def generation_figures(
                     "warnings": g["warnings"],
                     "kept_twice": len(set(texts)) < len(texts) or any(repeats(texts)),
                     "kept_title": any(set(terms(t)) <= titles_of(t) for t in texts),
-                    "kept_cut": any(not ended(t) for t in texts),
+                    "kept_cut": any(not ended(t) for t in written),
                     "kept_adding": sum(len(_added_words(s, q.question)) >= 2 for s in kept),
                     "kept_sentences": texts,
                 }
@@ -298,7 +301,7 @@ def generation_figures(
         "answer_hit_extractive": round(sum(r["extractive_hit"] for r in rows) / len(rows), 4),
         "llm_ms_p50": round(float(np.median([r["llm_ms"] for r in answered])), 1) if answered else None,
         "rest_ms_p50": round(float(np.median([r["rest_ms"] for r in rows])), 1),
-        "examples": rows[:12],
+        "examples": rows,
     }
 
 

@@ -42,7 +42,29 @@ from groundqa.service.schemas import (
 router = APIRouter(tags=["query"])
 
 
-@router.post("/v1/query", response_model=QueryResponse, responses=errors(404, *BODY_ERRORS))
+# With "stream": true (and "generate"), the answer comes as server-sent events.
+STREAMED = {
+    200: {
+        "content": {
+            "text/event-stream": {
+                # Each event: its name, and its data (JSON: a sentence, or the whole response).
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "event": {"type": "string", "enum": ["sentence", "result"]},
+                        "data": {"type": "string", "contentMediaType": "application/json"},
+                    },
+                    "required": ["event", "data"],
+                },
+                "example": 'event: sentence\ndata: {"text": "...", "supported": true, ...}\n\n'
+                'event: result\ndata: {"question": "...", ...}\n\n',
+            }
+        }
+    }
+}
+
+
+@router.post("/v1/query", response_model=QueryResponse, responses={**STREAMED, **errors(404, *BODY_ERRORS)})
 async def query(body: QueryRequest, index: IndexDep, request: Request, settings: SettingsDep) -> Response:
     """The answer sentence and the passages; with "generate": true, also a written answer whose
     every sentence is checked against the passages and cited by the span that supports it."""
