@@ -43,7 +43,7 @@ router = APIRouter(tags=["query"])
 
 
 # With "stream": true (and "generate"), the answer comes as server-sent events.
-STREAMED = {
+STREAMED: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {
             "text/event-stream": {
