@@ -63,9 +63,9 @@ FREE_WORDS = frozenset(
         "about approximately around roughly some main mainly total overall"
     )
 )
-# A claim without end punctuation is a title, a heading or a cut-off fragment when it is this
-# short, or when this share of its words is capitalized.
-FRAGMENT_WORDS = 3
+# A claim is a fragment when it is this short ("Super Bowl 50."), and a title or a heading when
+# it has no end punctuation and this share of its words is capitalized.
+FRAGMENT_WORDS = 2
 TITLE_CASE = 0.6
 # A claim whose content words are this share of an earlier claim's says nothing new.
 REPEAT_SHARE = 0.8
@@ -229,7 +229,7 @@ def says_nothing(claim: str, sources: list[Source], question: str | None = None)
         return "it is a document's title, not a statement"
     words = WORD_OF_LETTERS.findall(claim)
     capitalized = sum(w[0].isupper() for w in words) / max(len(words), 1)
-    if not _ENDED.search(claim) and (len(words) <= FRAGMENT_WORDS or capitalized >= TITLE_CASE):
+    if len(words) <= FRAGMENT_WORDS or (not _ENDED.search(claim) and capitalized >= TITLE_CASE):
         return "it is a heading or a fragment, not a statement"
     if question is not None and said <= set(terms(question)) | FREE_WORDS:
         return "it restates the question"

@@ -133,12 +133,19 @@ def test_a_true_sentence_in_other_words_of_the_same_family_is_supported(article_
 def test_a_title_a_heading_a_repeat_and_the_question_support_nothing(embedder: Embedder) -> None:
     title = "President Putin's expectations from his visit to China"
     source = Source("putin-china-visit", 0, len(TEXT), TEXT, title)
-    said = [title, "Power of Siberia 2", LENGTH, LENGTH, "How long is the Power of Siberia 2 pipeline."]
+    said = [
+        title,
+        "Power of Siberia 2",
+        LENGTH,
+        LENGTH,
+        "How long is the Power of Siberia 2 pipeline.",
+        "Yamal Peninsula.",
+    ]
     checked = verify(embedder, said, [source], question="How long is the Power of Siberia 2 pipeline?")
-    assert [c.supported for c in checked] == [False, False, True, False, False], checked
+    assert [c.supported for c in checked] == [False, False, True, False, False, False], checked
     reasons = [c.reason or "" for c in checked]
     assert "title" in reasons[0] and "fragment" in reasons[1]
-    assert "repeats" in reasons[3] and "restates the question" in reasons[4]
+    assert "repeats" in reasons[3] and "restates the question" in reasons[4] and "fragment" in reasons[5]
     assert all(c.doc_id is None for c in (checked[0], checked[1], checked[3], checked[4]))
 
 
