@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 Table = tuple[str, dict[str, dict[str, Any]]]
+# Missed questions shown open in each mode.
+OPEN = 3
 
 STYLE = """
 body { font: 15px/1.5 system-ui, sans-serif; margin: 0 auto; max-width: 60rem; padding: 1rem; color: #222; }
@@ -41,7 +43,8 @@ def page(report: dict[str, Any], tables: list[Table], plots: list[Path]) -> str:
         parts.append(f"<p><img alt='{escape(path.stem)}' src='data:image/png;base64,{data}'></p>")
     for mode, missed in (report.get("missed") or {}).items():
         parts.append(f"<h2>Missed in {escape(mode)}: the answer sentence holds no gold span</h2>")
-        parts += [_question(m) for m in missed] or ["<p>None.</p>"]
+        # The first ones open: the page shows misses with their spans marked without a click.
+        parts += [_question(m, opened=n < OPEN) for n, m in enumerate(missed)] or ["<p>None.</p>"]
     if report.get("settings"):
         items = "".join(
             f"<li>{escape(str(k))}: <code>{escape(str(v))}</code></li>" for k, v in report["settings"].items()
@@ -104,11 +107,11 @@ def _answers(answers: dict[str, Any] | None) -> list[str]:
     return parts
 
 
-def _question(m: dict[str, Any]) -> str:
+def _question(m: dict[str, Any], opened: bool) -> str:
     rank = f"first passage holding it: #{m['rank']}" if m["rank"] else "no passage of the top 20 holds it"
     confidence = "" if m.get("confidence") is None else f", confidence {m['confidence']:.3f}"
     parts = [
-        f"<details><summary><b>{escape(m['id'])}</b> {escape(m['question'])} "
+        f"<details{' open' if opened else ''}><summary><b>{escape(m['id'])}</b> {escape(m['question'])} "
         f"<span class='where'>({rank}{confidence})</span></summary>"
     ]
     if m.get("answer"):
