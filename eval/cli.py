@@ -82,6 +82,15 @@ def add_parser(commands: Any) -> None:
     talks.add_argument("--out", type=Path, help="report folder (default reports/conversations-<set name>)")
     talks.add_argument("--index", metavar="DIR", help=argparse.SUPPRESS)
     talks.set_defaults(run=run_conversations)
+    _add_compare_and_verifier(kinds)
+    for sub in (squad, questions):
+        sub.add_argument("--modes", default=None, help="comma-separated: hybrid,dense,lexical")
+        sub.add_argument("--out", type=Path, help="report folder (default reports/<set name>)")
+        sub.add_argument("--index", metavar="DIR", help=argparse.SUPPRESS)
+
+
+def _add_compare_and_verifier(kinds: Any) -> None:
+    """`eval compare` (two reports) and `eval verifier` (the verifier's measurement)."""
     compare = kinds.add_parser(
         "compare",
         help="two reports side by side (folders or report.json): each figure, B - A with a 95%% "
@@ -107,10 +116,6 @@ def add_parser(commands: Any) -> None:
     )
     verifier.add_arguments(checks)
     checks.set_defaults(run=lambda args, settings: verifier.run(args, "groundqa " + shlex.join(sys.argv[1:])))
-    for sub in (squad, questions):
-        sub.add_argument("--modes", default=None, help="comma-separated: hybrid,dense,lexical")
-        sub.add_argument("--out", type=Path, help="report folder (default reports/<set name>)")
-        sub.add_argument("--index", metavar="DIR", help=argparse.SUPPRESS)
 
 
 def parse_modes(text: str | None, default: str) -> list[str]:

@@ -237,32 +237,7 @@ async def written_stream(
         out = [next(checks) if w else Support(t, False, 0.0, reason=CUT) for t, w in pairs]
         return sentences_json(index, out)
 
-    shown: list[dict[str, Any]] = []  # every sentence of the reply, checked, in order
-    kept: list[dict[str, Any]] = []  # what the answer shows, the lead included
-    waiting: list[dict[str, Any]] = []  # unsupported sentences kept marked, until one is supported
-    lead = _extractive(result)
-    warnings: list[str] = []
-
-    def show(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """What the checked sentences add to the answer now, in order."""
-        out: list[dict[str, Any]] = []
-        for sentence in found:
-            shown.append(sentence)
-            if not sentence["supported"]:
-                waiting.extend([sentence] if keep_unsupported else [])
-                continue
-            first = not any(k["supported"] for k in [*kept, *out])
-            if first and lead is not None and not _overlaps(sentence["citation"], lead["citation"]):
-                out.append(lead)
-                checker.heard(lead["text"])  # the model saying it again later is a repeat
-                warnings.append(
-                    "the reply does not begin with the answer the search found: that sentence leads"
-                )
-            out += [*waiting, sentence]
-            waiting.clear()
-        kept.extend(out)
-        return out
-
+    answer = _Answer(result, checker, keep_unsupported)
     buffer, done = "", 0  # the reply so far, and how many of its claims are checked
     reply: Reply | None = None
     try:
@@ -274,26 +249,67 @@ async def written_stream(
             ready = said_of(buffer)[done:-1]  # claims another has followed: ended (the last may grow)
             if ready:
                 done += len(ready)
-                for sentence in show(await checked(ready)):
+                for sentence in answer.add(await checked(ready)):
                     yield sentence
     except LLMFailed as exc:
-        if not kept:
+        if not answer.kept:
             yield _fallback(result, None, None, [f"{exc}; the extractive answer stands"])
             return
-        warnings.append(f"{exc}; the written answer stops there")
+        answer.warnings.append(f"{exc}; the written answer stops there")
     rest = said_of(buffer)[done:] if reply is not None else []
-    for sentence in show(await checked(rest, last=True)):
+    for sentence in answer.add(await checked(rest, last=True)):
         yield sentence
-    model, took = (reply.model, reply.ms) if reply is not None else (llm.model, None)
-    dropped = [s for s in shown if not s["supported"]]
-    if not any(s["supported"] for s in kept):
-        why = "no sentence of the LLM's reply is supported by the passages; the extractive answer stands"
-        yield _fallback(result, model, took, [why], dropped)
-        return
-    if dropped and not keep_unsupported:
-        warnings.insert(0, f"{len(dropped)} sentence(s) of the reply left out: no passage supports them")
-    text = " ".join(s["text"] for s in kept)
-    yield Generated(text, kept, [] if keep_unsupported else dropped, model, took, None, warnings)
+    yield answer.whole(*((reply.model, reply.ms) if reply is not None else (llm.model, None)))
+
+
+class _Answer:
+    """A written answer as its checked sentences come: what it shows (the leading extractive
+    sentence included), and every sentence of the reply."""
+
+    def __init__(self, result: SearchResult, checker: Checker, keep_unsupported: bool) -> None:
+        self.result, self.checker, self.keep_unsupported = result, checker, keep_unsupported
+        self.lead = _extractive(result)
+        self.shown: list[dict[str, Any]] = []  # every sentence of the reply, checked, in order
+        self.kept: list[dict[str, Any]] = []  # what the answer shows
+        self.waiting: list[dict[str, Any]] = []  # unsupported ones kept marked, until one is supported
+        self.warnings: list[str] = []
+
+    def add(self, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """What the checked sentences add to the answer now, in order."""
+        out: list[dict[str, Any]] = []
+        for sentence in found:
+            self.shown.append(sentence)
+            if not sentence["supported"]:
+                self.waiting.extend([sentence] if self.keep_unsupported else [])
+                continue
+            first = not any(k["supported"] for k in [*self.kept, *out])
+            lead = self.lead
+            if first and lead is not None and not _overlaps(sentence["citation"], lead["citation"]):
+                out.append(lead)
+                self.checker.heard(lead["text"])  # the model saying it again later is a repeat
+                self.warnings.append(
+                    "the reply does not begin with the answer the search found: that sentence leads"
+                )
+            out += [*self.waiting, sentence]
+            self.waiting.clear()
+        self.kept.extend(out)
+        return out
+
+    def whole(self, model: str, took: float | None) -> Generated:
+        """The answer once the reply has ended: the extractive one when nothing was supported."""
+        dropped = [s for s in self.shown if not s["supported"]]
+        if not any(s["supported"] for s in self.kept):
+            why = "no sentence of the LLM's reply is supported by the passages; the extractive answer stands"
+            return _fallback(self.result, model, took, [why], dropped)
+        warnings = self.warnings
+        if dropped and not self.keep_unsupported:
+            warnings = [
+                f"{len(dropped)} sentence(s) of the reply left out: no passage supports them",
+                *warnings,
+            ]
+        text = " ".join(s["text"] for s in self.kept)
+        unsupported = [] if self.keep_unsupported else dropped
+        return Generated(text, self.kept, unsupported, model, took, None, warnings)
 
 
 def _overlaps(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
