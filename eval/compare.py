@@ -64,6 +64,7 @@ def rows(a: dict[str, Any], b: dict[str, Any]) -> list[Row]:
     """Every figure of the tables both reports hold."""
     found = []
     b_tables = dict(tables(b))
+    paired = _paired(a, b)  # each mode's questions, paired once for every figure's interval
     for name, a_rows in tables(a):
         for mode, a_metrics in a_rows.items():
             b_metrics = b_tables.get(name, {}).get(mode)
@@ -72,7 +73,9 @@ def rows(a: dict[str, Any], b: dict[str, Any]) -> list[Row]:
             for metric, value in a_metrics.items():
                 if metric in b_metrics:
                     interval = (
-                        _interval(a, b, mode, metric) if name in ("By mode", "All conversations") else None
+                        _interval(paired.get(mode, []), metric)
+                        if name in ("By mode", "All conversations")
+                        else None
                     )
                     found.append(Row(name, mode, metric, value, b_metrics[metric], interval))
     return found
@@ -156,8 +159,7 @@ def _value(outcome: dict[str, Any], metric: str) -> float | None:
     return None
 
 
-def _interval(a: dict[str, Any], b: dict[str, Any], mode: str, metric: str) -> tuple[float, float] | None:
-    pairs = _paired(a, b).get(mode, [])
+def _interval(pairs: list[tuple[dict[str, Any], dict[str, Any]]], metric: str) -> tuple[float, float] | None:
     if len(pairs) < 2 or _value(pairs[0][0], metric) is None:
         return None
     diffs = np.array([(_value(y, metric) or 0.0) - (_value(x, metric) or 0.0) for x, y in pairs])

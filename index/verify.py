@@ -237,22 +237,33 @@ def says_nothing(claim: str, sources: list[Source], question: str | None = None)
 
 
 def repeats(texts: list[str]) -> list[bool]:
-    """Whether each text says again what an earlier one said: REPEAT_SHARE of its words, and no
-    number or name the earlier one lacks (a changed figure is another claim, checked as such)."""
-    seen: list[tuple[set[str], set[str]]] = []
+    """Whether each text says again what an earlier one said (see _repeat)."""
+    seen: list[_Said] = []
     out = []
     for text in texts:
-        said, named = set(terms(text)), set.union(*keys(text))
-        out.append(
-            bool(said)
-            and any(
-                len(said & words) >= REPEAT_SHARE * len(said)
-                and all(any(_close(n, m) for m in names) for n in named)
-                for words, names in seen
-            )
-        )
-        seen.append((said, named))
+        said = _said(text)
+        out.append(_repeat(said, seen))
+        seen.append(said)
     return out
+
+
+# What a text says, for telling repeats: its stems, and its numbers and names.
+_Said = tuple[set[str], set[str]]
+
+
+def _said(text: str) -> _Said:
+    return set(terms(text)), set.union(*keys(text))
+
+
+def _repeat(said: _Said, seen: list[_Said]) -> bool:
+    """REPEAT_SHARE of its words in an earlier text, and no number or name that one lacks (a
+    changed figure is another claim, checked as such)."""
+    words, named = said
+    return bool(words) and any(
+        len(words & before) >= REPEAT_SHARE * len(words)
+        and all(any(_close(n, m) for m in names) for n in named)
+        for before, names in seen
+    )
 
 
 def ended(claim: str) -> bool:
@@ -274,19 +285,21 @@ class Checker:
         self.asked = vectors[0] if vectors is not None and asked else None
         self.vectors = vectors[len(asked) :] if vectors is not None and singles else None
         self.free = frozenset(terms(question or ""))
-        self.said: list[str] = []
+        self.seen: list[_Said] = []  # what the claims checked so far said, for repeats
 
     def heard(self, text: str) -> None:
         """A sentence said without being checked here (the extractive answer leading): a claim
         that repeats it is a repeat."""
-        self.said.append(text)
+        self.seen.append(_said(text))
 
     def check(self, texts: list[str]) -> list[Support]:
         if not texts:
             return []
-        before = len(self.said)
-        self.said += texts
-        again = repeats(self.said)[before:]
+        again = []
+        for text in texts:
+            said = _said(text)
+            again.append(_repeat(said, self.seen))
+            self.seen.append(said)
         if self.vectors is None:
             return [Support(t, False, 0.0, reason="there is no passage to check it against") for t in texts]
         claimed = self.embedder.embed(texts)

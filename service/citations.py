@@ -63,14 +63,9 @@ def written_citations(
     return out
 
 
-def written_reply(sentences: list[dict[str, Any]], cited: list[dict[str, Any]]) -> str:
-    """The written answer, each sentence followed by the marker of the span that supports it
-    ([?] for one kept unsupported), then the sources."""
-    return f"{' '.join(marked(s, cited) for s in sentences)}\n\n{sources(cited)}"
-
-
 def marked(sentence: dict[str, Any], cited: list[dict[str, Any]]) -> str:
-    """A sentence of a written answer followed by the markers of its spans ([?]: kept unsupported)."""
+    """A sentence of a written answer followed by the markers of its spans ([?]: kept unsupported);
+    the sentences so marked, joined, then the sources, are a written reply."""
     number = {(x["doc_id"], x["start"], x["end"]): x["index"] for x in cited}
     spans = (
         [c for c in [sentence["citation"], *sentence.get("also", [])] if c] if sentence["supported"] else []

@@ -23,9 +23,9 @@ from groundqa.index.errors import GroundQAError, IndexBusy
 from groundqa.index.index import SearchResult
 from groundqa.index.ranking import DEFAULT_K
 from groundqa.index.text import count_tokens, encoding
-from groundqa.service.citations import citations, marked, sources, written_citations, written_reply
+from groundqa.service.citations import citations, marked, sources, written_citations
 from groundqa.service.deps import SettingsDep, loaded
-from groundqa.service.generation import Generated, whole, written_stream
+from groundqa.service.generation import Generated, written_stream
 
 MODEL = "groundqa"
 MODEL_OBJECT = {"id": MODEL, "object": "model", "created": 0, "owned_by": "groundqa"}
@@ -121,22 +121,11 @@ def reply_text(result: SearchResult, cited: list[dict[str, Any]]) -> str:
 async def _reply(
     request: Request, settings: Any, question: str, history: list[Turn], result: SearchResult
 ) -> tuple[str, list[dict[str, Any]]]:
-    """The written answer, verified, where the server has an LLM and it said something the
-    passages support; else the extractive one. Its text and its citations."""
-    base = settings.link_base()
-    llm = settings.llm()
-    if llm is not None:
-        index = loaded(request.app)
-        keep = settings.keep_unsupported
-        written = await whole(
-            written_stream(index, llm, question, history, result, keep, request.app.state.rankers)
-        )
-        if written.fallback is None:
-            titles = {h.passage.doc_id: h.title for h in result.hits}
-            cited = written_citations(written.sentences, titles, base)
-            return written_reply(written.sentences, cited), cited
-    cited = citations(result, base)
-    return reply_text(result, cited), cited
+    """The whole reply, as the stream sends it (_answer_pieces, joined): its text and citations."""
+    text, cited = "", []
+    async for piece, known in _answer_pieces(request, settings, question, history, result):
+        text, cited = text + piece, known
+    return text, cited
 
 
 def cut(
