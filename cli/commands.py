@@ -10,11 +10,11 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from groundqa.eval.client import Client
-from groundqa.eval.progress import progress
+from groundqa.cli.client import Client
 from groundqa.index.config import open_index
 from groundqa.index.errors import GroundQAError, UsageError
 from groundqa.index.index import Index, new_document
+from groundqa.index.progress import progress
 from groundqa.index.ranking import check_query
 from groundqa.index.rebuild import rebuild
 from groundqa.ingest.sources import article_input, article_sources, read_source

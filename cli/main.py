@@ -13,9 +13,9 @@ from pydantic import ValidationError
 
 from groundqa import __version__
 from groundqa.cli import commands as over_index
+from groundqa.cli import evaluate as eval_cli
 from groundqa.cli.serve import run_mcp, run_serve, workers_arg
 from groundqa.eval import bench
-from groundqa.eval import cli as eval_cli
 from groundqa.index.config import prepare_process
 from groundqa.index.errors import GroundQAError, UsageError
 from groundqa.index.ranking import DEFAULT_K, DEFAULT_MODE, MAX_K, MODES

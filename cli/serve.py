@@ -17,6 +17,8 @@ def run_mcp(args: argparse.Namespace, settings: Settings) -> int:
     """The MCP server on stdin and stdout; the index opens at the first tool call, and writes are
     allowed (the local user owns the index)."""
     from groundqa.service import auth, mcp_server
+    from groundqa.service.metrics import Metrics
+    from groundqa.service.search import Searcher
 
     opened: list[Index] = []
 
@@ -25,7 +27,8 @@ def run_mcp(args: argparse.Namespace, settings: Settings) -> int:
             opened.append(open_existing(settings))
         return opened[0]
 
-    mcp_server.build(index, auth.allow_all, settings.link_base()).run()
+    searcher = Searcher(index, Metrics(lambda: opened[0] if opened else None))
+    mcp_server.build(searcher, auth.allow_all, settings.link_base()).run()
     return 0
 
 

@@ -39,7 +39,7 @@ import numpy as np
 
 from groundqa.eval.bench_report import CLIENTS, http_step, markdown, plot, verdict
 from groundqa.eval.data import DataError, load_squad
-from groundqa.eval.serving import descendants, free_port, groundqa_command, rss_mb
+from groundqa.eval.server import descendants, free_port, groundqa_command, rss_mb
 from groundqa.index.config import IndexSettings, embedder_of
 from groundqa.index.index import DocumentInput, Index
 from groundqa.index.model import bundled_model_dir

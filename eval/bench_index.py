@@ -30,7 +30,7 @@ import httpx
 import numpy as np
 
 from groundqa.eval.data import load_squad
-from groundqa.eval.serving import groundqa_command, rss_mb, serve, wait_ready
+from groundqa.eval.server import groundqa_command, rss_mb, serve, wait_ready
 from groundqa.index.config import prepare_process
 from groundqa.index.index import Index, derive_doc_id
 from groundqa.index.model import Embedder, bundled_model_dir

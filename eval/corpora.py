@@ -19,11 +19,11 @@ import tempfile
 from pathlib import Path
 
 from groundqa.eval.data import Question, load_questions, load_squad
-from groundqa.eval.progress import progress
 from groundqa.eval.runner import articles_input, index_all
 from groundqa.index.config import prepare_process
 from groundqa.index.index import DocumentInput, Index
 from groundqa.index.model import Embedder
+from groundqa.index.progress import progress
 from groundqa.index.text import sentences
 
 QUESTIONS = Path(__file__).resolve().parent / "questions" / "putin-china-visit.jsonl"

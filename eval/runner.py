@@ -9,8 +9,8 @@ from typing import Any
 
 from groundqa.eval.data import Article, Question
 from groundqa.eval.metrics import Located, Outcome, covers, first_rank
-from groundqa.eval.progress import progress
 from groundqa.index.index import DocumentInput, Index, SearchResult
+from groundqa.index.progress import progress
 
 # The contract asks every question with k = 20: enough for hit@20.
 ASK_K = 20

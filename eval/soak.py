@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from groundqa.eval.serving import serve, wait_ready
+from groundqa.eval.server import serve, wait_ready
 from groundqa.index.ranking import MODES
 
 KEY = "soak-key"

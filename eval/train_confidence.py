@@ -37,12 +37,12 @@ import numpy as np
 
 from groundqa.eval.data import Article, Dataset, Question, load_squad
 from groundqa.eval.metrics import Located, auroc, covers
-from groundqa.eval.progress import progress
 from groundqa.eval.runner import articles_input, index_all
 from groundqa.index.confidence import SIGNALS, ConfidenceModel, expand
 from groundqa.index.config import prepare_process
 from groundqa.index.index import Index
 from groundqa.index.model import Embedder
+from groundqa.index.progress import progress
 
 SEED = 0
 HOLD_EVERY = 4  # articles at positions 3, 7, 11, ... are held out

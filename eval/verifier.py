@@ -33,16 +33,16 @@ from typing import Any
 import httpx
 import numpy as np
 
-from groundqa.eval import serving
+from groundqa.eval import server
 from groundqa.eval import train_confidence as tc
 from groundqa.eval.data import Article, load_squad
 from groundqa.eval.metrics import Located, covers
-from groundqa.eval.progress import progress
 from groundqa.eval.runner import articles_input, index_all
 from groundqa.index.config import prepare_process
 from groundqa.index.index import Index
 from groundqa.index.lexical import terms
 from groundqa.index.model import Embedder
+from groundqa.index.progress import progress
 from groundqa.index.text import sentences
 from groundqa.index.verify import (
     OPENERS,
@@ -245,7 +245,7 @@ def generation_figures(
         "GROUNDQA_LLM_TIMEOUT": "600",
         "GROUNDQA_WORKERS": "1",
     }
-    with serving.running(folder, env=env) as (_, url), httpx.Client(timeout=900) as client:
+    with server.running(folder, env=env) as (_, url), httpx.Client(timeout=900) as client:
         for q in progress(asked, "generation"):
             began = time.perf_counter()
             body = client.post(f"{url}/v1/query", json={"question": q.question, "generate": True}).json()

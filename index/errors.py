@@ -14,7 +14,11 @@ class InvalidQuery(GroundQAError, ValueError):
     pass
 
 
-class DocumentNotFound(GroundQAError):
+class NotFound(GroundQAError):
+    """Nothing has the id asked for (404): a document, a job."""
+
+
+class DocumentNotFound(NotFound):
     def __init__(self, message: str, doc_ids: list[str] | None = None) -> None:
         super().__init__(message)
         self.doc_ids = doc_ids or []  # the unknown ones, for a face that words its own message
@@ -44,7 +48,9 @@ class SetupError(GroundQAError):
 
 
 class IndexBusy(GroundQAError):
-    """Another writer held the index's lock for longer than the wait allowed."""
+    """The index cannot answer now; try again (503): it is still loading or failed to load,
+    another writer held its lock for longer than the wait allowed, its documents kept changing
+    under a query, or a rebuild holds its folder. (ParseBusy: every parse slot is taken.)"""
 
 
 class IndexDamaged(GroundQAError):

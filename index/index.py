@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import re
 import threading
@@ -31,7 +32,7 @@ from groundqa.index.confidence import bundled as bundled_confidence
 from groundqa.index.conversation import Titles, Turn, check_history, resolve
 from groundqa.index.errors import DocumentConflict, IndexBusy, IndexMismatch, InvalidDocument
 from groundqa.index.lexical import BM25Params, lexical_input
-from groundqa.index.model import Embedder
+from groundqa.index.model import Embedder, PieceVectors
 from groundqa.index.ranking import (
     DEFAULT_K,
     DEFAULT_MODE,
@@ -241,10 +242,8 @@ class Index:
         0 always answers). history: the conversation's earlier turns, oldest first, in whose
         light the question is read (index/conversation.py)."""
         began = time.perf_counter()
-        question, searched = self._searched(question, k, mode, doc_ids, history)
-        vector, pieces = self.questions.embed(searched)
-        query = Query(searched, vector, pieces, k, mode, doc_ids, _given(history))
-        return self.ranked(query, min_confidence, began, question if history else None)
+        searched, query = self._asked(question, k, mode, doc_ids, history)
+        return self.ranked(query(*self.questions.embed(searched)), min_confidence, began)
 
     async def search_async(
         self,
@@ -260,22 +259,23 @@ class Index:
         thread (so the questions of many clients meet in one forward pass), and ranking runs on
         executor, whose few threads bound how many queries take turns at the GIL."""
         began = time.perf_counter()
-        question, searched = self._searched(question, k, mode, doc_ids, history)
-        vector, pieces = await asyncio.wrap_future(self.questions.submit(searched))
-        query = Query(searched, vector, pieces, k, mode, doc_ids, _given(history))
+        searched, query = self._asked(question, k, mode, doc_ids, history)
+        encoded = query(*await asyncio.wrap_future(self.questions.submit(searched)))
         loop = asyncio.get_running_loop()
-        asked = question if history else None
-        return await loop.run_in_executor(executor, self.ranked, query, min_confidence, began, asked)
+        return await loop.run_in_executor(executor, self.ranked, encoded, min_confidence, began)
 
-    def _searched(
-        self, question: str, k: int, mode: str, doc_ids: list[str] | None, history: Sequence[Turn]
-    ) -> tuple[str, str]:
-        """The question checked, and what is searched for it."""
+    def _asked(
+        self, question: str, k: int, mode: Mode, doc_ids: list[str] | None, history: Sequence[Turn]
+    ) -> tuple[str, Callable[[np.ndarray, PieceVectors], Query]]:
+        """The question checked: what is searched for it, and the query its encoding makes."""
         question = check_query(question, k, mode, doc_ids)
-        if not history:
-            return question, question
-        check_history(history)
-        return question, resolve(question, history, self._titles()).searched_for
+        searched, asked = question, None
+        if history:
+            check_history(history)
+            searched, asked = resolve(question, history, self._titles()).searched_for, question
+        return searched, functools.partial(
+            Query, searched, k=k, mode=mode, doc_ids=doc_ids, given=_given(history), asked=asked
+        )
 
     def _titles(self) -> Titles:
         """The documents' titles, read again only when the index has changed."""
@@ -284,11 +284,8 @@ class Index:
             self._title_cache = (revision, Titles([d.title for d in self.documents()]))
         return self._title_cache[1]
 
-    def ranked(
-        self, query: Query, min_confidence: float | None, began: float, asked: str | None = None
-    ) -> SearchResult:
-        """The passages and answer of an encoded query; began: when the query came (for took_ms);
-        asked: the question as asked, when the query searched it read in the light of a history."""
+    def ranked(self, query: Query, min_confidence: float | None, began: float) -> SearchResult:
+        """The passages and answer of an encoded query; began: when the query came (for took_ms)."""
         reader = self.reader()
         for attempt in range(STALE_RETRIES):
             try:
@@ -309,7 +306,7 @@ class Index:
         if answer is not None and confidence < floor:
             answer = None
         took = round((time.perf_counter() - began) * 1000, 2)
-        question, searched = (query.question, None) if asked is None else (asked, query.question)
+        question, searched = (query.question, None) if query.asked is None else (query.asked, query.question)
         return SearchResult(question, query.mode, query.k, hits, answer, round(confidence, 4), took, searched)
 
     def _confidence(self, answer: Answer | None) -> float:

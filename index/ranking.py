@@ -102,6 +102,8 @@ class Query:
     # Answers already given in the conversation: a follow-up is answered by another sentence
     # where one can ("How much gas?" after the pipeline's description).
     given: tuple[str, ...] = ()
+    # The question as asked, when `question` is it read in the light of a conversation.
+    asked: str | None = None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from groundqa.index import serving
+from groundqa.index import folder_lock
 from groundqa.index.config import IndexSettings, open_index
 from groundqa.index.errors import IndexDamaged, UsageError
 from groundqa.index.index import DocumentInput
@@ -40,7 +40,7 @@ def rebuild(settings: IndexSettings, batches: Callable[[range], Iterable[int]] =
     folder = Path(settings.index_dir)
     if not (folder / "store.sqlite").exists():
         raise UsageError(f"no index at {folder}; give --index")
-    with serving.alone(folder):
+    with folder_lock.alone(folder):
         source, note = _source(folder)
         items = _stored_items(source)
         fresh = folder.with_name(folder.name + ".rebuilding")

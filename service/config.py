@@ -4,12 +4,23 @@ from GROUNDQA_*."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import SecretStr, field_validator
 
 from groundqa.ingest.limits import IngestSettings
-from groundqa.service.generation import LLM
+
+
+@dataclass(frozen=True)
+class LLM:
+    """The LLM that writes answers (service/generation.py), from GROUNDQA_LLM_*."""
+
+    url: str  # the OpenAI-compatible base URL, e.g. http://127.0.0.1:8081/v1
+    model: str
+    api_key: str | None = None
+    timeout: float = 30.0
+    max_tokens: int = 200
 
 
 class Settings(IngestSettings):

@@ -1,29 +1,84 @@
-"""What routes depend on: the loaded index and the settings, in one place."""
+"""What routes depend on, typed (FastAPI's deps.py pattern): the index, the searcher, the metrics,
+the jobs, the LLM and the settings. The app holds one Services; only this module reads it off
+the app, so no route reaches into app.state."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 
 from groundqa.index.errors import IndexBusy
 from groundqa.index.index import Index
-from groundqa.service.config import Settings, get_settings
+from groundqa.service.config import LLM, Settings, get_settings
+from groundqa.service.jobs import Jobs
+from groundqa.service.metrics import Metrics
+from groundqa.service.search import Searcher
 
 
-def loaded(app: FastAPI) -> Index:
-    """The index, or IndexBusy (503 over HTTP, a tool error in MCP) saying why there is none yet."""
-    index: Index | None = app.state.index
-    if index is None:
-        error = app.state.load_error
-        raise IndexBusy(f"the index failed to load: {error}" if error else "the index is loading; try again")
-    return index
+@dataclass
+class Services:
+    """What one app (one worker) holds: made at start, the index and jobs set once loaded."""
+
+    settings: Settings
+    metrics: Metrics
+    searcher: Searcher
+    jobs: Jobs | None = None
+    index: Index | None = None
+    load_error: str | None = None  # why there is no index (IndexBusy says it)
+
+    def loaded(self) -> Index:
+        """The index, or IndexBusy (503 over HTTP, a tool error in MCP) saying why there is none yet."""
+        if self.index is None:
+            error = self.load_error
+            raise IndexBusy(
+                f"the index failed to load: {error}" if error else "the index is loading; try again"
+            )
+        return self.index
+
+    def running_jobs(self) -> Jobs:
+        if self.jobs is None:
+            raise IndexBusy("the server is starting; try again")
+        return self.jobs
 
 
-async def get_index(request: Request) -> Index:
-    """(async: FastAPI runs a plain function dependency on a thread of its pool.)"""
-    return loaded(request.app)
+def services_of(app: FastAPI) -> Services:
+    services: Services = app.state.services
+    return services
+
+
+# (async: FastAPI runs a plain function dependency on a thread of its pool.)
+async def get_services(request: Request) -> Services:
+    return services_of(request.app)
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def get_index(services: ServicesDep) -> Index:
+    return services.loaded()
+
+
+async def get_searcher(services: ServicesDep) -> Searcher:
+    return services.searcher
+
+
+async def get_metrics(services: ServicesDep) -> Metrics:
+    return services.metrics
+
+
+async def get_jobs(services: ServicesDep) -> Jobs:
+    return services.running_jobs()
+
+
+async def get_llm(services: ServicesDep) -> LLM | None:
+    return services.settings.llm()
 
 
 IndexDep = Annotated[Index, Depends(get_index)]
+SearcherDep = Annotated[Searcher, Depends(get_searcher)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+JobsDep = Annotated[Jobs, Depends(get_jobs)]
+LLMDep = Annotated[LLM | None, Depends(get_llm)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

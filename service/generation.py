@@ -16,15 +16,16 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import Executor
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import httpx
 
 from groundqa.index.conversation import Turn
 from groundqa.index.index import Index, SearchResult
 from groundqa.index.verify import Checker, Support, claims, ended, sources_of
+from groundqa.service.config import LLM
+from groundqa.service.schemas import CitationOut, GeneratedOut, SentenceOut
+from groundqa.service.search import Searcher
 
 # The instructions, ahead of everything the articles say.
 SYSTEM = (
@@ -42,29 +43,6 @@ MAX_PASSAGE_CHARS = 1500
 CUT = "it does not end as a sentence does (cut off, or a heading or fragment)"
 # Sentences of the conversation kept for the model: the latest turns.
 MAX_HISTORY_TURNS = 6
-
-
-@dataclass(frozen=True)
-class LLM:
-    url: str  # the OpenAI-compatible base URL, e.g. http://127.0.0.1:8081/v1
-    model: str
-    api_key: str | None = None
-    timeout: float = 30.0
-    max_tokens: int = 200
-
-
-@dataclass
-class Generated:
-    text: str | None
-    sentences: list[dict[str, Any]]
-    unsupported: list[dict[str, Any]]
-    model: str | None
-    llm_ms: float | None
-    fallback: str | None = None  # "extractive" or "abstained": the model's reply was not used
-    warnings: list[str] = field(default_factory=list)
-
-    def as_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 def prompt(question: str, history: list[Turn], result: SearchResult) -> list[dict[str, str]]:
@@ -165,24 +143,32 @@ def _whole(raw: bytes, model: str) -> tuple[str, str, str | None]:
     return text, str(found.get("model") or model), choice.get("finish_reason")
 
 
-def sentences_json(index: Index, checked: list[Support]) -> list[dict[str, Any]]:
-    """Checked sentences in the API's shape: text, supported, score, citation and the spans of
+def checked_sentences(index: Index, checked: list[Support]) -> list[SentenceOut]:
+    """Checked sentences as the API shows them: text, supported, score, citation and the spans of
     its other parts (also), each with its page from the cited documents' rows, read once,
     without their texts."""
     rows = index.rows(sorted({d for c in checked for d in (c.doc_id, *(a[0] for a in c.also)) if d}))
 
-    def cited(doc_id: str, start: int, end: int, text: str | None) -> dict[str, Any]:
+    def cited(doc_id: str, start: int, end: int, text: str | None) -> CitationOut:
         page = rows[doc_id].page_at(start) if doc_id in rows else None
-        return {"doc_id": doc_id, "start": start, "end": end, "page": page, "text": text}
+        return CitationOut(doc_id=doc_id, start=start, end=end, page=page, text=text or "")
 
     out = []
     for c in checked:
         citation = None
         if c.doc_id is not None and c.start is not None and c.end is not None:
             citation = cited(c.doc_id, c.start, c.end, c.cited)
-        shown = {"text": c.text, "supported": c.supported, "score": c.score, "citation": citation}
-        shown["also"] = [cited(*other) for other in c.also]
-        out.append(shown | ({"reason": c.reason} if c.reason else {}))
+        also = [cited(*other) for other in c.also]
+        out.append(
+            SentenceOut(
+                text=c.text,
+                supported=c.supported,
+                score=c.score,
+                citation=citation,
+                also=also,
+                reason=c.reason or None,
+            )
+        )
     return out
 
 
@@ -191,10 +177,10 @@ def said_of(text: str) -> list[str]:
     return [c for c in claims(text) if c.rstrip(".").lower() not in ("i don't know", "i do not know")]
 
 
-async def whole(stream: AsyncIterator[dict[str, Any] | Generated]) -> Generated:
+async def whole(stream: AsyncIterator[SentenceOut | GeneratedOut]) -> GeneratedOut:
     """A written answer streamed (written_stream), read to its end."""
     async for found in stream:
-        if isinstance(found, Generated):
+        if isinstance(found, GeneratedOut):
             return found
     raise RuntimeError("written_stream ended without its answer")  # it always ends with one
 
@@ -206,11 +192,11 @@ async def written_stream(
     history: list[Turn],
     result: SearchResult,
     keep_unsupported: bool,
-    executor: Executor,
-) -> AsyncIterator[dict[str, Any] | Generated]:
+    searcher: Searcher,
+) -> AsyncIterator[SentenceOut | GeneratedOut]:
     """The written answer as it is checked: each sentence shown (in the API's shape) as soon as
-    the model ends it and the verifier keeps it, then the whole Generated. The verifier runs on
-    executor (off the event loop: the model's pass holds a core); with no LLM set, or nothing of
+    the model ends it and the verifier keeps it, then the whole answer. The verifier runs on the
+    ranking threads (off the event loop: the model's pass holds a core); with no LLM set, or nothing of
     the reply supported, the extractive answer. When the first kept sentence does not cite the
     extractive answer, that sentence leads: a written answer never loses what the search found."""
     if llm is None:
@@ -218,24 +204,23 @@ async def written_stream(
         yield _fallback(result, None, None, [why])
         return
     if not result.hits:
-        yield Generated(
+        yield _generated(
             None, [], [], None, None, "abstained", ["nothing in the articles bears on the question"]
         )
         return
-    loop = asyncio.get_running_loop()
     sources = sources_of(result)[:MAX_PASSAGES]
-    checker = await loop.run_in_executor(executor, Checker, index.embedder, sources, question)
+    checker = await searcher.run(Checker, index.embedder, sources, question)
 
-    async def checked(texts: list[str], last: bool = False) -> list[dict[str, Any]]:
+    async def checked(texts: list[str], last: bool = False) -> list[SentenceOut]:
         """The texts checked, in order. One that does not end as a sentence does (a heading, a
         fragment, a line cut off) is left out unchecked, and so is the reply's last text when
         the LLM stopped at its token limit (last: these are the reply's last texts)."""
         cut = last and reply is not None and reply.cut
         whole = [ended(t) and not (cut and n == len(texts) - 1) for n, t in enumerate(texts)]
         pairs = list(zip(texts, whole, strict=True))
-        checks = iter(await loop.run_in_executor(executor, checker.check, [t for t, w in pairs if w]))
+        checks = iter(await searcher.run(checker.check, [t for t, w in pairs if w]))
         out = [next(checks) if w else Support(t, False, 0.0, reason=CUT) for t, w in pairs]
-        return sentences_json(index, out)
+        return checked_sentences(index, out)
 
     answer = _Answer(result, checker, keep_unsupported)
     buffer, done = "", 0  # the reply so far, and how many of its claims are checked
@@ -269,24 +254,24 @@ class _Answer:
     def __init__(self, result: SearchResult, checker: Checker, keep_unsupported: bool) -> None:
         self.result, self.checker, self.keep_unsupported = result, checker, keep_unsupported
         self.lead = _extractive(result)
-        self.shown: list[dict[str, Any]] = []  # every sentence of the reply, checked, in order
-        self.kept: list[dict[str, Any]] = []  # what the answer shows
-        self.waiting: list[dict[str, Any]] = []  # unsupported ones kept marked, until one is supported
+        self.shown: list[SentenceOut] = []  # every sentence of the reply, checked, in order
+        self.kept: list[SentenceOut] = []  # what the answer shows
+        self.waiting: list[SentenceOut] = []  # unsupported ones kept marked, until one is supported
         self.warnings: list[str] = []
 
-    def add(self, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def add(self, found: list[SentenceOut]) -> list[SentenceOut]:
         """What the checked sentences add to the answer now, in order."""
-        out: list[dict[str, Any]] = []
+        out: list[SentenceOut] = []
         for sentence in found:
             self.shown.append(sentence)
-            if not sentence["supported"]:
+            if not sentence.supported:
                 self.waiting.extend([sentence] if self.keep_unsupported else [])
                 continue
-            first = not any(k["supported"] for k in [*self.kept, *out])
+            first = not any(k.supported for k in [*self.kept, *out])
             lead = self.lead
-            if first and lead is not None and not _overlaps(sentence["citation"], lead["citation"]):
+            if first and lead is not None and not _overlaps(sentence.citation, lead.citation):
                 out.append(lead)
-                self.checker.heard(lead["text"])  # the model saying it again later is a repeat
+                self.checker.heard(lead.text)  # the model saying it again later is a repeat
                 self.warnings.append(
                     "the reply does not begin with the answer the search found: that sentence leads"
                 )
@@ -295,10 +280,10 @@ class _Answer:
         self.kept.extend(out)
         return out
 
-    def whole(self, model: str, took: float | None) -> Generated:
+    def whole(self, model: str, took: float | None) -> GeneratedOut:
         """The answer once the reply has ended: the extractive one when nothing was supported."""
-        dropped = [s for s in self.shown if not s["supported"]]
-        if not any(s["supported"] for s in self.kept):
+        dropped = [s for s in self.shown if not s.supported]
+        if not any(s.supported for s in self.kept):
             why = "no sentence of the LLM's reply is supported by the passages; the extractive answer stands"
             return _fallback(self.result, model, took, [why], dropped)
         warnings = self.warnings
@@ -307,13 +292,33 @@ class _Answer:
                 f"{len(dropped)} sentence(s) of the reply left out: no passage supports them",
                 *warnings,
             ]
-        text = " ".join(s["text"] for s in self.kept)
+        text = " ".join(s.text for s in self.kept)
         unsupported = [] if self.keep_unsupported else dropped
-        return Generated(text, self.kept, unsupported, model, took, None, warnings)
+        return _generated(text, self.kept, unsupported, model, took, None, warnings)
 
 
-def _overlaps(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
-    return a is not None and a["doc_id"] == b["doc_id"] and a["start"] < b["end"] and b["start"] < a["end"]
+def _overlaps(a: CitationOut | None, b: CitationOut | None) -> bool:
+    return a is not None and b is not None and a.doc_id == b.doc_id and a.start < b.end and b.start < a.end
+
+
+def _generated(
+    text: str | None,
+    sentences: list[SentenceOut],
+    unsupported: list[SentenceOut],
+    model: str | None,
+    took: float | None,
+    fallback: str | None,
+    warnings: list[str],
+) -> GeneratedOut:
+    return GeneratedOut(
+        text=text,
+        sentences=sentences,
+        unsupported=unsupported,
+        model=model,
+        llm_ms=took,
+        fallback=fallback,
+        warnings=warnings,
+    )
 
 
 def _fallback(
@@ -321,29 +326,21 @@ def _fallback(
     model: str | None,
     took: float | None,
     warnings: list[str],
-    dropped: list[dict[str, Any]] | None = None,
-) -> Generated:
+    dropped: list[SentenceOut] | None = None,
+) -> GeneratedOut:
     sentence = _extractive(result)
     if sentence is None:
-        return Generated(None, [], dropped or [], model, took, "abstained", warnings)
-    return Generated(sentence["text"], [sentence], dropped or [], model, took, "extractive", warnings)
+        return _generated(None, [], dropped or [], model, took, "abstained", warnings)
+    return _generated(sentence.text, [sentence], dropped or [], model, took, "extractive", warnings)
 
 
-def _extractive(result: SearchResult) -> dict[str, Any] | None:
-    """The search's answer sentence (above the confidence floor) as a checked sentence."""
+def _extractive(result: SearchResult) -> SentenceOut | None:
+    """The search's answer sentence (above the confidence floor), the article's own, as a
+    checked sentence."""
     a = result.answer
     if a is None:
         return None
-    citation = {
-        "doc_id": a.passage.doc_id,
-        "start": a.span.start,
-        "end": a.span.end,
-        "page": a.page,
-        "text": a.text,
-    }
-    return {
-        "text": a.text,
-        "supported": True,
-        "score": 1.0,
-        "citation": citation,
-    }  # the article's own sentence
+    citation = CitationOut(
+        doc_id=a.passage.doc_id, start=a.span.start, end=a.span.end, page=a.page, text=a.text
+    )
+    return SentenceOut(text=a.text, supported=True, score=1.0, citation=citation, reason=None)

@@ -1,6 +1,7 @@
-"""The server's guards, in front of the app: the key and the size and pace of a request body
-(BodyGuard, before the body is read), and the connection itself (GuardedH11: Nagle off, a
-deadline for the request head, a cap on open connections)."""
+"""The server's guards, in front of the app: the key (KeyGuard: a write without it is refused
+before its body is read), the size and pace of a request body (BodyLimit), and the connection
+itself (GuardedH11: Nagle off, a deadline for the request head, a cap on open connections).
+CORS wraps them all (service/app.py): a browser page on an allowed origin reads their refusals."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from groundqa.service import auth
 from groundqa.service.config import Settings
-from groundqa.service.http_errors import MCP, error_body
+from groundqa.service.http_errors import error_body
+from groundqa.service.routes import MCP
 
-UPLOAD = "/v1/documents/upload"
 # A request body is kept in memory up to this size, then in a temporary file; handed on in pieces.
 SPOOLED = 1 << 20
 REPLAYED = 1 << 16
@@ -31,36 +32,45 @@ MCP_MAX_BODY = 4 * 1024 * 1024
 FORM_BYTES = 64 * 1024
 
 
-class BodyGuard:
-    """Before a body is read, 401 or 403 for a write without the key (its body is never read);
-    413 for a body over the limit (by its Content-Length, or by counting), 408 for one that does
-    not arrive in time: a client that stalls half-way does not hold a connection for ever."""
+class KeyGuard:
+    """401 or 403 for a write without the key, before its body is read (auth.py's one rule: the
+    routes that need the key are found by their dependency on it)."""
 
-    def __init__(
-        self, app: ASGIApp, key: SecretStr | None, max_bytes: int, timeout: float, larger: dict[str, int]
-    ) -> None:
+    def __init__(self, app: ASGIApp, key: SecretStr | None) -> None:
         self.app = app
         self.key = key
+        self._writes: auth.Writes | None = None  # read off the app's routes at the first request
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD"):
+            if self._writes is None:
+                self._writes = auth.write_routes(scope["app"].routes)
+            if auth.is_write(self._writes, scope["method"], scope["path"]):
+                authorization = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+                refused = auth.refusal(self.key, authorization)
+                if refused is not None:
+                    await refuse(send, *refused, scope)
+                    return
+        await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """413 for a body over the limit (by its Content-Length, or by counting), 408 for one that does
+    not arrive in time: a client that stalls half-way does not hold a connection for ever; 400 for
+    an MCP message whose id JSON-RPC forbids."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float, larger: dict[str, int]) -> None:
+        self.app = app
         self.max_bytes = max_bytes
         self.timeout = timeout
         self.larger = larger  # paths with a limit of their own
-        self._writes: auth.Writes | None = None  # read off the app's routes at the first request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        if self._writes is None:
-            self._writes = auth.write_routes(scope["app"].routes)
-        if auth.is_write(self._writes, scope["method"], scope["path"]):
-            authorization = headers.get(b"authorization", b"").decode("latin-1")
-            refused = auth.refusal(self.key, authorization)
-            if refused is not None:
-                await refuse(send, *refused, scope)
-                return
         limit = self.larger.get(scope["path"], self.max_bytes)
-        length = headers.get(b"content-length")
+        length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             await refuse(send, 413, f"the request body is larger than {limit} bytes", scope)
             return

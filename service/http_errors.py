@@ -1,5 +1,6 @@
 """Errors as HTTP answers: a domain error's status, one readable line for a bad request, the
-methods a path takes for a 405, and the shape each face expects ({"detail"}, OpenAI's, JSON-RPC's)."""
+methods a path takes for a 405, and the shape each face expects ({"detail"}, OpenAI's, JSON-RPC's):
+every error shape is decided here, whoever answers (a route, the guards, a handler)."""
 
 from __future__ import annotations
 
@@ -14,18 +15,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from groundqa.index.errors import (
     DiskFull,
     DocumentConflict,
-    DocumentNotFound,
     FileTooLarge,
     GroundQAError,
     IndexBusy,
     IndexDamaged,
     InvalidDocument,
     InvalidQuery,
+    NotFound,
     ParseBusy,
     ShuttingDown,
 )
 from groundqa.service.jobs import QueueFull
-from groundqa.service.routes import api_routes, openai
+from groundqa.service.routes import MCP, api_routes
 
 STATUS = {
     DiskFull: 507,
@@ -33,16 +34,44 @@ STATUS = {
     FileTooLarge: 413,  # before InvalidDocument, which it is too
     InvalidDocument: 422,
     InvalidQuery: 422,
-    DocumentNotFound: 404,
+    NotFound: 404,
     DocumentConflict: 409,
     IndexBusy: 503,
     ShuttingDown: 503,
     QueueFull: 429,
 }
-MCP = "/mcp"
+# The paths whose errors come in OpenAI's shape, whatever answers them (the guards too).
+OPENAI_PATHS = ("/v1/chat/", "/v1/models")
+
+
+class OpenAIError(Exception):
+    """An error of the OpenAI routes, in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
+
+    def __init__(
+        self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None
+    ):
+        super().__init__(message)
+        self.status, self.kind, self.param = status, kind, param
+
+
+def openai_body(
+    status: int, message: str, kind: str = "invalid_request_error", param: str | None = None
+) -> dict[str, Any]:
+    code = {
+        401: "invalid_api_key",
+        404: "model_not_found",
+        408: "timeout",
+        413: "request_too_large",
+        503: "unavailable",
+    }.get(status)
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 def add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(OpenAIError)
+    async def openai_error(request: Request, exc: OpenAIError) -> JSONResponse:
+        return JSONResponse(openai_body(exc.status, str(exc), exc.kind, exc.param), status_code=exc.status)
+
     @app.exception_handler(GroundQAError)
     async def domain_error(request: Request, exc: GroundQAError) -> JSONResponse:
         status = next((s for t, s in STATUS.items() if isinstance(exc, t)), 500)
@@ -67,8 +96,8 @@ def add_error_handlers(app: FastAPI) -> None:
             detail = f"{request.method} is not allowed here; use {', '.join(allowed)}"
             body = error_body(path, 405, detail)
             return JSONResponse(body, status_code=405, headers={"Allow": ", ".join(allowed)})
-        if request.url.path.startswith(openai.PATHS):
-            body = openai.error_body(exc.status_code, str(exc.detail))
+        if request.url.path.startswith(OPENAI_PATHS):
+            body = openai_body(exc.status_code, str(exc.detail))
             return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
         return await http_exception_handler(request, exc)
 
@@ -78,8 +107,8 @@ def add_error_handlers(app: FastAPI) -> None:
 
 
 def error_body(path: str, status: int, detail: str) -> dict[str, Any]:
-    if path.startswith(openai.PATHS):
-        return openai.error_body(status, detail)
+    if path.startswith(OPENAI_PATHS):
+        return openai_body(status, detail)
     if path == MCP:  # JSON-RPC's shape: "invalid request"
         return {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": detail}}
     return {"detail": detail}
@@ -96,5 +125,3 @@ def describe(errors: Any) -> str:
             where = "body"
         parts.append(f"{where}: {message}")
     return "; ".join(parts)
-
-

@@ -7,6 +7,7 @@ failed, and uploading the file again works."""
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -23,11 +24,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from groundqa.index.errors import DocumentNotFound, GroundQAError, IndexBusy
-from groundqa.index.index import Index
+from prometheus_client import Gauge
+
+from groundqa.index.errors import GroundQAError, IndexBusy, NotFound
+from groundqa.index.index import Index, Progress
 from groundqa.ingest.limits import FileLimits
-from groundqa.ingest.sources import SourceFile, article_input
-from groundqa.service.schemas import Uploaded
+from groundqa.service.uploads import store_file
 
 STATES = ("queued", "running", "done", "failed")
 # Seconds a runner waits for a job before it looks again (a job submitted to another worker
@@ -76,8 +78,10 @@ class Jobs:
         limits: Callable[[], FileLimits],
         max_jobs: int,
         max_bytes: int,
+        writes: Gauge,
     ) -> None:
         self.folder = folder
+        self.writes = writes  # the metric of writes in progress
         self.files = folder / "jobs"
         self.index, self.limits = index, limits
         self.max_jobs, self.max_bytes = max_jobs, max_bytes
@@ -129,7 +133,7 @@ class Jobs:
         with self._db() as db:
             row = db.execute(f"SELECT {_FIELDS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
-            raise DocumentNotFound(f"no job with id {job_id!r}; GET /v1/jobs lists the recent ones")
+            raise NotFound(f"no job with id {job_id!r}; GET /v1/jobs lists the recent ones")
         return _job(row)
 
     def recent(self) -> list[Job]:
@@ -193,22 +197,22 @@ class Jobs:
                 )
 
     def _work(self, job: Job) -> None:
-        path = self.files / job.id
         try:
-            index = self.index()
-            item, found = article_input(
-                SourceFile(job.name, path.read_bytes()),
-                self.limits(),
-                job.title,
-                job.doc_id,
-                progress=self._told(job.id, "reading"),
-            )
-            self._update(job.id, "embedding", 0, 0)
-            added = index.add_many([item], replace=job.replace, progress=self._told(job.id, "embedding"))[0]
+            with (self.files / job.id).open("rb") as data:
+                stages = functools.partial(self._stage, job.id)
+                result = store_file(
+                    self.index(),
+                    job.name,
+                    data,
+                    self.limits(),
+                    self.writes,
+                    job.title,
+                    job.doc_id,
+                    job.replace,
+                    stages,
+                )
             self._update(job.id, "saving")
-            # What the synchronous upload answers.
-            result = Uploaded.of(added.document, state=added.state, warnings=list(found.warnings))
-            self._end(job.id, result=result.model_dump(mode="json"))
+            self._end(job.id, result=result.model_dump(mode="json"))  # what the synchronous upload answers
         except IndexBusy as exc:
             self._end(job.id, error=f"the index was busy: {exc}")
         except GroundQAError as exc:
@@ -216,8 +220,10 @@ class Jobs:
         except Exception as exc:  # a job never takes its runner down: it fails, saying why
             self._end(job.id, error=f"the job failed ({type(exc).__name__}: {exc})")
 
-    def _told(self, job_id: str, stage: str) -> Callable[[int, int], None]:
-        """Progress written at most every 0.2 s (and at the end): polling clients see it move."""
+    def _stage(self, job_id: str, stage: str) -> Progress:
+        """A stage begins: its progress, written at most every 0.2 s (and at the end): polling
+        clients see it move."""
+        self._update(job_id, stage, 0, 0)
         last = [0.0]
 
         def told(done: int, total: int) -> None:

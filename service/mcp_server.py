@@ -4,9 +4,11 @@ schema, and text; domain errors come back as tool errors with their message."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
+import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult
@@ -14,12 +16,20 @@ from pydantic import BaseModel, Field, ValidationError
 
 from groundqa import __version__
 from groundqa.index.errors import DocumentConflict, DocumentNotFound, GroundQAError
-from groundqa.index.index import Index
 from groundqa.index.ranking import DEFAULT_K, DEFAULT_MODE, Mode
 from groundqa.service.auth import WriteCheck
 from groundqa.service.citations import citations
 from groundqa.service.fields import DocId, DocIds, K, QuestionText
-from groundqa.service.schemas import DocumentList, DocumentOut, History, PassageOut, QueryResponse, turns_of
+from groundqa.service.schemas import (
+    Cited,
+    DocumentList,
+    DocumentOut,
+    History,
+    PassageOut,
+    QueryResponse,
+    turns_of,
+)
+from groundqa.service.search import Searcher
 
 INSTRUCTIONS = (
     "groundqa answers questions from a fixed set of articles and cites them exactly. Call `ask` with a "
@@ -34,17 +44,6 @@ MAX_SLICE = 20_000
 
 class Passages(BaseModel):
     passages: list[PassageOut]
-
-
-class Cited(BaseModel):
-    index: int
-    doc_id: str
-    title: str
-    start: int
-    end: int
-    page: int | None
-    text: str
-    url: str = Field(description="the citation view: the document with this span highlighted")
 
 
 class Answered(QueryResponse):
@@ -102,17 +101,18 @@ def _argument_error(tool: str, exc: ValidationError) -> str:
     return f"The argument {where!r} of {tool} {said} (it was {given!r}); change it and call {tool} again."
 
 
-def build(index: Callable[[], Index], check_write: WriteCheck | None, link_base: str = "") -> MCPServer:
-    """The tools over the index that index() returns (loaded lazily by the caller); add_document
-    exists when check_write is given, and runs only when it passes. link_base: the configured
-    base of the citation links.
+def build(searcher: Searcher, check_write: WriteCheck | None, link_base: str = "") -> MCPServer:
+    """The tools over the searcher's index (loaded lazily by the caller): questions take the
+    service's one search path; add_document exists when check_write is given, and runs only when
+    it passes. link_base: the configured base of the citation links.
 
-    Long: one closure per tool over index(), each with the description a model reads; split
+    Long: one closure per tool over the searcher, each with the description a model reads; split
     apart, each would need the same three arguments passed on."""
     server = PlainErrors("groundqa", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
+    index = searcher.index
 
     @server.tool()
-    def ask(
+    async def ask(
         question: QuestionText,
         k: K = DEFAULT_K,
         mode: Mode = DEFAULT_MODE,
@@ -126,27 +126,28 @@ def build(index: Callable[[], Index], check_write: WriteCheck | None, link_base:
         citations with links a person can open to check them: give those links with the answer.
         For a follow-up ("How long is it?"), pass the earlier turns as history, or ask a
         self-contained question; searched_for then says what was searched."""
-        turns = turns_of(history)
 
-        def answer() -> Answered:
-            result = index().search(question, k, mode, doc_ids, history=turns)
-            cited = [Cited(**c) for c in citations(result, link_base)]
-            return Answered(**QueryResponse.of(result).__dict__, citations=cited)
+        async def answer() -> Answered:
+            found = await searcher.search("mcp", question, k, mode, doc_ids, history=turns_of(history))
+            return Answered(**QueryResponse.of(found).__dict__, citations=citations(found, link_base))
 
-        return _call(answer)
+        return await _call(answer)
 
     @server.tool()
-    def search(
+    async def search(
         question: QuestionText, k: K = DEFAULT_K, mode: Mode = DEFAULT_MODE, doc_ids: DocIds = None
     ) -> Passages:
         """Find the passages of the articles closest to a question, best first, with their
         offsets; no answer sentence. Use ask to get an answer."""
-        return _call(
-            lambda: Passages(passages=QueryResponse.of(index().search(question, k, mode, doc_ids)).passages)
-        )
+
+        async def passages() -> Passages:
+            found = await searcher.search("mcp", question, k, mode, doc_ids)
+            return Passages(passages=QueryResponse.of(found).passages)
+
+        return await _call(passages)
 
     @server.tool()
-    def get_document(
+    async def get_document(
         doc_id: DocId,
         start: Annotated[int, Field(ge=0, description="first character (0 = the beginning)")] = 0,
         end: Annotated[
@@ -171,22 +172,22 @@ def build(index: Callable[[], Index], check_write: WriteCheck | None, link_base:
                 text=text[start:stop],
             )
 
-        return _call(read)
+        return await _call(read)
 
     @server.tool()
-    def list_documents() -> DocumentList:
+    async def list_documents() -> DocumentList:
         """The articles the answers come from: doc_id, title, length and when each was added."""
 
         def listing() -> DocumentList:
             docs = index().documents()
             return DocumentList(documents=[DocumentOut.of(d) for d in docs], count=len(docs))
 
-        return _call(listing)
+        return await _call(listing)
 
     if check_write is not None:
 
         @server.tool()
-        def add_document(
+        async def add_document(
             text: Annotated[str, Field(description="the article's text, stored exactly as given")],
             ctx: Context,
             title: Annotated[str | None, Field(description="its title (default: its first line)")] = None,
@@ -200,7 +201,7 @@ def build(index: Callable[[], Index], check_write: WriteCheck | None, link_base:
             """Add an article so that questions can be answered from it. The same text again
             changes nothing; other text under an existing doc_id is refused unless replace is true."""
             check_write(ctx)
-            return _call(
+            return await _call(
                 lambda: DocumentOut.of(
                     index().add(text, title=title, doc_id=doc_id, replace=replace).document
                 )
@@ -209,10 +210,13 @@ def build(index: Callable[[], Index], check_write: WriteCheck | None, link_base:
     return server
 
 
-def _call(work: Callable[[], Any]) -> Any:
-    """Domain errors become tool errors the model reads, in MCP's words: what to change."""
+async def _call(work: Callable[[], Any] | Callable[[], Awaitable[Any]]) -> Any:
+    """Domain errors become tool errors the model reads, in MCP's words: what to change. Work
+    that is not a coroutine (reading, adding a document) runs on a thread: the event loop goes on."""
     try:
-        return work()
+        if inspect.iscoroutinefunction(work):
+            return await work()
+        return await anyio.to_thread.run_sync(work)
     except DocumentNotFound as exc:
         named = (
             f"doc_id {exc.doc_ids[0]!r}"

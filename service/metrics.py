@@ -33,7 +33,10 @@ class Metrics:
             registry=self.registry,
         )
         self.query_seconds = Histogram(
-            "groundqa_query_seconds", "Search latency inside the service", ["mode"], registry=self.registry
+            "groundqa_query_seconds",
+            "Search latency inside the service, by mode and by face (query, openai, mcp)",
+            ["mode", "face"],
+            registry=self.registry,
         )
         # Writes past their checks, embedding or committing: a stopping server cuts these short.
         self.writes = Gauge(

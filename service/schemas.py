@@ -97,6 +97,19 @@ class CitationOut(BaseModel):
     text: str = Field(description="the document's text[start:end]")
 
 
+class Cited(BaseModel):
+    """A numbered citation of a reply ([n]), with a link a person can open to check it."""
+
+    index: int
+    doc_id: str
+    title: str
+    start: int
+    end: int
+    page: int | None = Page
+    text: str = Field(description="the document's text[start:end]")
+    url: str = Field(description="the citation view: the document with this span highlighted")
+
+
 class SentenceOut(BaseModel):
     text: str
     supported: bool = Field(

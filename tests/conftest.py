@@ -18,7 +18,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from groundqa.eval.data import Question, load_squad
-from groundqa.eval.serving import free_port, groundqa_command, wait_ready
+from groundqa.eval.server import free_port, groundqa_command, wait_ready
 from groundqa.index.config import prepare_process
 from groundqa.index.index import DocumentInput, Index
 from groundqa.index.model import Embedder

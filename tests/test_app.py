@@ -522,14 +522,15 @@ def test_concurrent_questions_share_the_encoder_and_rank_on_few_threads(
 
     import httpx
 
-    from groundqa.service.app import RANKING_THREADS
+    from groundqa.service.deps import services_of
+    from groundqa.service.search import RANKING_THREADS
     from tests.conftest import LiveServer
 
     shutil.copytree(seeded_index, tmp_path / "index")
     server = LiveServer(tmp_path / "index")
     server.start()
     try:
-        index = server.app.state.index
+        index = services_of(server.app).loaded()
         questions = [f"{QUESTION} ({n})" for n in range(15)] + ["Who visited China?"]
         alone = {q: index.search(q) for q in questions}
         index.questions.largest = 0

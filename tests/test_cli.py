@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from groundqa.cli.main import build_parser
-from groundqa.eval.serving import groundqa_command
+from groundqa.eval.server import groundqa_command
 from tests.conftest import ARTICLE, ROOT, groundqa
 
 
@@ -122,7 +122,9 @@ print("model loaded" if {"onnxruntime", "sentence_transformers"} & set(sys.modul
 @pytest.mark.parametrize(
     "command", [["docs"], ["rm", "putin-china-visit"], ["rm", "nothing-here"], ["ingest"], ["ask", "Who?"]]
 )
-def test_commands_that_embed_nothing_do_not_load_the_model(command: list[str], make_index, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_commands_that_embed_nothing_do_not_load_the_model(
+    command: list[str], make_index, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     """Defect 10: `docs`, `rm` and refusing an empty file loaded the model first (17 to 43 s).
     `ask` embeds its question: the check must see that model load, or it could never fail."""
     make_index().add(ARTICLE.read_text(encoding="utf-8"), doc_id="putin-china-visit")
@@ -140,7 +142,10 @@ def test_commands_that_embed_nothing_do_not_load_the_model(command: list[str], m
     assert result.stdout.splitlines()[-1].startswith(expected), result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     if command == ["ingest"]:
-        assert result.stderr.strip() == f"groundqa: error: {empty}: the document text is empty or white space only; give it some words"
+        assert (
+            result.stderr.strip()
+            == f"groundqa: error: {empty}: the document text is empty or white space only; give it some words"
+        )
 
 
 def test_a_document_over_the_size_limit_is_refused_by_name(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from filelock import FileLock
 
-from groundqa.eval.serving import groundqa_command
+from groundqa.eval.server import groundqa_command
 from groundqa.index.errors import IndexBusy
 from groundqa.index.index import DocumentInput, Index
 from groundqa.index.storage.embedded import FAILPOINTS

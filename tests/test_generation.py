@@ -16,7 +16,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from groundqa.eval.serving import free_port
+from groundqa.eval.server import free_port
 from tests.conftest import ARTICLE, LiveServer, LLMServer
 
 pytestmark = pytest.mark.slow

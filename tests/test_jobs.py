@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from groundqa.eval.data import load_squad
-from groundqa.eval.serving import running
+from groundqa.eval.server import running
 from tests.conftest import SQUAD_SLICE, LiveServer
 from tests.files import make_pdf
 

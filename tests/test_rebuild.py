@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from groundqa.eval.serving import running
+from groundqa.eval.server import running
 from tests.conftest import ARTICLE, groundqa
 
 KEY = "rebuild-key"

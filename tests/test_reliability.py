@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from groundqa.eval.serving import serve, wait_ready
+from groundqa.eval.server import serve, wait_ready
 from groundqa.eval.soak import soak
 from tests.conftest import ARTICLE, LiveServer
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from groundqa.eval.serving import running
+from groundqa.eval.server import running
 
 KEY = "experiment-key"
 

@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from groundqa.eval.bench import _hammer, _percentiles
 from groundqa.eval.data import load_squad
-from groundqa.eval.serving import free_port, wait_ready
+from groundqa.eval.server import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 

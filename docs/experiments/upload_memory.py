@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from groundqa.eval.serving import rss_mb, running
+from groundqa.eval.server import rss_mb, running
 
 KEY = "experiment-key"
 

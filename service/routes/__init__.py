@@ -8,6 +8,10 @@ from typing import Any
 
 from fastapi.routing import APIRoute
 
+# Paths named outside their router: the body limits (service/guards.py) and the error shapes.
+UPLOAD = "/v1/documents/upload"
+MCP = "/mcp"
+
 
 def api_routes(routes: Iterable[Any]) -> Iterator[APIRoute]:
     """Every APIRoute of an app, through the routers it includes (FastAPI keeps an included

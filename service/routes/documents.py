@@ -7,17 +7,17 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, File, Form, Header, HTTPException, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Header, HTTPException, Response, UploadFile
 from fastapi import Path as FastAPIPath
 from fastapi.responses import JSONResponse
 
 from groundqa.index.index import DocumentInput
 from groundqa.ingest.formats import CONTENT_TYPES
-from groundqa.ingest.isolation import parse_slot
-from groundqa.ingest.sources import SourceFile, article_input, clean_name
+from groundqa.ingest.sources import clean_name
 from groundqa.service.auth import WriteKey
-from groundqa.service.deps import IndexDep, SettingsDep
+from groundqa.service.deps import IndexDep, JobsDep, MetricsDep, SettingsDep
 from groundqa.service.fields import DocId
+from groundqa.service.routes import UPLOAD
 from groundqa.service.schemas import (
     WRITE_ERRORS,
     BatchItem,
@@ -33,6 +33,7 @@ from groundqa.service.schemas import (
     errors,
     stored,
 )
+from groundqa.service.uploads import store_file
 
 router = APIRouter(tags=["documents"])
 
@@ -44,8 +45,8 @@ router = APIRouter(tags=["documents"])
     dependencies=[WriteKey],
     responses=stored(200, "already stored: nothing changed") | errors(409, *WRITE_ERRORS),
 )
-def add_document(body: DocumentIn, index: IndexDep, request: Request, response: Response) -> DocumentOut:
-    with request.app.state.metrics.writes.track_inprogress():
+def add_document(body: DocumentIn, index: IndexDep, metrics: MetricsDep, response: Response) -> DocumentOut:
+    with metrics.writes.track_inprogress():
         added = index.add(body.text, title=body.title, doc_id=body.doc_id, source=body.source)
     if not added.created:
         response.status_code = 200
@@ -53,7 +54,7 @@ def add_document(body: DocumentIn, index: IndexDep, request: Request, response: 
 
 
 @router.post(
-    "/v1/documents/upload",
+    UPLOAD,
     status_code=201,
     response_model=Uploaded,
     dependencies=[WriteKey],
@@ -67,7 +68,8 @@ def upload_document(
     ],
     index: IndexDep,
     settings: SettingsDep,
-    request: Request,
+    metrics: MetricsDep,
+    jobs: JobsDep,
     response: Response,
     doc_id: Annotated[DocId | None, Form(description="the file name without its suffix by default")] = None,
     title: Annotated[str | None, Form(max_length=500, description="the file's own title by default")] = None,
@@ -81,19 +83,14 @@ def upload_document(
     and the original is kept, served by GET /v1/documents/{doc_id}/source. With `Prefer:
     respond-async`, a job does it: 202 with the job, whose progress GET /v1/jobs/{id} gives."""
     if "respond-async" in [p.strip().lower() for p in (prefer or "").split(",")]:
-        job = request.app.state.jobs.submit(clean_name(file.filename), file.file, doc_id, title, replace)
+        job = jobs.submit(clean_name(file.filename), file.file, doc_id, title, replace)
         headers = {"Location": f"/v1/jobs/{job.id}", "Preference-Applied": "respond-async"}
         return JSONResponse(JobOut.of(job).model_dump(mode="json"), status_code=202, headers=headers)
     limits = settings.file_limits()
-    # The file stays in its temporary file until a parse slot is free: uploads waiting for
-    # one hold no memory.
-    with parse_slot(limits):
-        article = SourceFile(clean_name(file.filename), file.file.read())
-        item, found = article_input(article, limits, title, doc_id, slotted=True)
-    with request.app.state.metrics.writes.track_inprogress():
-        added = index.add_many([item], replace=replace)[0]
-    response.status_code = 201 if added.created else 200
-    return Uploaded.of(added.document, state=added.state, warnings=list(found.warnings))
+    name = clean_name(file.filename)
+    stored = store_file(index, name, file.file, limits, metrics.writes, title, doc_id, replace)
+    response.status_code = 201 if stored.state == "added" else 200
+    return stored
 
 
 @router.post(
@@ -103,14 +100,14 @@ def upload_document(
     responses=errors(409, *WRITE_ERRORS),
 )
 def add_documents(
-    body: DocumentBatch, index: IndexDep, settings: SettingsDep, request: Request
+    body: DocumentBatch, index: IndexDep, settings: SettingsDep, metrics: MetricsDep
 ) -> BatchResult:
     if len(body.documents) > settings.max_batch_docs:
         raise HTTPException(
             413, f"the batch has {len(body.documents)} documents; the limit is {settings.max_batch_docs}"
         )
     items = [DocumentInput(d.text, d.title, d.doc_id, d.source) for d in body.documents]
-    with request.app.state.metrics.writes.track_inprogress():
+    with metrics.writes.track_inprogress():
         done = [BatchItem.of_ingested(i) for i in index.add_many(items, replace=body.replace)]
     counts = {state: sum(d.state == state for d in done) for state in ("added", "replaced", "unchanged")}
     return BatchResult(documents=done, **counts)
@@ -126,19 +123,19 @@ def put_document(
     doc_id: Annotated[DocId, FastAPIPath()],
     body: DocumentUpdate,
     index: IndexDep,
-    request: Request,
+    metrics: MetricsDep,
     response: Response,
 ) -> DocumentOut:
-    with request.app.state.metrics.writes.track_inprogress():
+    with metrics.writes.track_inprogress():
         added = index.add(body.text, title=body.title, doc_id=doc_id, source=body.source, replace=True)
     response.status_code = 201 if added.created else 200
     return DocumentOut.of(added.document)
 
 
 @router.get("/v1/documents", response_model=DocumentList, responses=errors(503))
-def list_documents(index: IndexDep) -> dict[str, Any]:
+def list_documents(index: IndexDep) -> DocumentList:
     docs = index.documents()
-    return {"documents": [DocumentOut.of(d) for d in docs], "count": len(docs)}
+    return DocumentList(documents=[DocumentOut.of(d) for d in docs], count=len(docs))
 
 
 @router.get(

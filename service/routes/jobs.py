@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi import Path as FastAPIPath
 
 from groundqa.service.auth import WriteKey
+from groundqa.service.deps import JobsDep
 from groundqa.service.schemas import JobList, JobOut, errors
 
 router = APIRouter(tags=["documents"])
@@ -20,9 +21,9 @@ router = APIRouter(tags=["documents"])
     dependencies=[WriteKey],
     responses=errors(401, 403, 404, 422),
 )
-def get_job(job_id: Annotated[str, FastAPIPath(pattern="^[0-9a-f]{32}$")], request: Request) -> JobOut:
+def get_job(job_id: Annotated[str, FastAPIPath(pattern="^[0-9a-f]{32}$")], jobs: JobsDep) -> JobOut:
     """A background job: its state, its progress, and the upload's result or error."""
-    return JobOut.of(request.app.state.jobs.get(job_id))
+    return JobOut.of(jobs.get(job_id))
 
 
 @router.get(
@@ -31,6 +32,6 @@ def get_job(job_id: Annotated[str, FastAPIPath(pattern="^[0-9a-f]{32}$")], reque
     dependencies=[WriteKey],
     responses=errors(401, 403, 422),
 )
-def list_jobs(request: Request) -> JobList:
+def list_jobs(jobs: JobsDep) -> JobList:
     """The recent jobs, newest first."""
-    return JobList(jobs=[JobOut.of(j) for j in request.app.state.jobs.recent()])
+    return JobList(jobs=[JobOut.of(j) for j in jobs.recent()])

@@ -13,51 +13,27 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from groundqa.index.conversation import ROLES, Turn, trim_history
 from groundqa.index.errors import GroundQAError, IndexBusy
-from groundqa.index.index import SearchResult
+from groundqa.index.index import Index, SearchResult
 from groundqa.index.ranking import DEFAULT_K
 from groundqa.index.text import count_tokens, encoding
 from groundqa.service.citations import citations, marked, sources, written_citations
-from groundqa.service.deps import SettingsDep, loaded
-from groundqa.service.generation import Generated, written_stream
+from groundqa.service.config import LLM, Settings
+from groundqa.service.deps import LLMDep, SearcherDep, SettingsDep
+from groundqa.service.generation import written_stream
+from groundqa.service.http_errors import OpenAIError
+from groundqa.service.schemas import Cited, GeneratedOut, SentenceOut
+from groundqa.service.search import Searcher
 
 MODEL = "groundqa"
 MODEL_OBJECT = {"id": MODEL, "object": "model", "created": 0, "owned_by": "groundqa"}
 ABSTAINED = "The articles don't seem to answer this question."
 NOTHING = "Nothing in the articles answers this question."
-# The paths whose errors come in OpenAI's shape, whatever answers them (the body guard too).
-PATHS = ("/v1/chat/", "/v1/models")
-
-
-class OpenAIError(Exception):
-    """An error in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
-
-    def __init__(
-        self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None
-    ):
-        super().__init__(message)
-        self.status, self.kind, self.param = status, kind, param
-
-
-def error_body(
-    status: int, message: str, kind: str = "invalid_request_error", param: str | None = None
-) -> dict:
-    code = {
-        401: "invalid_api_key",
-        404: "model_not_found",
-        408: "timeout",
-        413: "request_too_large",
-        503: "unavailable",
-    }.get(status)
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
-
-
 # Most messages in a conversation, and parts in one message's content (422 over them).
 MAX_MESSAGES = 1000
 
@@ -108,50 +84,42 @@ def _text(message: Message) -> str:
     return "\n".join(p.get("text", "") for p in message.content or [] if p.get("type") == "text")
 
 
-def reply_text(result: SearchResult, cited: list[dict[str, Any]]) -> str:
+# The reply as it is made: each piece of text, with the citations known so far.
+Pieces = AsyncIterator[tuple[str, list[Cited]]]
+
+
+def reply_text(result: SearchResult, cited: list[Cited]) -> str:
     if result.answer is None:
         return ABSTAINED if result.hits else NOTHING
     text = f"{result.answer.text} [1]"
     if len(cited) > 1:
-        others = ", ".join(f"[{c['index']}]" for c in cited[1:])
-        text += f"\n\nSee also {others} in {cited[0]['title']}."
+        others = ", ".join(f"[{c.index}]" for c in cited[1:])
+        text += f"\n\nSee also {others} in {cited[0].title}."
     return f"{text}\n\n{sources(cited)}"
 
 
-async def _reply(
-    request: Request, settings: Any, question: str, history: list[Turn], result: SearchResult
-) -> tuple[str, list[dict[str, Any]]]:
-    """The whole reply, as the stream sends it (_answer_pieces, joined): its text and citations."""
+async def _reply(pieces: Pieces) -> tuple[str, list[Cited]]:
+    """The whole reply, as the stream sends it (its pieces, joined): its text and citations."""
     text, cited = "", []
-    async for piece, known in _answer_pieces(request, settings, question, history, result):
+    async for piece, known in pieces:
         text, cited = text + piece, known
     return text, cited
 
 
-def cut(
-    text: str, cited: list[dict[str, Any]], max_tokens: int | None
-) -> tuple[str, list[dict[str, Any]], str]:
+def cut(text: str, cited: list[Cited], max_tokens: int | None) -> tuple[str, list[Cited], str]:
     """The reply within max_tokens cl100k tokens, the citations whose markers it keeps, and the
     finish reason ("length" when cut)."""
     tokens = encoding().encode(text, disallowed_special=())
     if max_tokens is None or len(tokens) <= max_tokens:
         return text, cited, "stop"
     kept = encoding().decode_bytes(tokens[:max_tokens]).decode("utf-8", errors="ignore")
-    return kept, [c for c in cited if f"[{c['index']}]" in kept], "length"
+    return kept, [c for c in cited if f"[{c.index}]" in kept], "length"
 
 
 # The routes follow OpenAI's API reference, with its error shape, not groundqa's OpenAPI document
 # (which promises {"detail"} errors): they are left out of it, and the official client tests them
 # (tests/test_integrations.py).
 router = APIRouter(include_in_schema=False)
-
-
-def add_error_handler(app: FastAPI) -> None:
-    """OpenAI's error shape for the errors these routes raise."""
-
-    @app.exception_handler(OpenAIError)
-    async def openai_error(request: Request, exc: OpenAIError) -> JSONResponse:
-        return JSONResponse(error_body(exc.status, str(exc), exc.kind, exc.param), status_code=exc.status)
 
 
 @router.get("/v1/models")
@@ -168,7 +136,9 @@ def model(model: str) -> dict[str, Any]:
 
 
 @router.post("/v1/chat/completions", response_model=None)
-async def chat(request: Request, settings: SettingsDep) -> JSONResponse | StreamingResponse:
+async def chat(
+    request: Request, searcher: SearcherDep, settings: SettingsDep, llm: LLMDep
+) -> JSONResponse | StreamingResponse:
     """OpenAI's chat completion: the last user message is the question, read in the light of
     the user and assistant messages before it; the reply is the grounded answer with [n]
     markers, its sources and `citations`; `stream: true` sends server-sent events.
@@ -189,21 +159,20 @@ async def chat(request: Request, settings: SettingsDep) -> JSONResponse | Stream
             raise OpenAIError(400, f"{name} is {getattr(body, name)}; give at least 1", param=name)
     question, history = conversation_of(body)
     try:
-        search = loaded(request.app).search
-        result = await run_in_threadpool(search, question, DEFAULT_K, history=history)
+        result = await searcher.search("openai", question, DEFAULT_K, history=history)
     except IndexBusy as exc:  # loading, or overtaken by writers
         raise OpenAIError(503, str(exc), kind="server_error") from exc
     except GroundQAError as exc:
         raise OpenAIError(400, str(exc), param="messages") from exc
     read = sum(count_tokens(t.content) for t in history) + count_tokens(question)
     made = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": MODEL}
+    answer = _answer_pieces(searcher, settings, llm, question, history, result)
     if body.stream:
         counting = bool(body.stream_options and body.stream_options.include_usage)
-        answer = _answer_pieces(request, settings, question, history, result)
         events = _events(made, answer, limit, read if counting else None)
         return StreamingResponse(events, media_type="text/event-stream")
-    text, cited = await _reply(request, settings, question, history, result)
-    text, cited, finish = cut(text, cited, limit)
+    text, cited, finish = cut(*await _reply(answer), limit)
+    shown = [c.model_dump() for c in cited]
     usage = {"prompt_tokens": read, "completion_tokens": count_tokens(text)}
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     return JSONResponse(
@@ -213,31 +182,34 @@ async def chat(request: Request, settings: SettingsDep) -> JSONResponse | Stream
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text, "citations": cited},
+                    "message": {"role": "assistant", "content": text, "citations": shown},
                     "finish_reason": finish,
                 }
             ],
-            "citations": cited,
+            "citations": shown,
             "usage": usage,
         }
     )
 
 
 async def _answer_pieces(
-    request: Request, settings: Any, question: str, history: list[Turn], result: SearchResult
-) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
-    """The reply as it is made: each piece of text with the citations known so far. A written
-    answer comes a verified sentence at a time (with its marker), then its sources; else the
-    extractive reply, whole."""
+    searcher: Searcher,
+    settings: Settings,
+    llm: LLM | None,
+    question: str,
+    history: list[Turn],
+    result: SearchResult,
+) -> Pieces:
+    """The reply as it is made. A written answer comes a verified sentence at a time (with its
+    marker), then its sources; else the extractive reply, whole."""
     base = settings.link_base()
-    llm = settings.llm()
     if llm is not None:
-        index, keep = loaded(request.app), settings.keep_unsupported
+        index: Index = searcher.index()
         titles = {h.passage.doc_id: h.title for h in result.hits}
-        said: list[dict[str, Any]] = []
-        stream = written_stream(index, llm, question, history, result, keep, request.app.state.rankers)
+        said: list[SentenceOut] = []
+        stream = written_stream(index, llm, question, history, result, settings.keep_unsupported, searcher)
         async for found in stream:
-            if isinstance(found, Generated):
+            if isinstance(found, GeneratedOut):
                 if found.fallback is None:
                     cited = written_citations(found.sentences, titles, base)
                     yield f"\n\n{sources(cited)}", cited
@@ -252,7 +224,7 @@ async def _answer_pieces(
 
 async def _events(
     made: dict[str, Any],
-    answer: AsyncIterator[tuple[str, list[dict[str, Any]]]],
+    answer: Pieces,
     max_tokens: int | None,
     prompt_tokens: int | None,
 ) -> AsyncIterator[str]:
@@ -280,7 +252,7 @@ async def _events(
         text, cited = whole, kept
         if finish == "length":
             break
-    yield chunk({}, finish, citations=cited)
+    yield chunk({}, finish, citations=[c.model_dump() for c in cited])
     if prompt_tokens is not None:
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": count_tokens(text)}
         usage["total_tokens"] = prompt_tokens + usage["completion_tokens"]

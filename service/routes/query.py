@@ -3,16 +3,13 @@ and the limits a client keeps to."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
-from groundqa.index.conversation import MAX_HISTORY_CHARS, MAX_TURN_CHARS, MAX_TURNS, Turn
-from groundqa.index.index import Index, SearchResult
+from groundqa.index.conversation import MAX_HISTORY_CHARS, MAX_TURN_CHARS, MAX_TURNS
 from groundqa.index.ranking import (
     DEFAULT_K,
     DEFAULT_MODE,
@@ -23,9 +20,9 @@ from groundqa.index.ranking import (
     Mode,
 )
 from groundqa.index.verify import MAX_VERIFY_CHARS, verify_text
-from groundqa.service.deps import IndexDep, SettingsDep
+from groundqa.service.deps import IndexDep, LLMDep, SearcherDep, SettingsDep
 from groundqa.service.fields import DocIds, K, MinConfidence, QuestionText
-from groundqa.service.generation import Generated, sentences_json, whole, written_stream
+from groundqa.service.generation import checked_sentences, whole, written_stream
 from groundqa.service.schemas import (
     BODY_ERRORS,
     GeneratedOut,
@@ -65,61 +62,57 @@ STREAMED: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/v1/query", response_model=QueryResponse, responses={**STREAMED, **errors(404, *BODY_ERRORS)})
-async def query(body: QueryRequest, index: IndexDep, request: Request, settings: SettingsDep) -> Response:
+async def query(
+    body: QueryRequest, index: IndexDep, searcher: SearcherDep, settings: SettingsDep, llm: LLMDep
+) -> Response:
     """The answer sentence and the passages; with "generate": true, also a written answer whose
     every sentence is checked against the passages and cited by the span that supports it."""
-    history = turns_of(body.history) or []
+    history = turns_of(body.history)
     args = (body.question, body.k, body.mode, body.doc_ids, body.min_confidence, history)
-    result = await _search(index, request, *args)
+    result = await searcher.search("query", *args)
     response = QueryResponse.of(result)
     if not body.generate:
         return _rendered(response)
     keep = settings.keep_unsupported if body.keep_unsupported is None else body.keep_unsupported
-    rankers = request.app.state.rankers
-    found = written_stream(index, settings.llm(), body.question, history, result, keep, rankers)
+    found = written_stream(index, llm, body.question, history, result, keep, searcher)
     if body.stream:
         return StreamingResponse(_events(found, response), media_type="text/event-stream")
-    response.generated = GeneratedOut(**(await whole(found)).as_json())
+    response.generated = await whole(found)
     return _rendered(response)
 
 
 async def _events(
-    found: AsyncIterator[dict[str, Any] | Generated], response: QueryResponse
+    found: AsyncIterator[SentenceOut | GeneratedOut], response: QueryResponse
 ) -> AsyncIterator[str]:
     """Server-sent events: each written sentence as it is checked and kept, then the response."""
     async for written in found:
-        if isinstance(written, Generated):
-            response.generated = GeneratedOut(**written.as_json())
+        if isinstance(written, GeneratedOut):
+            response.generated = written
             yield f"event: result\ndata: {response.as_text()}\n\n"
         else:
-            yield f"event: sentence\ndata: {SentenceOut(**written).model_dump_json()}\n\n"
+            yield f"event: sentence\ndata: {written.model_dump_json()}\n\n"
 
 
 @router.post("/v1/verify", response_model=VerifyResponse, responses=errors(404, *BODY_ERRORS))
-async def verify(body: VerifyRequest, index: IndexDep, request: Request) -> VerifyResponse:
+async def verify(body: VerifyRequest, index: IndexDep, searcher: SearcherDep) -> VerifyResponse:
     """Check any text, sentence by sentence, against the index (doc_ids: only these documents):
     each sentence with whether a passage supports it, how closely, and the span that does. No
     LLM is needed: a pipeline of your own can check its output here."""
-    loop = asyncio.get_running_loop()
-    checked = await loop.run_in_executor(
-        request.app.state.rankers, functools.partial(verify_text, index, body.text, body.doc_ids)
-    )
-    out = [SentenceOut(**s) for s in sentences_json(index, checked)]
+    out = checked_sentences(index, await searcher.run(verify_text, index, body.text, body.doc_ids))
     done = sum(s.supported for s in out)
     return VerifyResponse(sentences=out, supported=done, unsupported=len(out) - done)
 
 
 @router.get("/v1/query", response_model=QueryResponse, responses=errors(404, 422, 503))
 async def query_get(
-    index: IndexDep,
-    request: Request,
+    searcher: SearcherDep,
     q: Annotated[QuestionText, Query(description="the question")],
     k: Annotated[K, Query()] = DEFAULT_K,
     mode: Annotated[Mode, Query()] = DEFAULT_MODE,
     doc_ids: Annotated[DocIds, Query(description=f"repeat to search several (at most {MAX_DOC_IDS})")] = None,
     min_confidence: Annotated[MinConfidence, Query()] = None,
 ) -> Response:
-    return _rendered(QueryResponse.of(await _search(index, request, q, k, mode, doc_ids, min_confidence)))
+    return _rendered(QueryResponse.of(await searcher.search("query", q, k, mode, doc_ids, min_confidence)))
 
 
 @router.get("/v1/limits", response_model=Limits)
@@ -143,25 +136,6 @@ def limits(settings: SettingsDep) -> Limits:
         generation=settings.llm() is not None,
         verify_chars=MAX_VERIFY_CHARS,
     )
-
-
-async def _search(
-    index: Index,
-    request: Request,
-    question: str,
-    k: int,
-    mode: Mode,
-    doc_ids: list[str] | None,
-    min_confidence: float | None,
-    history: list[Turn] | None = None,
-) -> SearchResult:
-    """The query on the rankers' threads, its time counted."""
-    state = request.app.state
-    result = await index.search_async(
-        state.rankers, question, k, mode, doc_ids, min_confidence, history or ()
-    )
-    state.metrics.query_seconds.labels(mode).observe(result.took_ms / 1000)
-    return result
 
 
 def _rendered(response: QueryResponse) -> Response:

@@ -9,11 +9,11 @@ from html import escape
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse
 
 from groundqa.index.errors import DocumentNotFound, GroundQAError, IndexBusy
-from groundqa.service.deps import loaded
+from groundqa.service.deps import ServicesDep
 from groundqa.service.fields import DocId
 
 POLICY = (
@@ -25,13 +25,13 @@ router = APIRouter()
 
 @router.get("/view/{doc_id}", include_in_schema=False, response_class=HTMLResponse)
 def view(
-    request: Request,
+    services: ServicesDep,
     doc_id: Annotated[DocId, Path()],
     start: Annotated[int, Query(ge=0)],
     end: Annotated[int, Query(ge=0)],
 ) -> HTMLResponse:
     try:
-        doc, text = loaded(request.app).document(doc_id)
+        doc, text = services.loaded().document(doc_id)
     except DocumentNotFound:
         return _page("Not found", f"No document has the doc_id {doc_id!r}.", 404)
     except IndexBusy as exc:

@@ -13,8 +13,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from groundqa.eval import answers, compare, conversations, report, serving, verifier
-from groundqa.eval.client import Client
+from groundqa.cli.client import Client
+from groundqa.eval import answers, compare, followups, report, server, verifier
 from groundqa.eval.data import DataError, Dataset, Question, check_spans, load_questions, load_squad, sample
 from groundqa.eval.metrics import KS, curves, summarize
 from groundqa.eval.runner import Ask, articles_input, ask_index, evaluate, index_all, reply_of_json
@@ -249,31 +249,31 @@ def run_compare(args: argparse.Namespace, settings: IndexSettings) -> int:
 
 
 def run_conversations(args: argparse.Namespace, settings: IndexSettings) -> int:
-    found = conversations.load(args.file)
+    found = followups.load(args.file)
     if args.url:
         client = Client(args.url)
         texts = {d["doc_id"]: client.text(d["doc_id"]) for d in client.documents()}
-        conversations.check(found, texts)
-        ask = conversations.ask_remote(client.query, args.mode)
+        followups.check(found, texts)
+        ask = followups.ask_remote(client.query, args.mode)
         return _conversations(args, found, texts, ask, float(client.limits()["min_confidence"]), None)
     if args.articles is None:
         if not settings.qdrant_url and not Path(settings.index_dir).exists():
             raise DataError(f"no index at {settings.index_dir}; give --articles, --index or --url")
         index = open_index(settings)
         texts = {d.doc_id: index.document(d.doc_id)[1] for d in index.documents()}
-        conversations.check(found, texts)
-        ask = conversations.ask_index(index, args.mode)
+        followups.check(found, texts)
+        ask = followups.ask_index(index, args.mode)
         return _conversations(
             args, found, texts, ask, index.min_confidence, Path(settings.index_dir).resolve()
         )
     articles = load_squad(args.articles).articles
     texts = {a.doc_id: a.text for a in articles}
-    conversations.check(found, texts)
+    followups.check(found, texts)
     with tempfile.TemporaryDirectory(prefix="groundqa-eval-") as folder:
         index = Index(IndexSettings(index_dir=Path(folder)).location(), embedder_of(settings))
         try:
             index_all(index, articles_input(articles))
-            ask = conversations.ask_index(index, args.mode)
+            ask = followups.ask_index(index, args.mode)
             return _conversations(args, found, texts, ask, index.min_confidence, Path(folder))
         finally:
             index.close()
@@ -281,24 +281,24 @@ def run_conversations(args: argparse.Namespace, settings: IndexSettings) -> int:
 
 def _conversations(
     args: argparse.Namespace,
-    found: list[conversations.Conversation],
+    found: list[followups.Conversation],
     texts: dict[str, str],
-    ask: conversations.AskWith,
+    ask: followups.AskWith,
     floor: float,
     index_dir: Path | None,
 ) -> int:
     """index_dir: the embedded index a server is started on for --openai (None: --url's)."""
-    outcomes = conversations.evaluate(found, ask, floor)
-    result = conversations.summary(found, outcomes)
+    outcomes = followups.evaluate(found, ask, floor)
+    result = followups.summary(found, outcomes)
     if args.openai:
         result["openai_citations_hold"] = _over_openai(found, args.url, index_dir)
     command = "groundqa " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result |= {"set": args.file.stem, "mode": args.mode, "command": command}
-    result |= report.per_question(conversations.golds(found), outcomes, texts)
+    result |= report.per_question(followups.golds(found), outcomes, texts)
     out = args.out or Path("reports") / f"conversations-{args.file.stem}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = conversations.markdown(args.file.stem, command, result)
+    text = followups.markdown(args.file.stem, command, result)
     (out / "report.md").write_text(text)
     report.plot(result, out / "hit_at_k.png")
     page = report.write_html(out, result, [out / "hit_at_k.png"])
@@ -307,15 +307,15 @@ def _conversations(
     return 0
 
 
-def _over_openai(found: list[conversations.Conversation], url: str | None, index_dir: Path | None) -> Any:
+def _over_openai(found: list[followups.Conversation], url: str | None, index_dir: Path | None) -> Any:
     if url:
-        return conversations.openai_citations(found, url)
+        return followups.openai_citations(found, url)
     if index_dir is None:
         raise DataError("--openai needs --url, or an embedded index to serve")
-    process, started = serving.serve(index_dir, "--workers", "1")
+    process, started = server.serve(index_dir, "--workers", "1")
     try:
-        serving.wait_ready(started, process)
-        return conversations.openai_citations(found, started)
+        server.wait_ready(started, process)
+        return followups.openai_citations(found, started)
     finally:
         process.terminate()
         process.wait(timeout=60)

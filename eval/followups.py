@@ -18,10 +18,10 @@ import httpx
 
 from groundqa.eval.data import DataError, Dataset, Question, check_spans, read_jsonl
 from groundqa.eval.metrics import Located, Outcome, covers, percentile, summarize
-from groundqa.eval.progress import progress
 from groundqa.eval.runner import ASK_K, Reply, reply_of_json, reply_of_result, score
 from groundqa.index.conversation import ROLES, Turn
 from groundqa.index.index import Index
+from groundqa.index.progress import progress
 
 # The four ways each conversation is asked, in the report's order.
 ROWS = ("standalone", "follow_up_alone", "follow_up_with_history", "switch_with_unrelated_history")
@@ -104,7 +104,7 @@ def ask_index(index: Index, mode: str) -> AskWith:
 
 
 def ask_remote(query: Callable[..., dict[str, Any]], mode: str) -> AskWith:
-    """query: eval.client.Client.query."""
+    """query: cli.client.Client.query."""
 
     def ask(question: str, history: list[Turn]) -> Reply:
         turns = [{"role": t.role, "content": t.content} for t in history]
