@@ -15,7 +15,7 @@ from groundqa.index.config import open_index
 from groundqa.index.errors import GroundQAError, UsageError
 from groundqa.index.index import Index, new_document
 from groundqa.index.progress import progress
-from groundqa.index.ranking import check_query
+from groundqa.index.ranking import check_min_confidence, check_query
 from groundqa.index.rebuild import rebuild
 from groundqa.ingest.sources import article_input, article_sources, read_source
 from groundqa.service.config import Settings
@@ -75,9 +75,8 @@ def run_ask(args: argparse.Namespace, settings: Settings) -> int:
             args.question, args.k, args.mode, args.min_confidence, history=turns
         )
     else:
-        check_query(args.question, args.k, args.mode)  # before the model loads
-        if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:
-            raise UsageError(f"--min-confidence is {args.min_confidence}; give a number from 0 to 1")
+        check_min_confidence(args.min_confidence, "--min-confidence")  # before the model loads
+        check_query(args.question, args.k, args.mode)
         found = open_existing(settings).search(
             args.question, args.k, args.mode, min_confidence=args.min_confidence, history=turns_of(history)
         )

@@ -40,20 +40,17 @@ from groundqa.eval.metrics import Located, covers
 from groundqa.eval.runner import articles_input, index_all
 from groundqa.index.config import prepare_process
 from groundqa.index.index import Index
-from groundqa.index.lexical import terms
+from groundqa.index.lexical import OPENERS, keys, terms, word_set
 from groundqa.index.model import Embedder
 from groundqa.index.progress import progress
 from groundqa.index.text import sentences
 from groundqa.index.verify import (
-    OPENERS,
     Support,
     ended,
     judge,
-    keys,
     negated,
     repeats,
     verify_text,
-    word_set,
 )
 
 SEED = 0

@@ -11,12 +11,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr
+from pydantic import AfterValidator, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from groundqa.index.confidence import bundled as bundled_confidence
 from groundqa.index.index import MAX_DOC_CHARS, Index
 from groundqa.index.model import DEFAULT_CACHE, DEFAULT_MODEL, Embedder
+from groundqa.index.ranking import check_min_confidence
 from groundqa.index.storage.factory import Location
 
 
@@ -34,7 +35,7 @@ class IndexSettings(BaseSettings):
     # Longest document, in characters (longer ones are refused with the limit in the message).
     max_doc_chars: int = MAX_DOC_CHARS
     # Answers under this confidence are left out (null); unset: the trained model's threshold.
-    min_confidence: Annotated[float | None, Field(ge=0, le=1)] = None
+    min_confidence: Annotated[float | None, AfterValidator(check_min_confidence)] = None
     # The index in Qdrant instead of index_dir: a server or cluster URL, local:DIR for
     # qdrant-client's local mode or edge:DIR for Qdrant's engine in this process.
     qdrant_url: str | None = None

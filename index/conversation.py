@@ -42,9 +42,11 @@ class Resolved:
 
 
 def check_history(history: Sequence[Turn]) -> None:
+    """The limits of a history, for every face (the HTTP schemas and MCP run this at the edge)."""
     if len(history) > MAX_TURNS:
         raise InvalidQuery(
-            f"history has {len(history)} turns; the limit is {MAX_TURNS} (send the latest ones)"
+            f"history has {len(history)} turns; the limit is {MAX_TURNS} (at most {MAX_TURNS} items: "
+            "send the latest turns)"
         )
     total = 0
     for number, turn in enumerate(history):
@@ -52,7 +54,8 @@ def check_history(history: Sequence[Turn]) -> None:
             raise InvalidQuery(f"history[{number}].role is {turn.role!r}; use 'user' or 'assistant'")
         if len(turn.content) > MAX_TURN_CHARS:
             raise InvalidQuery(
-                f"history[{number}].content has {len(turn.content)} characters; the limit is {MAX_TURN_CHARS}"
+                f"history[{number}].content has {len(turn.content)} characters; the limit is "
+                f"{MAX_TURN_CHARS} (at most {MAX_TURN_CHARS} characters a turn)"
             )
         total += len(turn.content)
     if total > MAX_HISTORY_CHARS:

@@ -242,7 +242,7 @@ class Index:
         0 always answers). history: the conversation's earlier turns, oldest first, in whose
         light the question is read (index/conversation.py)."""
         began = time.perf_counter()
-        searched, query = self._asked(question, k, mode, doc_ids, history)
+        searched, query = self._asked(question, k, mode, doc_ids, min_confidence, history)
         return self.ranked(query(*self.questions.embed(searched)), min_confidence, began)
 
     async def search_async(
@@ -259,16 +259,22 @@ class Index:
         thread (so the questions of many clients meet in one forward pass), and ranking runs on
         executor, whose few threads bound how many queries take turns at the GIL."""
         began = time.perf_counter()
-        searched, query = self._asked(question, k, mode, doc_ids, history)
+        searched, query = self._asked(question, k, mode, doc_ids, min_confidence, history)
         encoded = query(*await asyncio.wrap_future(self.questions.submit(searched)))
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(executor, self.ranked, encoded, min_confidence, began)
 
     def _asked(
-        self, question: str, k: int, mode: Mode, doc_ids: list[str] | None, history: Sequence[Turn]
+        self,
+        question: str,
+        k: int,
+        mode: Mode,
+        doc_ids: list[str] | None,
+        min_confidence: float | None,
+        history: Sequence[Turn],
     ) -> tuple[str, Callable[[np.ndarray, PieceVectors], Query]]:
-        """The question checked: what is searched for it, and the query its encoding makes."""
-        question = check_query(question, k, mode, doc_ids)
+        """The query checked: what is searched for its question, and the query its encoding makes."""
+        question = check_query(question, k, mode, doc_ids, min_confidence)
         searched, asked = question, None
         if history:
             check_history(history)

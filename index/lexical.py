@@ -30,6 +30,8 @@ STOPWORDS = frozenset(
 NEGATION = re.compile(r"\b(?:not|no|never|none|nothing|nobody|neither|nor|without|cannot)\b|n't\b", re.I)
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 WORD_OF_LETTERS = re.compile(r"[^\W\d_][\w'-]*")
+# The first word of a sentence is capitalized whatever it is: a name only if it is not one of these.
+OPENERS = frozenset("the a an in on at it he she they this that these those there its his her".split())
 # PyStemmer's stemmers must not be called from two threads at once: one per thread.
 _local = threading.local()
 
@@ -202,3 +204,23 @@ def _postings(postings: Postings, at: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _saturated(tf: np.ndarray, lengths: np.ndarray, stats: Stats, params: BM25Params) -> np.ndarray:
     return term_weight(tf, lengths.astype(np.float32), stats.mean_length, params)
+
+
+def keys(text: str, question: bool = False) -> tuple[set[str], set[str]]:
+    """The numbers and the names of a text, the one rule for the confidence signals and the
+    verifier: the numbers without thousands separators, and the names (capitalized words past
+    an opener, lower-cased, without a possessive 's). A question's first word is never a name."""
+    numbers = {n.replace(",", "").rstrip(".") for n in NUMBER.findall(text)}
+    words = WORD_OF_LETTERS.findall(text)
+    names = {
+        w.lower().removesuffix("'s").removesuffix("’s")
+        for i, w in enumerate(words)
+        if w[0].isupper() and not (i == 0 and (question or w.lower() in OPENERS))
+    }
+    return numbers, names
+
+
+def word_set(text: str) -> set[str]:
+    """Every number and word of a text as keys() writes them: what a name or number is looked for in."""
+    numbers = {n.replace(",", "").rstrip(".") for n in NUMBER.findall(text)}
+    return numbers | {w.lower().removesuffix("'s").removesuffix("’s") for w in WORD_OF_LETTERS.findall(text)}

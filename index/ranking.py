@@ -48,13 +48,34 @@ def clean_question(question: str) -> str:
     return question
 
 
-def check_query(question: str, k: int, mode: str, doc_ids: list[str] | None = None) -> str:
-    if doc_ids is not None and len(doc_ids) > MAX_DOC_IDS:
-        raise InvalidQuery(f"doc_ids has {len(doc_ids)} ids; the limit is {MAX_DOC_IDS}")
+def check_k(k: int) -> int:
     if not 1 <= k <= MAX_K:
         raise InvalidQuery(f"k is {k}; it must be from 1 to {MAX_K}")
+    return k
+
+
+def check_doc_ids(doc_ids: list[str] | None) -> list[str] | None:
+    if doc_ids is not None and len(doc_ids) > MAX_DOC_IDS:
+        raise InvalidQuery(f"doc_ids has {len(doc_ids)} ids; the limit is {MAX_DOC_IDS}")
+    return doc_ids
+
+
+def check_min_confidence(value: float | None, name: str = "min_confidence") -> float | None:
+    if value is not None and not 0 <= value <= 1:
+        raise InvalidQuery(f"{name} is {value}; give a number from 0 to 1")
+    return value
+
+
+def check_query(
+    question: str, k: int, mode: str, doc_ids: list[str] | None = None, min_confidence: float | None = None
+) -> str:
+    """The question as searched, once every argument of a query is checked: the rules of a
+    query, each written once here, and run at the edge by the faces' field types (service/fields.py)."""
+    check_doc_ids(doc_ids)
+    check_k(k)
     if mode not in MODES:
         raise InvalidQuery(f"mode {mode!r} is unknown; use one of {', '.join(MODES)}")
+    check_min_confidence(min_confidence)
     return clean_question(question)
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from groundqa.index.index import Index, SearchResult
-from groundqa.index.lexical import NEGATION, NUMBER, WORD_OF_LETTERS, terms
+from groundqa.index.lexical import NEGATION, WORD_OF_LETTERS, keys, terms, word_set
 from groundqa.index.model import Embedder
 from groundqa.index.text import sentences
 
@@ -54,8 +54,6 @@ _INSTRUCTION = re.compile(
     r"(?:ai|assistant|model|chatbot|language model)\b",
     re.I,
 )
-# The first word of a sentence is capitalized whatever it is: a name only if it is not one of these.
-OPENERS = frozenset("the a an in on at it he she they this that these those there its his her".split())
 # Words a faithful answer adds around what its source says: reporting and linking, no fact.
 FREE_WORDS = frozenset(
     terms(
@@ -121,30 +119,12 @@ def claims(text: str) -> list[str]:
     return out
 
 
-def keys(text: str) -> tuple[set[str], set[str]]:
-    """The numbers (without thousands separators) and the names (capitalized words past an
-    opener, lower-cased, without a possessive 's) of a text."""
-    numbers = {n.replace(",", "").rstrip(".") for n in NUMBER.findall(text)}
-    words = WORD_OF_LETTERS.findall(text)
-    names = {
-        w.lower().removesuffix("'s").removesuffix("’s")
-        for i, w in enumerate(words)
-        if w[0].isupper() and not (i == 0 and w.lower() in OPENERS)
-    }
-    return numbers, names
-
-
 def negated(text: str) -> set[str]:
     """The words a negation governs: the first NEGATED_WORDS words (stems) after each one."""
     out: set[str] = set()
     for match in NEGATION.finditer(text):
         out.update(terms(text[match.end() :])[:NEGATED_WORDS])
     return out
-
-
-def word_set(text: str) -> set[str]:
-    numbers = {n.replace(",", "").rstrip(".") for n in NUMBER.findall(text)}
-    return numbers | {w.lower().removesuffix("'s").removesuffix("’s") for w in WORD_OF_LETTERS.findall(text)}
 
 
 def judge(

@@ -12,7 +12,8 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, HTTPException
+from fastapi import Depends, HTTPException
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import SecretStr
@@ -33,11 +34,18 @@ def refusal(key: SecretStr | None, authorization: str | None) -> tuple[int, str]
     return None
 
 
+# The bearer scheme, named in the OpenAPI document on every route that needs the key (the
+# refusals are require_key's own: 401 or 403 with what to do).
+bearer = HTTPBearer(
+    scheme_name="apiKey", description="GROUNDQA_API_KEY, as 'Authorization: Bearer <key>'", auto_error=False
+)
+
+
 def require_key(
     settings: Annotated[Settings, Depends(get_settings)],
-    authorization: Annotated[str | None, Header()] = None,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:
-    refused = refusal(settings.api_key, authorization)
+    refused = refusal(settings.api_key, f"Bearer {credentials.credentials}" if credentials else None)
     if refused is not None:
         headers = {"WWW-Authenticate": "Bearer"} if refused[0] == 401 else None
         raise HTTPException(refused[0], refused[1], headers=headers)

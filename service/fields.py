@@ -9,11 +9,21 @@ from typing import Annotated
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from groundqa.index.index import DOC_ID_PATTERN, check_doc_id
-from groundqa.index.ranking import MAX_DOC_IDS, MAX_K, MAX_QUESTION_CHARS, QUESTION_PATTERN, clean_question
+from groundqa.index.ranking import (
+    MAX_DOC_IDS,
+    MAX_K,
+    MAX_QUESTION_CHARS,
+    QUESTION_PATTERN,
+    check_doc_ids,
+    check_k,
+    check_min_confidence,
+    clean_question,
+)
 
 # The index's own checks, run at the edge so that bad input is a 422 naming the field.
-# The patterns only describe the rules in the OpenAPI document; the checks themselves are the
-# index's, whose messages say what is wrong in words.
+# The patterns and bounds only describe the rules in the OpenAPI document (json_schema_extra:
+# pydantic does not check them); the checks themselves are the index's, whose messages say
+# what is wrong in words, the same on every face.
 QuestionText = Annotated[
     str,
     Field(
@@ -30,7 +40,10 @@ def _whole_number(value: object) -> object:
 
 
 K = Annotated[
-    int, Field(ge=1, le=MAX_K, description="how many passages to return"), BeforeValidator(_whole_number)
+    int,
+    Field(description="how many passages to return", json_schema_extra={"minimum": 1, "maximum": MAX_K}),
+    BeforeValidator(_whole_number),
+    AfterValidator(check_k),
 ]
 DocId = Annotated[
     str,
@@ -44,16 +57,20 @@ DocId = Annotated[
 
 DocIds = Annotated[
     list[DocId] | None,
-    Field(max_length=MAX_DOC_IDS, description=f"search only these documents (at most {MAX_DOC_IDS})"),
+    Field(
+        description=f"search only these documents (at most {MAX_DOC_IDS})",
+        json_schema_extra={"maxItems": MAX_DOC_IDS},
+    ),
+    AfterValidator(check_doc_ids),
 ]
 
 
 MinConfidence = Annotated[
     float | None,
     Field(
-        ge=0,
-        le=1,
         description="leave the answer out (null) under this confidence; 0 always answers; "
         "GROUNDQA_MIN_CONFIDENCE by default",
+        json_schema_extra={"minimum": 0, "maximum": 1},
     ),
+    AfterValidator(check_min_confidence),
 ]

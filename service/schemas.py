@@ -6,7 +6,14 @@ from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from groundqa.index.conversation import MAX_HISTORY_CHARS, MAX_TURN_CHARS, MAX_TURNS, Role, Turn
+from groundqa.index.conversation import (
+    MAX_HISTORY_CHARS,
+    MAX_TURN_CHARS,
+    MAX_TURNS,
+    Role,
+    Turn,
+    check_history,
+)
 from groundqa.index.index import SearchResult, passage_id
 from groundqa.index.ranking import DEFAULT_K, DEFAULT_MODE, Mode
 from groundqa.index.storage import Document, Ingested
@@ -24,30 +31,27 @@ class TurnIn(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid")
     role: Role
-    content: str = Field(max_length=MAX_TURN_CHARS)
+    # (The limits are check_history's, run on the whole history; the schema only describes them.)
+    content: str = Field(json_schema_extra={"maxLength": MAX_TURN_CHARS})
 
     def turn(self) -> Turn:
         return Turn(self.role, self.content)
 
 
-def _history_size(turns: list[TurnIn] | None) -> list[TurnIn] | None:
-    total = sum(len(t.content) for t in turns or ())
-    if total > MAX_HISTORY_CHARS:
-        raise ValueError(
-            f"the history has {total} characters; the limit is {MAX_HISTORY_CHARS} (send the latest turns)"
-        )
+def _checked_history(turns: list[TurnIn] | None) -> list[TurnIn] | None:
+    check_history(turns_of(turns))
     return turns
 
 
 History = Annotated[
     list[TurnIn] | None,
     Field(
-        max_length=MAX_TURNS,
+        json_schema_extra={"maxItems": MAX_TURNS},
         description="the conversation's earlier turns, oldest first: the question is read in their "
         f"light (a follow-up such as 'How long is it?'); at most {MAX_TURNS} turns of "
         f"{MAX_TURN_CHARS} characters, {MAX_HISTORY_CHARS} in all",
     ),
-    AfterValidator(_history_size),
+    AfterValidator(_checked_history),
 ]
 
 
@@ -82,9 +86,14 @@ class QueryRequest(BaseModel):
 Page = Field(description="the page the span begins on: 1-based in a PDF, null in other formats")
 
 
-def _checked_text(text: str) -> str:
-    check_text(text)
-    return text
+def _checked(what: str) -> AfterValidator:
+    """A text field checked by the index's rule (not blank, valid Unicode), naming it as what."""
+
+    def check(text: str) -> str:
+        check_text(text, what)
+        return text
+
+    return AfterValidator(check)
 
 
 class CitationOut(BaseModel):
@@ -139,14 +148,9 @@ class GeneratedOut(BaseModel):
     warnings: list[str]
 
 
-def _checked_claims(text: str) -> str:
-    check_text(text, "the text to check")
-    return text
-
-
 class VerifyRequest(BaseModel):
     model_config = STRICT
-    text: Annotated[str, AfterValidator(_checked_claims)] = Field(
+    text: Annotated[str, _checked("the text to check")] = Field(
         max_length=MAX_VERIFY_CHARS,
         description=f"any text: each sentence (the first {MAX_CLAIMS}) is checked against the index",
         json_schema_extra={"pattern": NOT_BLANK_PATTERN},
@@ -245,20 +249,21 @@ class QueryResponse(BaseModel):
 
     def as_json(self) -> dict[str, Any]:
         """The contract's shape: searched_for only where a history was given."""
-        return self.model_dump(mode="json", exclude=self._no_history())
+        return self.model_dump(mode="json", exclude=self._absent())
 
     def as_text(self) -> str:
-        return self.model_dump_json(exclude=self._no_history())
+        return self.model_dump_json(exclude=self._absent())
 
-    def _no_history(self) -> set[str] | None:
-        """The keys only some requests get, left out of the others."""
+    def _absent(self) -> set[str] | None:
+        """The keys only some requests get (searched_for: a history; generated: generate), left
+        out of the others."""
         left = {k for k in ("searched_for", "generated") if getattr(self, k) is None}
         return left or None
 
 
 class DocumentUpdate(BaseModel):
     model_config = STRICT
-    text: Annotated[str, AfterValidator(_checked_text)] = Field(
+    text: Annotated[str, _checked("the document text")] = Field(
         description="the article, stored exactly as given; not blank, "
         "at most GROUNDQA_MAX_DOC_CHARS characters",
         json_schema_extra={"pattern": NOT_BLANK_PATTERN},
