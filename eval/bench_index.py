@@ -142,8 +142,8 @@ def ingest(folder: Path, index_dir: Path) -> dict[str, Any]:
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert process.stdout is not None
-    stamps = [time.perf_counter() for line in process.stdout if "\tadded" in line]
+    lines = process.stdout or ()  # (a pipe, as asked)
+    stamps = [time.perf_counter() for line in lines if "\tadded" in line]
     process.wait()
     total = time.perf_counter() - began
     # A batch's lines come together when it commits: time per document is a batch's time over its

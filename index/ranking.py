@@ -7,6 +7,7 @@ and only those passages, their sentences and their word pieces are scored furthe
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -151,74 +152,125 @@ class Answer:
 
 
 def rank(reader: Reader, query: Query, ranking: Ranking) -> tuple[list[Hit], Answer | None]:
+    """The query's best passages and answer sentence, in named steps: gather the candidates and
+    their signals, fuse them into one ranking, read the passages shown (checking them for
+    damage), and pick the answer sentence from the best few."""
     allowed = None if query.doc_ids is None else reader.allowed(query.doc_ids)
     if allowed is not None and len(allowed) == 0:
         return [], None  # (an empty index needs no check here: its searches find nothing)
-    terms = query_terms(query.question)
-    keys = _candidates(reader, query, terms, allowed, ranking.candidates)
-    if len(keys) == 0:
+    found = Candidates.gather(reader, query, allowed, ranking)
+    if found is None:
         return [], None
-    sentences = Sentences(reader, reader.sentences_of(keys), query.vector, terms)
-    passage_sim = reader.passage_vectors(keys) @ query.vector
-    passage_bm25 = reader.passage_bm25(keys, terms)
-    dense = _mix(passage_sim, sentences.best(sentences.similarity), ranking.sentence_weight)
-    lexical = _mix(
-        _minmax(passage_bm25), _minmax(sentences.best(sentences.bm25)), ranking.lexical_sentence_weight
-    )
-    # Hybrid: a passage holding an identifier of the question (a part number) goes first.
-    exact = np.zeros(len(keys), dtype=bool)
-    identifiers = identifier_terms(query.question) if query.mode == "hybrid" else np.zeros(0, np.uint64)
-    if len(identifiers):
-        exact = reader.passage_bm25(keys, identifiers) > 0
-    if query.mode == "dense":
-        scores = dense
-    elif query.mode == "lexical":
-        scores = lexical
-    else:
-        scores = _mix(_minmax(dense), lexical, 1 - ranking.dense_weight) + exact
-    relevant = (passage_sim >= ranking.min_similarity) | (passage_bm25 > 0)
-    best_first = np.argsort(-scores, kind="stable")
-    pool = best_first[relevant[best_first]][: max(query.k, ranking.rerank)].astype(np.int64)
-    pool_scores = scores[pool]
     match = WordMatch(reader, query.question, query.pieces)
-    if query.mode == "hybrid" and len(pool):
-        matched = match.scores(keys[pool])
-        pool_scores = _minmax(pool_scores) + ranking.match_weight * matched
-        pool_scores = pool_scores + EXACT_FIRST * exact[pool]
-        resort = np.argsort(-pool_scores, kind="stable")
-        pool, pool_scores = pool[resort], pool_scores[resort]
-    shown = pool[: max(query.k, ranking.answer_passages)]
-    places = reader.passages(keys[shown])
-    texts = reader.texts(keys[shown])
-    for d, s, e in places:  # rows a checksum missed (segments before 0.7.0 have none)
+    pool = Fusion(ranking).pool(found, query, match)
+    shown = pool.positions[: max(query.k, ranking.answer_passages)]
+    passages, texts = _read(reader, found.keys[shown])
+    found.check(pool)
+    hits = [
+        Hit(p, texts[p.doc_id].title, round(float(score), 4), page_at(texts[p.doc_id].page_starts, p.start))
+        for p, score in zip(passages[: query.k], pool.scores[: query.k], strict=False)
+    ]
+    top = min(ranking.answer_passages, len(pool.positions))
+    positions = [int(at) for at in pool.positions[:top]]
+    best = [Candidate(int(found.keys[at]), passages[i], at) for i, at in enumerate(positions)]
+    answer = AnswerPicker(query, found, texts, match, ranking).pick(best, _minmax(pool.scores)[:top])
+    return hits, answer
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The passages the retrievers propose for a query, with each one's signals: its dense and
+    lexical scores (each mixed with its best sentence's) and whether it holds an identifier of
+    the question."""
+
+    keys: np.ndarray
+    sentences: Sentences
+    similarity: np.ndarray  # each passage's cosine with the question
+    bm25: np.ndarray
+    dense: np.ndarray
+    lexical: np.ndarray
+    exact: np.ndarray  # holds an identifier of the question (a part number)
+
+    @classmethod
+    def gather(
+        cls, reader: Reader, query: Query, allowed: np.ndarray | None, ranking: Ranking
+    ) -> Candidates | None:
+        terms = query_terms(query.question)
+        keys = _candidates(reader, query, terms, allowed, ranking.candidates)
+        if len(keys) == 0:
+            return None
+        sentences = Sentences(reader, reader.sentences_of(keys), query.vector, terms)
+        similarity = reader.passage_vectors(keys) @ query.vector
+        bm25 = reader.passage_bm25(keys, terms)
+        dense = _mix(similarity, sentences.best(sentences.similarity), ranking.sentence_weight)
+        best_bm25 = _minmax(sentences.best(sentences.bm25))
+        lexical = _mix(_minmax(bm25), best_bm25, ranking.lexical_sentence_weight)
+        exact = np.zeros(len(keys), dtype=bool)
+        identifiers = identifier_terms(query.question) if query.mode == "hybrid" else np.zeros(0, np.uint64)
+        if len(identifiers):
+            exact = reader.passage_bm25(keys, identifiers) > 0
+        return cls(keys, sentences, similarity, bm25, dense, lexical, exact)
+
+    def check(self, pool: Pool) -> None:
+        """Unit vectors: a cosine past 1, or a score that is not finite, is damage a checksum missed."""
+        if not (np.abs(self.similarity) <= 1.01).all() or not np.isfinite(pool.fused).all():
+            raise IndexDamaged(
+                "a passage scored a number that is not finite: the index is damaged; run 'groundqa rebuild'"
+            )
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The candidates worth showing, best first: their positions among the candidates and their
+    scores; fused: every candidate's fused score."""
+
+    positions: np.ndarray
+    scores: np.ndarray
+    fused: np.ndarray
+
+
+class Fusion:
+    """Fusing the retrievers' scores into one ranking (txtai keeps hybrid fusion in a class of
+    its own too): dense, lexical, or hybrid (a weighted sum of the two, min-max scaled, with a
+    passage holding an identifier of the question first), then the relevant candidates, and in
+    hybrid the best of them reordered by word match."""
+
+    def __init__(self, ranking: Ranking) -> None:
+        self.ranking = ranking
+
+    def scores(self, found: Candidates, mode: Mode) -> np.ndarray:
+        if mode == "dense":
+            return found.dense
+        if mode == "lexical":
+            return found.lexical
+        return _mix(_minmax(found.dense), found.lexical, 1 - self.ranking.dense_weight) + found.exact
+
+    def pool(self, found: Candidates, query: Query, match: WordMatch) -> Pool:
+        fused = self.scores(found, query.mode)
+        relevant = (found.similarity >= self.ranking.min_similarity) | (found.bm25 > 0)
+        best_first = np.argsort(-fused, kind="stable")
+        pool = best_first[relevant[best_first]][: max(query.k, self.ranking.rerank)].astype(np.int64)
+        scores = fused[pool]
+        if query.mode == "hybrid" and len(pool):
+            scores = _minmax(scores) + self.ranking.match_weight * match.scores(found.keys[pool])
+            scores = scores + EXACT_FIRST * found.exact[pool]
+            resort = np.argsort(-scores, kind="stable")
+            pool, scores = pool[resort], scores[resort]
+        return Pool(pool, scores, fused)
+
+
+def _read(reader: Reader, keys: np.ndarray) -> tuple[list[Passage], dict[str, StoredText]]:
+    """The passages of these keys, with their documents' texts; a passage lying outside its text
+    is damage a checksum missed (segments before 0.7.0 have none)."""
+    places = reader.passages(keys)
+    texts = reader.texts(keys)
+    for d, s, e in places:
         if not 0 <= s < e <= len(texts[d].text):
             raise IndexDamaged(
                 f"a passage of {d!r} lies at {s}-{e}, outside its text: the index is damaged; "
                 "run 'groundqa rebuild'"
             )
-    # Unit vectors: a cosine past 1, or a score that is not finite, is damage a checksum missed.
-    if not (np.abs(passage_sim) <= 1.01).all() or not np.isfinite(scores).all():
-        raise IndexDamaged(
-            "a passage scored a number that is not finite: the index is damaged; run 'groundqa rebuild'"
-        )
-    passages = [Passage(d, s, e, texts[d][1][s:e]) for d, s, e in places]
-    hits = [
-        Hit(p, texts[p.doc_id].title, round(float(score), 4), page_at(texts[p.doc_id].page_starts, p.start))
-        for p, score in zip(passages[: query.k], pool_scores[: query.k], strict=False)
-    ]
-    top = list(range(min(ranking.answer_passages, len(pool))))
-    answer = _answer(
-        query.question,
-        [(int(keys[pool[i]]), passages[i], int(pool[i])) for i in top],
-        _minmax(pool_scores)[: len(top)],
-        sentences,
-        passage_sim,
-        texts,
-        match,
-        ranking,
-        query.given,
-    )
-    return hits, answer
+    return [Passage(d, s, e, texts[d][1][s:e]) for d, s, e in places], texts
 
 
 class Sentences:
@@ -321,69 +373,93 @@ def _minmax(values: np.ndarray) -> np.ndarray:
     return (values - values.min()) / span if span > 0 else np.ones_like(values)
 
 
-def _answer(
-    question: str,
-    top: list[tuple[int, Passage, int]],
-    passage_scores: np.ndarray,
-    sentences: Sentences,
-    passage_sim: np.ndarray,
-    texts: dict[str, StoredText],
-    match: WordMatch,
-    ranking: Ranking,
-    given: tuple[str, ...] = (),
-) -> Answer | None:
+@dataclass(frozen=True)
+class Candidate:
+    """One of the best passages, which the answer sentence may come from."""
+
+    key: int  # the passage's key in the storage
+    passage: Passage
+    position: int  # among the candidates
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A sentence of a candidate passage, scored as an answer."""
+
+    score: float
+    candidate: Candidate
+    at: int  # its position among the candidates' sentences
+    span: Span  # clipped to its passage
+    matched: float  # its word match
+
+
+class AnswerPicker:
     """The sentence of the best passages that is most like the question, as a whole and word by
-    word, favouring the better passages, and not one of the answers given (unless all are).
-    top: (key, passage, candidate number) of each."""
-    # score, passage key, candidate number, sentence, passage, span, word match
-    best: tuple[float, int, int, int, Passage, Span, float] | None = None
-    repeated: tuple[float, int, int, int, Passage, Span, float] | None = None
-    for (key, passage, candidate), passage_score in zip(top, passage_scores, strict=True):
-        text = texts[passage.doc_id][1]
-        for at in sentences.positions(candidate):
+    word, favouring the better passages, and not one of the answers given in the conversation
+    (unless all are)."""
+
+    def __init__(
+        self,
+        query: Query,
+        found: Candidates,
+        texts: dict[str, StoredText],
+        match: WordMatch,
+        ranking: Ranking,
+    ) -> None:
+        self.query, self.found, self.texts, self.match, self.ranking = query, found, texts, match, ranking
+
+    def pick(self, best: list[Candidate], passage_scores: np.ndarray) -> Answer | None:
+        """passage_scores: the best passages' scores, min-max scaled."""
+        fresh: Scored | None = None
+        repeated: Scored | None = None
+        for candidate, passage_score in zip(best, passage_scores, strict=True):
+            text = self.texts[candidate.passage.doc_id].text
+            for scored in self._sentences(candidate, float(passage_score), text):
+                span = scored.span
+                if self.query.given and any(text[span.start : span.end] in g for g in self.query.given):
+                    repeated = scored if repeated is None or scored.score > repeated.score else repeated
+                elif fresh is None or scored.score > fresh.score:
+                    fresh = scored
+        found = [self._answer(s) for s in (fresh, repeated) if s is not None]
+        if not found:
+            return None
+        return found[0] if len(found) == 1 else dataclasses.replace(found[0], given=found[1])
+
+    def _sentences(self, candidate: Candidate, passage_score: float, text: str) -> Iterator[Scored]:
+        """The candidate's sentences (clipped to it), each scored: its cosine + match_weight x
+        its word match + rank_weight x its passage's scaled score."""
+        sentences = self.found.sentences
+        for at in sentences.positions(candidate.position):
             start, end = (int(v) for v in sentences.spans[at])
-            span = _clip(text, Span(start, end), passage)
+            span = _clip(text, Span(start, end), candidate.passage)
             if span is None:
                 continue
-            matched = match.score(key, span)
+            matched = self.match.score(candidate.key, span)
             score = (
                 float(sentences.similarity[at])
-                + ranking.match_weight * matched
-                + ranking.rank_weight * float(passage_score)
+                + self.ranking.match_weight * matched
+                + self.ranking.rank_weight * passage_score
             )
-            here = (score, key, candidate, int(at), passage, span, matched)
-            if given and any(text[span.start : span.end] in g for g in given):
-                repeated = here if repeated is None or score > repeated[0] else repeated
-            elif best is None or score > best[0]:
-                best = here
-    if best is None and repeated is None:
-        return None
-    found = [_sentence(question, b, sentences, passage_sim, texts, match) for b in (best, repeated) if b]
-    return found[0] if len(found) == 1 else dataclasses.replace(found[0], given=found[1])
+            yield Scored(score, candidate, int(at), span, matched)
 
-
-def _sentence(
-    question: str,
-    best: tuple[float, int, int, int, Passage, Span, float],
-    sentences: Sentences,
-    passage_sim: np.ndarray,
-    texts: dict[str, StoredText],
-    match: WordMatch,
-) -> Answer:
-    score, key, candidate, at, passage, span, matched = best
-    title, text, page_starts = texts[passage.doc_id]
-    sentence = text[span.start : span.end]
-    found = {
-        "answer_cosine": float(sentences.similarity[at]),
-        "answer_match": matched,
-        "passage_cosine": float(passage_sim[candidate]),
-        "best_cosine": float(passage_sim.max()),
-        "passage_match": match.score(key),
-        "weakest_word": match.weakest(key),
-        **text_signals(question, sentence, passage.text),
-    }
-    signals = tuple(round(found[name], 6) for name in SIGNALS)
-    return Answer(passage, title, span, sentence, round(score, 4), signals, page_at(page_starts, span.start))
+    def _answer(self, best: Scored) -> Answer:
+        """The sentence as an answer, with the signals the confidence model reads."""
+        passage, span, key = best.candidate.passage, best.span, best.candidate.key
+        title, text, page_starts = self.texts[passage.doc_id]
+        sentence = text[span.start : span.end]
+        similarity = self.found.similarity
+        found = {
+            "answer_cosine": float(self.found.sentences.similarity[best.at]),
+            "answer_match": best.matched,
+            "passage_cosine": float(similarity[best.candidate.position]),
+            "best_cosine": float(similarity.max()),
+            "passage_match": self.match.score(key),
+            "weakest_word": self.match.weakest(key),
+            **text_signals(self.query.question, sentence, passage.text),
+        }
+        signals = tuple(round(found[name], 6) for name in SIGNALS)
+        page = page_at(page_starts, span.start)
+        return Answer(passage, title, span, sentence, round(best.score, 4), signals, page)
 
 
 def _clip(text: str, sentence: Span, passage: Passage) -> Span | None:

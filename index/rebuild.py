@@ -17,7 +17,6 @@ from groundqa.index.config import IndexSettings, open_index
 from groundqa.index.errors import IndexDamaged, UsageError
 from groundqa.index.index import DocumentInput
 from groundqa.index.lexical import BM25Params
-from groundqa.index.storage import Storage
 from groundqa.index.storage.embedded import SegmentStorage
 from groundqa.index.storage.factory import Location, open_storage
 
@@ -56,8 +55,13 @@ def rebuild(settings: IndexSettings, batches: Callable[[range], Iterable[int]] =
     return Rebuilt(docs, passages, kept, note)
 
 
-def _salvaged(folder: Path) -> Storage:
-    return open_storage(Location(folder), {}, 0, BM25Params(), salvage=True)
+def _salvaged(folder: Path) -> SegmentStorage:
+    """The folder's segment storage, opened to salvage what it holds."""
+    stored = open_storage(Location(folder), {}, 0, BM25Params(), salvage=True)
+    if not isinstance(stored, SegmentStorage):  # a folder always opens one: a named error, not an assert
+        stored.close()
+        raise IndexDamaged(f"{folder} does not open as a segment folder; rebuild reads only those")
+    return stored
 
 
 def _source(folder: Path) -> tuple[Path, str]:
@@ -88,7 +92,6 @@ def _revisions(folder: Path) -> tuple[int | None, int | None]:
     except IndexDamaged:
         return None, None
     try:
-        assert isinstance(stored, SegmentStorage)
         return stored.revisions()
     finally:
         stored.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import io
-import json
 import os
 import shutil
 import socket
@@ -29,6 +28,7 @@ from prometheus_client import Gauge
 from groundqa.index.errors import GroundQAError, IndexBusy, NotFound
 from groundqa.index.index import Index, Progress
 from groundqa.ingest.limits import FileLimits
+from groundqa.service.schemas import Uploaded
 from groundqa.service.uploads import store_file
 
 STATES = ("queued", "running", "done", "failed")
@@ -64,7 +64,7 @@ class Job:
     replace: bool
     created_at: str
     updated_at: str
-    result: dict[str, Any] | None
+    result: Uploaded | None  # when done: what the synchronous upload answers
     error: str | None
 
 
@@ -212,7 +212,7 @@ class Jobs:
                     stages,
                 )
             self._update(job.id, "saving")
-            self._end(job.id, result=result.model_dump(mode="json"))  # what the synchronous upload answers
+            self._end(job.id, result=result)
         except IndexBusy as exc:
             self._end(job.id, error=f"the index was busy: {exc}")
         except GroundQAError as exc:
@@ -243,13 +243,13 @@ class Jobs:
                 (stage, done, total, _now(), job_id),
             )
 
-    def _end(self, job_id: str, result: dict[str, Any] | None = None, error: str | None = None) -> None:
+    def _end(self, job_id: str, result: Uploaded | None = None, error: str | None = None) -> None:
         state = "failed" if error is not None else "done"
         with self._db() as db:
             db.execute(
                 "UPDATE jobs SET state = ?, stage = 'finished', result = ?, error = ?, updated_at = ? "
                 "WHERE id = ?",
-                (state, None if result is None else json.dumps(result), error, _now(), job_id),
+                (state, None if result is None else result.model_dump_json(), error, _now(), job_id),
             )
         (self.files / job_id).unlink(missing_ok=True)
 
@@ -276,7 +276,8 @@ _FIELDS = "id, state, stage, done, total, name, doc_id, title, replace, created_
 def _job(row: tuple[Any, ...]) -> Job:
     """A row of _FIELDS (the result stored as JSON text)."""
     found = dict(zip(_FIELDS.split(", "), row, strict=True))
-    return Job(**found | {"replace": bool(found["replace"]), "result": json.loads(found["result"] or "null")})
+    result = None if found["result"] is None else Uploaded.model_validate_json(found["result"])
+    return Job(**found | {"replace": bool(found["replace"]), "result": result})
 
 
 def _started(pid: int) -> str:

@@ -11,6 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
@@ -31,17 +32,22 @@ from groundqa.service.schemas import Cited, GeneratedOut, SentenceOut
 from groundqa.service.search import Searcher
 
 MODEL = "groundqa"
-MODEL_OBJECT = {"id": MODEL, "object": "model", "created": 0, "owned_by": "groundqa"}
 ABSTAINED = "The articles don't seem to answer this question."
 NOTHING = "Nothing in the articles answers this question."
 # Most messages in a conversation, and parts in one message's content (422 over them).
 MAX_MESSAGES = 1000
 
 
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")  # image_url, input_audio...: not read
+    type: str
+    text: str | None = None
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: str
-    content: str | Annotated[list[dict[str, Any]], Field(max_length=MAX_MESSAGES)] | None = None
+    content: str | Annotated[list[ContentPart], Field(max_length=MAX_MESSAGES)] | None = None
 
 
 class StreamOptions(BaseModel):
@@ -58,6 +64,38 @@ class ChatRequest(BaseModel):
     n: int | None = None
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
+
+
+class ModelObject(BaseModel):
+    id: str = MODEL
+    object: str = "model"
+    created: int = 0
+    owned_by: str = "groundqa"
+
+
+class ModelList(BaseModel):
+    object: str = "list"
+    data: list[ModelObject]
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+    @classmethod
+    def of(cls, prompt_tokens: int, reply: str) -> Usage:
+        made = count_tokens(reply)
+        return cls(prompt_tokens=prompt_tokens, completion_tokens=made, total_tokens=prompt_tokens + made)
+
+
+@dataclass(frozen=True)
+class Made:
+    """What every chunk of one reply, and the reply, say of it."""
+
+    id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    created: int = field(default_factory=lambda: int(time.time()))
+    model: str = MODEL
 
 
 def conversation_of(body: ChatRequest) -> tuple[str, list[Turn]]:
@@ -81,7 +119,7 @@ def _text(message: Message) -> str:
     """String content, or its text parts."""
     if isinstance(message.content, str):
         return message.content
-    return "\n".join(p.get("text", "") for p in message.content or [] if p.get("type") == "text")
+    return "\n".join(p.text or "" for p in message.content or [] if p.type == "text")
 
 
 # The reply as it is made: each piece of text, with the citations known so far.
@@ -123,16 +161,16 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/v1/models")
-def models() -> dict[str, Any]:
+def models() -> ModelList:
     """The one model: groundqa's grounded answers."""
-    return {"object": "list", "data": [MODEL_OBJECT]}
+    return ModelList(data=[ModelObject()])
 
 
 @router.get("/v1/models/{model}")
-def model(model: str) -> dict[str, Any]:
+def model(model: str) -> ModelObject:
     if model != MODEL:
         raise OpenAIError(404, f"the model {model!r} does not exist; use {MODEL!r}", param="model")
-    return MODEL_OBJECT
+    return ModelObject()
 
 
 @router.post("/v1/chat/completions", response_model=None)
@@ -165,7 +203,7 @@ async def chat(
     except GroundQAError as exc:
         raise OpenAIError(400, str(exc), param="messages") from exc
     read = sum(count_tokens(t.content) for t in history) + count_tokens(question)
-    made = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": MODEL}
+    made = Made()
     answer = _answer_pieces(searcher, settings, llm, question, history, result)
     if body.stream:
         counting = bool(body.stream_options and body.stream_options.include_usage)
@@ -173,11 +211,9 @@ async def chat(
         return StreamingResponse(events, media_type="text/event-stream")
     text, cited, finish = cut(*await _reply(answer), limit)
     shown = [c.model_dump() for c in cited]
-    usage = {"prompt_tokens": read, "completion_tokens": count_tokens(text)}
-    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     return JSONResponse(
         {
-            **made,
+            **asdict(made),
             "object": "chat.completion",
             "choices": [
                 {
@@ -187,7 +223,7 @@ async def chat(
                 }
             ],
             "citations": shown,
-            "usage": usage,
+            "usage": Usage.of(read, text).model_dump(),
         }
     )
 
@@ -223,7 +259,7 @@ async def _answer_pieces(
 
 
 async def _events(
-    made: dict[str, Any],
+    made: Made,
     answer: Pieces,
     max_tokens: int | None,
     prompt_tokens: int | None,
@@ -233,9 +269,9 @@ async def _events(
     (with stream_options.include_usage: prompt_tokens given) a chunk with no choices and the
     usage, every other chunk saying "usage": null; then [DONE]."""
 
-    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+    def chunk(delta: dict[str, str], finish: str | None = None, **extra: Any) -> str:
         body = {
-            **made,
+            **asdict(made),
             "object": "chat.completion.chunk",
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
             **({"usage": None} if prompt_tokens is not None else {}),
@@ -254,9 +290,8 @@ async def _events(
             break
     yield chunk({}, finish, citations=[c.model_dump() for c in cited])
     if prompt_tokens is not None:
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": count_tokens(text)}
-        usage["total_tokens"] = prompt_tokens + usage["completion_tokens"]
-        last = {**made, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+        usage = Usage.of(prompt_tokens, text).model_dump()
+        last = {**asdict(made), "object": "chat.completion.chunk", "choices": [], "usage": usage}
         yield f"data: {json.dumps(last)}\n\n"
     yield "data: [DONE]\n\n"
 

@@ -4,7 +4,7 @@ and the limits a client keeps to."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
@@ -29,6 +29,7 @@ from groundqa.service.schemas import (
     Limits,
     QueryRequest,
     QueryResponse,
+    Responses,
     SentenceOut,
     VerifyRequest,
     VerifyResponse,
@@ -40,7 +41,7 @@ router = APIRouter(tags=["query"])
 
 
 # With "stream": true (and "generate"), the answer comes as server-sent events.
-STREAMED: dict[int | str, dict[str, Any]] = {
+STREAMED: Responses = {
     200: {
         "content": {
             "text/event-stream": {
