@@ -17,7 +17,7 @@ def run_mcp(args: argparse.Namespace, settings: Settings) -> int:
     """The MCP server on stdin and stdout; the index opens at the first tool call, and writes are
     allowed (the local user owns the index)."""
     from groundqa.service import auth, mcp_server
-    from groundqa.service.metrics import Metrics
+    from groundqa.service.prometheus import Metrics
     from groundqa.service.search import Searcher
 
     opened: list[Index] = []

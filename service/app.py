@@ -26,8 +26,8 @@ from groundqa.service.config import Settings, get_settings
 from groundqa.service.deps import Services
 from groundqa.service.guards import FORM_BYTES, MCP_MAX_BODY, BodyLimit, KeyGuard
 from groundqa.service.http_errors import add_error_handlers
-from groundqa.service.jobs import Jobs
-from groundqa.service.metrics import Metrics, Observe
+from groundqa.service.job_queue import Jobs
+from groundqa.service.prometheus import Metrics, Observe
 from groundqa.service.routes import MCP, UPLOAD, documents, jobs, openai, operations, pages, query, view
 from groundqa.service.routes.pages import mount_static
 from groundqa.service.search import RANKING_THREADS, Searcher

@@ -12,8 +12,8 @@ from fastapi import Depends, FastAPI, Request
 from groundqa.index.errors import IndexBusy
 from groundqa.index.index import Index
 from groundqa.service.config import LLM, Settings, get_settings
-from groundqa.service.jobs import Jobs
-from groundqa.service.metrics import Metrics
+from groundqa.service.job_queue import Jobs
+from groundqa.service.prometheus import Metrics
 from groundqa.service.search import Searcher
 
 

@@ -25,7 +25,7 @@ from groundqa.index.errors import (
     ParseBusy,
     ShuttingDown,
 )
-from groundqa.service.jobs import QueueFull
+from groundqa.service.job_queue import QueueFull
 from groundqa.service.routes import MCP, api_routes
 
 STATUS = {

@@ -14,7 +14,7 @@ from typing import Literal, ParamSpec, TypeVar
 from groundqa.index.conversation import Turn
 from groundqa.index.index import Index, SearchResult
 from groundqa.index.ranking import DEFAULT_K, DEFAULT_MODE, Mode
-from groundqa.service.metrics import Metrics
+from groundqa.service.prometheus import Metrics
 
 # Threads that rank queries, per process: a few threads keep the GIL for the work at hand (16
 # threads ranking at once answered a third less).

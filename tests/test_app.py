@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from starlette.routing import Route
 
 from groundqa.service.app import create_app
+from groundqa.service.auth import require_key
 from groundqa.service.config import Settings
 from groundqa.service.routes import api_routes
 from tests.conftest import ARTICLE, ROOT, seed_input, server_settings, wait_until_ready
@@ -277,6 +278,54 @@ def test_cors_is_closed_unless_configured(tmp_path: Path, client: TestClient) ->
         assert (
             c.get("/healthz", headers=origin).headers["access-control-allow-origin"] == "https://example.org"
         )
+
+
+def test_refusals_carry_cors_headers_and_async_uploads_may_be_preflighted(tmp_path: Path) -> None:
+    """A page on an allowed origin reads why a request was refused (the key guard's 401, the body
+    limit's 413), and may send Prefer: respond-async (its preflight passes)."""
+    origin = {"Origin": "https://example.org"}
+    with _client(
+        tmp_path, seed=False, cors_origins="https://example.org", api_key=KEY, max_body_bytes=2000
+    ) as c:
+        keyless = c.post("/v1/documents", json={"text": "A text."}, headers=origin)
+        assert keyless.status_code == 401
+        assert keyless.headers["access-control-allow-origin"] == "https://example.org"
+        large = c.post("/v1/query", json={"question": "x" * 5000}, headers=origin)
+        assert large.status_code == 413
+        assert large.headers["access-control-allow-origin"] == "https://example.org"
+        preflight = c.options(
+            "/v1/documents/upload",
+            headers=origin
+            | {
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, prefer",
+            },
+        )
+        assert preflight.status_code == 200, preflight.text
+        assert "prefer" in preflight.headers["access-control-allow-headers"].lower()
+
+
+def test_openapi_names_the_bearer_scheme_on_every_write_route(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["apiKey"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "GROUNDQA_API_KEY, as 'Authorization: Bearer <key>'",
+    }
+    secured = {
+        (method.upper(), path)
+        for path, methods in schema["paths"].items()
+        for method, operation in methods.items()
+        if operation.get("security") == [{"apiKey": []}]
+    }
+    writes = {
+        (method, route.path)
+        for route in api_routes(client.app.routes)  # type: ignore[attr-defined]
+        if route.include_in_schema and any(d.call is require_key for d in route.dependant.dependencies)
+        for method in route.methods or ()
+    }
+    assert ("POST", "/v1/documents") in writes and ("DELETE", "/v1/documents/{doc_id}") in writes
+    assert secured == writes
 
 
 def test_queries_stay_whole_during_ingest_and_delete(client: TestClient) -> None:

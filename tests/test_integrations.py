@@ -161,7 +161,9 @@ def test_openai_streamed_chat_completion(server: LiveServer) -> None:
 
 def test_openai_abstention_and_errors_in_its_own_shape(server: LiveServer) -> None:
     client = _client(server)
-    reply = client.chat.completions.create(model="groundqa", messages=[{"role": "user", "content": ELSEWHERE}])
+    reply = client.chat.completions.create(
+        model="groundqa", messages=[{"role": "user", "content": ELSEWHERE}]
+    )
     assert reply.choices[0].message.content == ABSTAINED
     assert (reply.model_extra or {})["citations"] == []
     with pytest.raises(openai.NotFoundError) as missing:
@@ -173,3 +175,43 @@ def test_openai_abstention_and_errors_in_its_own_shape(server: LiveServer) -> No
     raw = httpx.post(f"{server.url}/v1/chat/completions", json={"model": "groundqa"})
     assert raw.status_code == 400
     assert set(raw.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_every_face_searches_on_one_path_counted_by_face(server: LiveServer) -> None:
+    """Three questions over /v1/query, three over the OpenAI route, three over MCP: the search
+    metric counts all nine, each under its face."""
+
+    def counted() -> dict[str, float]:
+        found: dict[str, float] = {}
+        for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+            if line.startswith("groundqa_query_seconds_count{"):
+                face = line.split('face="')[1].split('"')[0]
+                found[face] = found.get(face, 0.0) + float(line.rsplit(" ", 1)[1])
+        return found
+
+    before = counted()
+    for n in range(3):
+        assert httpx.post(f"{server.url}/v1/query", json={"question": f"{QUESTION} {n}"}).status_code == 200
+        reply = _client(server).chat.completions.create(
+            model="groundqa", messages=[{"role": "user", "content": f"{QUESTION} {n}"}]
+        )
+        assert "2,500 km" in (reply.choices[0].message.content or "")
+
+    async def over_mcp() -> None:
+        async with (
+            httpx2.AsyncClient(timeout=120) as http,
+            streamable_http_client(f"{server.url}/mcp", http_client=http) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            for n in range(2):
+                assert not (await session.call_tool("ask", {"question": f"{QUESTION} {n}"})).is_error
+            assert not (await session.call_tool("search", {"question": QUESTION})).is_error
+
+    asyncio.run(over_mcp())
+    after = counted()
+    assert {face: after.get(face, 0) - before.get(face, 0) for face in ("query", "openai", "mcp")} == {
+        "query": 3,
+        "openai": 3,
+        "mcp": 3,
+    }

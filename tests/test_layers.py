@@ -189,3 +189,29 @@ def test_a_long_function_needs_its_reason(tmp_path: Path) -> None:
         assert list(long_functions(bare)) == ["bare.py:f"] and long_functions(told) == {}
     finally:
         me.ROOT = root  # type: ignore[misc]
+
+
+# Module names that stand in more than one layer for the same thing: each layer's settings.
+SHARED_NAMES = {"__init__.py", "config.py"}
+# dict[str, Any] in service/: only where JSON is written (error bodies, a response's dump, the
+# OpenAPI responses) and the MCP SDK's own signature.
+UNTYPED_IN_SERVICE = 5
+
+
+def test_no_two_modules_share_a_name_for_different_things() -> None:
+    seen: dict[str, list[str]] = {}
+    for name, path in modules().items():
+        seen.setdefault(path.name, []).append(name)
+    assert {n: m for n, m in seen.items() if len(m) > 1 and n not in SHARED_NAMES} == {}
+
+
+def test_routes_take_typed_dependencies_and_service_keeps_few_untyped_dicts() -> None:
+    """No route reads app.state (service/deps.py alone does); objects that cross the service
+    are typed, dicts only where JSON is written."""
+    routes = sorted((ROOT / "service" / "routes").glob("*.py"))
+    assert [p.name for p in routes if "app.state" in p.read_text(encoding="utf-8")] == []
+    service = [p for p in sorted((ROOT / "service").rglob("*.py"))]
+    untyped = {
+        str(p.relative_to(ROOT)): p.read_text(encoding="utf-8").count("dict[str, Any]") for p in service
+    }
+    assert sum(untyped.values()) <= UNTYPED_IN_SERVICE, {p: n for p, n in untyped.items() if n}
