@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from groundqa.index.lexical import NEGATION, keys, terms, word_set
+from groundqa.index.lexical import NEGATION, asked_keys, terms
 
 PATH = Path(__file__).parent / "data" / "confidence.json"
 # The signals, in the order the model reads them.
@@ -42,14 +42,13 @@ def text_signals(question: str, sentence: str, passage: str) -> dict[str, float]
     """The signals read from the texts: words, negations, numbers and names."""
     asked = set(terms(question))
     in_sentence, in_passage = set(terms(sentence)), set(terms(passage))
-    numbers, names = keys(question, question=True)
-    present = word_set(passage)
+    numbers, names = asked_keys(question)
     return {
         "answer_words": len(asked & in_sentence) / len(asked) if asked else 0.0,
         "passage_words": len(asked & in_passage) / len(asked) if asked else 0.0,
         "lost_negation": float(bool(NEGATION.search(question)) and not NEGATION.search(sentence)),
-        "lost_numbers": len(numbers - present) / len(numbers) if numbers else 0.0,
-        "lost_names": len(names - present) / len(names) if names else 0.0,
+        "lost_numbers": sum(n not in passage for n in numbers) / len(numbers) if numbers else 0.0,
+        "lost_names": sum(n not in passage for n in names) / len(names) if names else 0.0,
         "question_words": math.log1p(len(asked)),
     }
 
