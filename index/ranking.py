@@ -57,7 +57,7 @@ def check_k(k: int) -> int:
 
 def check_doc_ids(doc_ids: list[str] | None) -> list[str] | None:
     if doc_ids is not None and len(doc_ids) > MAX_DOC_IDS:
-        raise InvalidQuery(f"doc_ids has {len(doc_ids)} ids; the limit is {MAX_DOC_IDS}")
+        raise InvalidQuery(f"doc_ids: List should have at most {MAX_DOC_IDS} items, not {len(doc_ids)}")
     return doc_ids
 
 

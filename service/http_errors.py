@@ -119,9 +119,11 @@ def describe(errors: Any) -> str:
     parts = []
     for e in errors:
         where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
-        message = e.get("msg", "invalid")
+        message = str(e.get("msg", "invalid")).removeprefix("Value error, ")
         if e.get("type") == "json_invalid":
             message = f"malformed JSON ({e.get('ctx', {}).get('error', 'cannot parse')})"
             where = "body"
-        parts.append(f"{where}: {message}")
+        named = str(e.get("loc", ("",))[-1])  # the index's own checks name the field themselves
+        said = message.startswith((f"{named}:", f"{named} ", f"{named}[")) and named != "body"
+        parts.append(message if said else f"{where}: {message}")
     return "; ".join(parts)
