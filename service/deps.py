@@ -56,24 +56,26 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def get_index(services: ServicesDep) -> Index:
-    return services.loaded()
+# Each reads the app's Services itself: one dependency a value, not a chain (a query's few
+# microseconds count).
+async def get_index(request: Request) -> Index:
+    return services_of(request.app).loaded()
 
 
-async def get_searcher(services: ServicesDep) -> Searcher:
-    return services.searcher
+async def get_searcher(request: Request) -> Searcher:
+    return services_of(request.app).searcher
 
 
-async def get_metrics(services: ServicesDep) -> Metrics:
-    return services.metrics
+async def get_metrics(request: Request) -> Metrics:
+    return services_of(request.app).metrics
 
 
-async def get_jobs(services: ServicesDep) -> Jobs:
-    return services.running_jobs()
+async def get_jobs(request: Request) -> Jobs:
+    return services_of(request.app).running_jobs()
 
 
-async def get_llm(services: ServicesDep) -> LLM | None:
-    return services.settings.llm()
+async def get_llm(request: Request) -> LLM | None:
+    return services_of(request.app).settings.llm()
 
 
 IndexDep = Annotated[Index, Depends(get_index)]
