@@ -6,4 +6,4 @@ groundqa.service (the HTTP face, MCP and the chat page), groundqa.eval (measures
 groundqa.cli (the command line over both faces).
 """
 
-__version__ = "0.11.0"
+__version__ = "0.12.0"
