@@ -15,7 +15,8 @@ from groundqa.service.config import Settings
 
 def run_mcp(args: argparse.Namespace, settings: Settings) -> int:
     """The MCP server on stdin and stdout; the index opens at the first tool call, and writes are
-    allowed (the local user owns the index)."""
+    allowed (the local user owns the index). Citations link to GROUNDQA_PUBLIC_URL's server when
+    it is set, else they are their text and offsets alone."""
     from groundqa.service import auth, mcp_server
     from groundqa.service.prometheus import Metrics
     from groundqa.service.search import Searcher
@@ -28,7 +29,8 @@ def run_mcp(args: argparse.Namespace, settings: Settings) -> int:
         return opened[0]
 
     searcher = Searcher(index, Metrics(lambda: opened[0] if opened else None))
-    mcp_server.build(searcher, auth.allow_all, settings.link_base()).run()
+    # Links only to a server that is known to run: GROUNDQA_PUBLIC_URL's.
+    mcp_server.build(searcher, auth.allow_all, settings.public_base()).run()
     return 0
 
 

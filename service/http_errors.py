@@ -41,7 +41,7 @@ STATUS = {
     QueueFull: 429,
 }
 # The paths whose errors come in OpenAI's shape, whatever answers them (the guards too).
-OPENAI_PATHS = ("/v1/chat/", "/v1/models")
+OPENAI_PATHS = ("/v1/chat/", "/v1/completions", "/v1/models")
 
 
 class OpenAIError(Exception):
@@ -55,9 +55,13 @@ class OpenAIError(Exception):
 
 
 def openai_body(
-    status: int, message: str, kind: str = "invalid_request_error", param: str | None = None
+    status: int,
+    message: str,
+    kind: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
 ) -> dict[str, Any]:
-    code = {
+    code = code or {
         401: "invalid_api_key",
         404: "model_not_found",
         408: "timeout",
@@ -96,7 +100,14 @@ def add_error_handlers(app: FastAPI) -> None:
             detail = f"{request.method} is not allowed here; use {', '.join(allowed)}"
             body = error_body(path, 405, detail)
             return JSONResponse(body, status_code=405, headers={"Allow": ", ".join(allowed)})
-        if request.url.path.startswith(OPENAI_PATHS):
+        path = request.url.path
+        if exc.status_code == 404 and path.startswith("/v1/") and not _routed(request):
+            detail = (
+                f"Invalid URL ({request.method} {path}): groundqa speaks OpenAI's "
+                "/v1/chat/completions, /v1/completions and /v1/models, and its own API (/docs)"
+            )
+            return JSONResponse(openai_body(404, detail, code="unknown_url"), status_code=404)
+        if path.startswith(OPENAI_PATHS):
             body = openai_body(exc.status_code, str(exc.detail))
             return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
         return await http_exception_handler(request, exc)
@@ -104,6 +115,11 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": describe(exc.errors())}, status_code=422)
+
+
+def _routed(request: Request) -> bool:
+    """Whether any route of the app takes this path (a 404 of its own, not an unknown URL)."""
+    return any(r.path_regex.match(request.url.path) for r in api_routes(request.app.routes))
 
 
 def error_body(path: str, status: int, detail: str) -> dict[str, Any]:

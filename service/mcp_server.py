@@ -101,10 +101,11 @@ def _argument_error(tool: str, exc: ValidationError) -> str:
     return f"The argument {where!r} of {tool} {said} (it was {given!r}); change it and call {tool} again."
 
 
-def build(searcher: Searcher, check_write: WriteCheck | None, link_base: str = "") -> MCPServer:
+def build(searcher: Searcher, check_write: WriteCheck | None, link_base: str | None = None) -> MCPServer:
     """The tools over the searcher's index (loaded lazily by the caller): questions take the
     service's one search path; add_document exists when check_write is given, and runs only when
-    it passes. link_base: the configured base of the citation links.
+    it passes. link_base: the base of the citation links (None: no server is known to show them,
+    so a citation is its text and offsets alone).
 
     Long: one closure per tool over the searcher, each with the description a model reads; split
     apart, each would need the same three arguments passed on."""

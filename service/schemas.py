@@ -116,7 +116,24 @@ class Cited(BaseModel):
     end: int
     page: int | None = Page
     text: str = Field(description="the document's text[start:end]")
-    url: str = Field(description="the citation view: the document with this span highlighted")
+    url: str | None = Field(
+        description="the citation view: the document with this span highlighted (null where no "
+        "server is known to show it: `groundqa mcp` without GROUNDQA_PUBLIC_URL)"
+    )
+
+
+class URLCitation(BaseModel):
+    url: str
+    title: str
+    start_index: int = Field(description="where the marker begins in the reply's text")
+    end_index: int
+
+
+class Annotation(BaseModel):
+    """OpenAI's url_citation annotation: what Open WebUI and other clients show as a source."""
+
+    type: str = "url_citation"
+    url_citation: URLCitation
 
 
 class SentenceOut(BaseModel):

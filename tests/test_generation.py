@@ -17,7 +17,7 @@ import pytest
 from openai import OpenAI
 
 from groundqa.eval.server import free_port
-from tests.conftest import ARTICLE, LiveServer, LLMServer
+from tests.conftest import ARTICLE, ROOT, LiveServer, LLMServer
 
 pytestmark = pytest.mark.slow
 KEY = "test-key-123"
@@ -115,6 +115,17 @@ def test_the_openai_route_replies_with_the_verified_answer(server: LiveServer) -
         model="groundqa", messages=[{"role": "user", "content": QUESTION}], stream=True
     )
     assert "Sources:" in "".join(chunk.choices[0].delta.content or "" for chunk in streamed if chunk.choices)
+
+
+def test_a_chat_clients_task_goes_to_the_llm_unsearched(server: LiveServer) -> None:
+    """Open WebUI's title prompt (recorded from it) is the LLM's task: its reply comes back as the
+    model wrote it, with no citations and no search."""
+    body = json.loads((ROOT / "tests" / "data" / "open_webui" / "title.json").read_text(encoding="utf-8"))
+    reply = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=600)
+    assert reply.status_code == 200, reply.text
+    message = reply.json()["choices"][0]["message"]
+    assert message["content"].strip() and message["citations"] == [] and message["annotations"] == []
+    assert "Sources:" not in message["content"]
 
 
 def _degraded(url: str) -> dict[str, Any]:
