@@ -74,7 +74,10 @@ async def complete(llm: LLM, messages: list[dict[str, str]]) -> AsyncIterator[st
     """The model's reply as it is written: pieces of text, then the whole Reply. Streamed
     (OpenAI's server-sent events) so that each sentence can be checked as soon as it ends; a
     server that answers with one JSON completion instead is read as one piece."""
+    url, auth = _credentials(llm.url)
     headers = {"Authorization": f"Bearer {llm.api_key}"} if llm.api_key else {}
+    if llm.api_key:
+        auth = None  # the key wins over credentials in the URL (one Authorization header)
     body = {
         "model": llm.model,
         "messages": messages,
@@ -89,13 +92,12 @@ async def complete(llm: LLM, messages: list[dict[str, str]]) -> AsyncIterator[st
         # trickles its reply would pass each one).
         async with (
             asyncio.timeout(llm.timeout),
-            httpx.AsyncClient(timeout=llm.timeout) as client,
-            client.stream(
-                "POST", f"{llm.url.rstrip('/')}/chat/completions", json=body, headers=headers
-            ) as reply,
+            httpx.AsyncClient(timeout=llm.timeout, auth=auth) as client,
+            client.stream("POST", f"{url.rstrip('/')}/chat/completions", json=body, headers=headers) as reply,
         ):
             if reply.status_code != 200:
-                raise LLMFailed(f"the LLM answered {reply.status_code}: {(await reply.aread())[:200]!r}")
+                # Its body is not echoed: it may repeat the request's credentials.
+                raise LLMFailed(f"the LLM at {_host(url)} answered {reply.status_code}")
             if not reply.headers.get("content-type", "").startswith("text/event-stream"):
                 piece, model, finish = _whole(await reply.aread(), model)
                 text += piece
@@ -112,10 +114,24 @@ async def complete(llm: LLM, messages: list[dict[str, str]]) -> AsyncIterator[st
     except (TimeoutError, httpx.TimeoutException):
         raise LLMFailed(f"the LLM did not answer within {llm.timeout:g} s (GROUNDQA_LLM_TIMEOUT)") from None
     except httpx.HTTPError as exc:
-        raise LLMFailed(f"the LLM at {llm.url} cannot be reached ({type(exc).__name__})") from None
+        raise LLMFailed(f"the LLM at {_host(url)} cannot be reached ({type(exc).__name__})") from None
     if not text.strip():
         raise LLMFailed("the LLM replied with no text")
     yield Reply(text, model, round((time.perf_counter() - began) * 1000, 1), finish == "length")
+
+
+def _credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
+    """The URL without credentials, and those it held as Basic auth (never in a message)."""
+    parts = httpx.URL(url)
+    if not parts.userinfo:
+        return url, None
+    return str(parts.copy_with(username=None, password=None)), httpx.BasicAuth(parts.username, parts.password)
+
+
+def _host(url: str) -> str:
+    """The LLM as messages name it: its host and port, nothing of its path, query or credentials."""
+    parts = httpx.URL(url)
+    return f"{parts.host}:{parts.port}" if parts.port else parts.host
 
 
 async def reply_of(llm: LLM, messages: list[dict[str, str]]) -> str:

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 from prometheus_client import Gauge
 
-from groundqa.index.errors import GroundQAError, IndexBusy, NotFound
+from groundqa.index.errors import FileTooLarge, GroundQAError, IndexBusy, NotFound
 from groundqa.index.index import Index, Progress
 from groundqa.ingest.limits import FileLimits
 from groundqa.service.schemas import Uploaded
@@ -102,6 +102,11 @@ class Jobs:
             data = io.BytesIO(data)
         size = data.seek(0, io.SEEK_END)
         data.seek(0)
+        if size > self.max_bytes:  # it could never be queued: no use in trying again (413, not 429)
+            raise FileTooLarge(
+                f"the file has {size:,} bytes; background jobs hold at most {self.max_bytes:,} "
+                "(GROUNDQA_MAX_JOB_BYTES)"
+            )
         job_id = uuid.uuid4().hex
         now = _now()
         with self._db() as db:

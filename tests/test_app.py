@@ -305,6 +305,14 @@ def test_refusals_carry_cors_headers_and_async_uploads_may_be_preflighted(tmp_pa
         assert "prefer" in preflight.headers["access-control-allow-headers"].lower()
 
 
+def test_the_chat_page_is_sent_with_a_content_security_policy(client: TestClient) -> None:
+    """Round 4, defect 12: the page ran under no policy; now only its own files and this server
+    (tests/test_page.py checks in Chromium that the page breaks no rule of it)."""
+    policy = client.get("/").headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script-src 'self'" in policy
+    assert "unsafe-inline" not in policy and "frame-ancestors 'none'" in policy
+
+
 def test_openapi_names_the_bearer_scheme_on_every_write_route(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     assert schema["components"]["securitySchemes"]["apiKey"] == {

@@ -5,10 +5,13 @@ is down, slow or answering garbage leaves the extractive answer, with a warning,
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +152,42 @@ def test_an_llm_that_is_down_slow_or_wrong_leaves_the_extractive_answer(
             assert said in _degraded(live.url)["warnings"][0]
     with LiveServer(tmp_path / "index", llm_url=llm.url, llm_timeout=0.01) as live:  # too slow
         assert "did not answer within 0.01 s" in _degraded(live.url)["warnings"][0]
+
+
+def test_the_llms_credentials_never_reach_a_client(seeded_index: Path, tmp_path: Path) -> None:
+    """Round 4, defect 3: with credentials in GROUNDQA_LLM_URL and an LLM that fails echoing the
+    request, no warning names the credentials or echoes the body; the key is sent as Bearer, the
+    URL's credentials (without a key) as Basic."""
+    seen: list[str] = []
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            seen.append(self.headers.get("Authorization", ""))
+            body = f"denied: {self.headers.get('Authorization')}".encode()
+            self.send_response(500)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    echo = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=echo.serve_forever, daemon=True).start()
+    shutil.copytree(seeded_index, tmp_path / "index")
+    url = f"http://user:s3cret@127.0.0.1:{echo.server_address[1]}/v1?token=t0ken"
+    try:
+        for key in ("k3y", None):
+            with LiveServer(tmp_path / "index", llm_url=url, llm_api_key=key, llm_timeout=60) as live:
+                reply = httpx.post(f"{live.url}/v1/query", json={"question": QUESTION, "generate": True})
+                said = reply.text
+            assert reply.status_code == 200 and "answered 500" in said, said
+            assert not any(
+                secret in said for secret in ("s3cret", "user:", "t0ken", "k3y", "denied", "Basic")
+            )
+        assert seen[0] == "Bearer k3y" and seen[1] == "Basic " + base64.b64encode(b"user:s3cret").decode()
+    finally:
+        echo.shutdown()
 
 
 def test_turning_the_llm_off_mid_run_degrades(seeded_index: Path, tmp_path: Path) -> None:

@@ -103,7 +103,7 @@ def test_jobs_need_the_key_and_bad_input_is_refused(server: LiveServer) -> None:
     assert job["state"] == "failed" and "PDF" in job["error"]
 
 
-def test_the_queue_limits_answer_429_with_retry_after(tmp_path: Path) -> None:
+def test_the_queue_limits_answer_429_with_retry_after_and_a_file_over_them_413(tmp_path: Path) -> None:
     with LiveServer(tmp_path / "index", api_key=KEY, max_jobs=1, max_job_bytes=1_000_000) as live:
         first = submit(live.url, "long.txt", long_text(2), doc_id="long-two")
         second = submit(live.url, "harbour.pdf", PDF)
@@ -111,8 +111,10 @@ def test_the_queue_limits_answer_429_with_retry_after(tmp_path: Path) -> None:
         assert second.status_code == 429 and second.headers["retry-after"]
         assert "GROUNDQA_MAX_JOBS" in second.json()["detail"]
         wait_job(live.url, first.headers["location"])
+        # Round 4, defect 11: a file over the queue's bytes can never be queued: 413, not 429.
         big = submit(live.url, "big.txt", b"Words. " * 200_000)
-        assert big.status_code == 429 and "GROUNDQA_MAX_JOB_BYTES" in big.json()["detail"]
+        assert big.status_code == 413 and "retry-after" not in big.headers
+        assert "GROUNDQA_MAX_JOB_BYTES" in big.json()["detail"]
 
 
 def _serving(folder: Path, workers: int) -> Any:

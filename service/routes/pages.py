@@ -22,9 +22,18 @@ def mount_static(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
 
+# The chat page runs only its own script and style, talks only to this server, and is framed by
+# no other site: an injected tag in a document's text could do nothing.
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
 @router.get("/")
 def chat_page() -> FileResponse:
-    return FileResponse(STATIC / "index.html")
+    headers = {"Content-Security-Policy": PAGE_POLICY, "X-Content-Type-Options": "nosniff"}
+    return FileResponse(STATIC / "index.html", headers=headers)
 
 @router.get("/favicon.ico")
 def favicon() -> FileResponse:
