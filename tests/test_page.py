@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from tests.conftest import LiveServer
 
@@ -349,7 +350,8 @@ def test_the_workspace_adds_files_and_text_and_removes_a_document(page, server: 
     _drop(page, "terminal.pdf", pdf, "application/pdf")
     uploads = page.locator("#uploads .upload")
     assert uploads.count() == 2 and page.locator("#uploads progress").count() == 2
-    page.wait_for_function("document.querySelectorAll('#uploads .upload.done').length === 2", timeout=300_000)
+    # (a locator, not a string of script: the page's policy allows no eval)
+    expect(page.locator("#uploads .upload.done")).to_have_count(2, timeout=300_000)
     assert "Added: Harbour ferries" in uploads.nth(0).inner_text()
     assert "2 pages" in uploads.nth(1).inner_text()
     rows = page.locator("#documents tbody tr")
