@@ -39,6 +39,11 @@ SYSTEM = (
 # Passages shown to the model at most, and characters of each.
 MAX_PASSAGES = 5
 MAX_PASSAGE_CHARS = 1500
+# Characters of a reply read at most for each token asked for (GROUNDQA_LLM_MAX_TOKENS): a
+# model that ignores the limit, or a server that streams without end, costs bounded work.
+CHARS_A_TOKEN = 12
+# Longest line of a streamed reply, in bytes.
+MAX_LINE_BYTES = 1 << 16
 # Why a last sentence is left out unchecked.
 CUT = "it does not end as a sentence does (cut off, or a heading or fragment)"
 # Sentences of the conversation kept for the model: the latest turns.
@@ -68,6 +73,7 @@ class Reply:
     model: str  # the model that wrote it
     ms: float
     cut: bool  # stopped at max_tokens (finish_reason "length"): its last sentence may be a fragment
+    over: bool = False  # longer than max_tokens allows: the rest was not read
 
 
 async def complete(llm: LLM, messages: list[dict[str, str]]) -> AsyncIterator[str | Reply]:
@@ -86,7 +92,7 @@ async def complete(llm: LLM, messages: list[dict[str, str]]) -> AsyncIterator[st
         "stream": True,
     }
     began = time.perf_counter()
-    text, model, finish = "", llm.model, None
+    text, model, finish, most = "", llm.model, None, llm.max_tokens * CHARS_A_TOKEN
     try:
         # One deadline for the whole exchange: httpx's timeout is per phase (a server that
         # trickles its reply would pass each one).
@@ -99,25 +105,57 @@ async def complete(llm: LLM, messages: list[dict[str, str]]) -> AsyncIterator[st
                 # Its body is not echoed: it may repeat the request's credentials.
                 raise LLMFailed(f"the LLM at {_host(url)} answered {reply.status_code}")
             if not reply.headers.get("content-type", "").startswith("text/event-stream"):
-                piece, model, finish = _whole(await reply.aread(), model)
-                text += piece
-                yield piece
+                piece, model, finish = _whole(await _body(reply, most * 4 + MAX_LINE_BYTES), model)
+                text, finish = (piece[:most], "over") if len(piece) > most else (piece, finish)
+                yield text
             else:
-                async for line in reply.aiter_lines():
+                async for line in _lines(reply):
                     event = _event(line)
                     if event is None:
                         continue
                     piece, model, finish = event[0], event[1] or model, event[2] or finish
                     if piece:
+                        piece = piece[: most - len(text)]
                         text += piece
                         yield piece
+                    if len(text) >= most:  # a model that ignores max_tokens: the rest is not read
+                        finish = "over"
+                        break
     except (TimeoutError, httpx.TimeoutException):
         raise LLMFailed(f"the LLM did not answer within {llm.timeout:g} s (GROUNDQA_LLM_TIMEOUT)") from None
     except httpx.HTTPError as exc:
         raise LLMFailed(f"the LLM at {_host(url)} cannot be reached ({type(exc).__name__})") from None
     if not text.strip():
         raise LLMFailed("the LLM replied with no text")
-    yield Reply(text, model, round((time.perf_counter() - began) * 1000, 1), finish == "length")
+    took = round((time.perf_counter() - began) * 1000, 1)
+    yield Reply(text, model, took, finish in ("length", "over"), finish == "over")
+
+
+async def _lines(reply: httpx.Response) -> AsyncIterator[str]:
+    """A streamed reply's lines, none longer than MAX_LINE_BYTES (a reply of one endless line
+    is refused, not held)."""
+    held = b""
+    async for chunk in reply.aiter_bytes():
+        held += chunk
+        *lines, held = held.split(b"\n")
+        for line in lines:
+            yield line.decode("utf-8", errors="replace").rstrip("\r")
+        if len(held) > MAX_LINE_BYTES:
+            raise LLMFailed(f"the LLM's reply holds a line over {MAX_LINE_BYTES:,} bytes; it is not read")
+    if held:
+        yield held.decode("utf-8", errors="replace")
+
+
+async def _body(reply: httpx.Response, most: int) -> bytes:
+    """A whole (not streamed) reply, refused past most bytes."""
+    held = b""
+    async for chunk in reply.aiter_bytes():
+        held += chunk
+        if len(held) > most:
+            raise LLMFailed(
+                f"the LLM's reply is over {most:,} bytes: more than GROUNDQA_LLM_MAX_TOKENS allows"
+            )
+    return held
 
 
 def _credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
@@ -266,6 +304,11 @@ async def written_stream(
             yield _fallback(result, None, None, [f"{exc}; the extractive answer stands"])
             return
         answer.warnings.append(f"{exc}; the written answer stops there")
+    if reply is not None and reply.over:
+        answer.warnings.append(
+            f"the LLM's reply went past {llm.max_tokens * CHARS_A_TOKEN:,} characters "
+            "(GROUNDQA_LLM_MAX_TOKENS); the rest was not read"
+        )
     rest = said_of(buffer)[done:] if reply is not None else []
     for sentence in answer.add(await checked(rest, last=True)):
         yield sentence

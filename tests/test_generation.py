@@ -190,6 +190,54 @@ def test_the_llms_credentials_never_reach_a_client(seeded_index: Path, tmp_path:
         echo.shutdown()
 
 
+def test_a_runaway_llm_reply_costs_bounded_work(seeded_index: Path, tmp_path: Path) -> None:
+    """Round 4, defect 2: an LLM that ignores max_tokens, streaming 3,000 sentences, or sending a
+    50 MB completion, is read only as far as GROUNDQA_LLM_MAX_TOKENS allows (12 characters a
+    token): answered within 15 s and 45 s (it took 34 s and never), saying so."""
+
+    class Runaway(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            try:
+                if self.server.mode == "stream":  # type: ignore[attr-defined]
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    chunk = {"choices": [{"delta": {"content": "It stretches more than 2,500 km. "}}]}
+                    for _ in range(3000):
+                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.write(b"data: [DONE]\n\n")
+                else:
+                    text = "It stretches more than 2,500 km. " * 1_500_000  # 50 MB
+                    body = json.dumps({"choices": [{"message": {"content": text}}]}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+            except OSError:
+                pass  # groundqa stopped reading: as it should
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    shutil.copytree(seeded_index, tmp_path / "index")
+    for mode, within, said in (("stream", 15, "went past 2,400 characters"), ("whole", 45, "bytes")):
+        runaway = ThreadingHTTPServer(("127.0.0.1", 0), Runaway)
+        runaway.mode = mode  # type: ignore[attr-defined]
+        threading.Thread(target=runaway.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{runaway.server_address[1]}/v1"
+        try:
+            with LiveServer(tmp_path / "index", llm_url=url, llm_timeout=120) as live:
+                began = time.perf_counter()
+                g = ask(live.url)["generated"]
+                took = time.perf_counter() - began
+        finally:
+            runaway.shutdown()
+        assert took < within and any(said in w for w in g["warnings"]), (mode, took, g["warnings"])
+        assert len(g["sentences"]) + len(g["unsupported"]) < 100, mode
+
+
 def test_turning_the_llm_off_mid_run_degrades(seeded_index: Path, tmp_path: Path) -> None:
     own = LLMServer()
     shutil.copytree(seeded_index, tmp_path / "index")
