@@ -17,6 +17,7 @@ from typing import Literal
 
 from groundqa.index.errors import InvalidQuery
 from groundqa.index.lexical import STOPWORDS
+from groundqa.index.ranking import MAX_QUESTION_CHARS
 
 Role = Literal["user", "assistant"]
 ROLES: tuple[Role, ...] = ("user", "assistant")
@@ -114,18 +115,29 @@ def _acronym(title: str) -> str:
 
 
 def resolve(question: str, history: Sequence[Turn], titles: Titles | None = None) -> Resolved:
-    """The question as searched, after the user's earlier questions, each resolved in turn."""
+    """The question as searched, after the user's earlier questions, each resolved in turn.
+    Bounded work whatever the history: an earlier turn is read as far as a question goes (its
+    last MAX_QUESTION_CHARS: a longer one is text pasted before a question), what was said is
+    remembered over its last SAID_CHARS, a name is at most MAX_NAME_WORDS words, and what is
+    searched stays within the question limit (else the question is searched as asked)."""
     titles = titles or Titles()
     subject: str | None = None
-    said = ""  # everything said so far, lower-cased, to tell a new name from a known one
+    said = ""  # what was said lately, lower-cased, to tell a new name from a known one
     for turn in history:
         if turn.role == "user":
-            searched, subject = _resolve_one(turn.content, subject, said, titles)
-            said = f"{said} {searched.lower()}"
+            searched, subject = _resolve_one(turn.content[-MAX_QUESTION_CHARS:], subject, said, titles)
+            said = f"{said} {searched.lower()}"[-SAID_CHARS:]
         else:  # an answer tells what is known ("the pipeline"), but never the subject
-            said = f"{said} {turn.content.lower()}"
+            said = f"{said} {turn.content[:MAX_QUESTION_CHARS].lower()}"[-SAID_CHARS:]
     searched, subject = _resolve_one(question, subject, said, titles)
-    return Resolved(searched, subject)
+    return Resolved(searched if len(searched) <= MAX_QUESTION_CHARS else question, subject)
+
+
+# What of a conversation is remembered to tell a known name from a new one, in characters.
+SAID_CHARS = 8000
+# The most words of a name ("Power of Siberia 2 pipeline" is 5): a longer run of capitalised
+# words is a heading, and is read as names of this length.
+MAX_NAME_WORDS = 6
 
 
 # Words that point back at something said before. "that", "which" and "there" are left out:
@@ -248,6 +260,8 @@ def _names(tokens: list[Token], titles: Titles) -> list[tuple[int, int]]:
         capital = word[0].isupper() and not (i == 0 and word.lower() in _COMMON)
         if capital or (run and (word.isdigit() or word.lower() in _JOINERS)):
             run.append(token)
+            if len(run) == MAX_NAME_WORDS:
+                close()
         else:
             close()
     close()

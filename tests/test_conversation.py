@@ -33,6 +33,7 @@ from groundqa.index.conversation import (
 )
 from groundqa.index.errors import InvalidQuery
 from groundqa.index.index import Index
+from groundqa.index.ranking import MAX_QUESTION_CHARS
 from groundqa.service.app import create_app
 from groundqa.service.config import Settings
 from tests.conftest import ARTICLE, ROOT, SQUAD_SLICE, LiveServer, groundqa, wait_until_ready
@@ -129,6 +130,20 @@ def test_history_limits_are_checked_and_a_long_history_is_trimmed_from_the_oldes
     kept = trim_history(long)
     assert kept == long[-len(kept) :] and sum(len(t.content) for t in kept) <= MAX_HISTORY_CHARS
     check_history(kept)
+
+
+@pytest.mark.parametrize("turns", [10, 50])
+def test_a_crafted_history_resolves_within_the_question_limit(turns: int) -> None:
+    """Round 4, defect 9: a history of title-cased words made one name of a whole turn, searched
+    as 4,007 characters (and cost 200 ms); names are at most MAX_NAME_WORDS words now, and what is
+    searched stays within the question limit (its cost: docs/experiments/history_cost.py)."""
+    per = min(MAX_TURN_CHARS, MAX_HISTORY_CHARS // turns)
+    heading = " ".join(f"Word{chr(97 + i % 26)}x" for i in range(per // 7))[: per - 4] + " it?"
+    history = [Turn("user" if i % 2 == 0 else "assistant", heading) for i in range(turns)]
+    check_history(history)
+    for question in ("What about the city?", "How long is it?", "x" * 990 + " is it?"):
+        searched = resolve(question, history, Titles(["Power of Siberia 2"])).searched_for
+        assert len(searched) <= MAX_QUESTION_CHARS, len(searched)
 
 
 # --- the index -----------------------------------------------------------------------------
