@@ -62,6 +62,11 @@ class IndexMoved(IndexBusy):
     would go to the folder moved away, so it writes nothing and says so."""
 
 
+class Overloaded(GroundQAError):
+    """The server holds as much heavy work (checking whole texts) as it takes at once: try again
+    after Retry-After (503)."""
+
+
 class ShuttingDown(GroundQAError):
     """The process is stopping: work not yet committed was dropped, and can be sent again."""
 

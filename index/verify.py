@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +38,8 @@ from groundqa.index.text import sentences
 # Sentences of one text checked at most, and its characters (POST /v1/verify).
 MAX_CLAIMS = 100
 MAX_VERIFY_CHARS = 20_000
+# Why a sentence of a text is not checked: its request's time ran out (service/search.py).
+UNCHECKED = "not checked: the request's time ran out; send fewer sentences, or this one again"
 # Least cosine of a kept claim with the question it answers: a supported sentence that does not
 # bear on it (one an article planted for a model to repeat, a passage copied whole) is left out.
 MIN_RELEVANCE = 0.25
@@ -380,16 +384,31 @@ def sources_of(result: SearchResult) -> list[Source]:
     ]
 
 
-def verify_text(index: Index, text: str, doc_ids: list[str] | None = None, k: int = 5) -> list[Support]:
+def verify_text(
+    index: Index,
+    text: str,
+    doc_ids: list[str] | None = None,
+    k: int = 5,
+    deadline: float | None = None,
+    paced: Callable[[float], None] | None = None,
+) -> list[Support]:
     """Each sentence of a text checked against the k passages hybrid search finds for it (in
     doc_ids, if given): any text, from any pipeline, with no LLM. A sentence that repeats an
-    earlier one supports nothing, as in a written answer."""
+    earlier one supports nothing, as in a written answer. deadline (time.monotonic()): the
+    sentences not reached by then are reported unchecked; paced: told how long each sentence
+    took, after it (a server pauses there while questions wait)."""
     said = claims(text)[:MAX_CLAIMS]
     out = []
     for claim, again in zip(said, repeats(said), strict=True):
         if again:
             out.append(Support(claim, False, 0.0, reason="it repeats an earlier sentence"))
             continue
+        if deadline is not None and time.monotonic() > deadline:
+            out.append(Support(claim, False, 0.0, reason=UNCHECKED))
+            continue
+        began = time.monotonic()
         found = index.search(claim, k, "hybrid", doc_ids, min_confidence=0.0)
         out.extend(verify(index.embedder, [claim], sources_of(found)))
+        if paced is not None:
+            paced(time.monotonic() - began)
     return out

@@ -22,6 +22,7 @@ from groundqa.index.errors import (
     InvalidDocument,
     InvalidQuery,
     NotFound,
+    Overloaded,
     ParseBusy,
     ShuttingDown,
 )
@@ -39,6 +40,7 @@ STATUS = {
     IndexBusy: 503,
     ShuttingDown: 503,
     QueueFull: 429,
+    Overloaded: 503,
 }
 # The paths whose errors come in OpenAI's shape, whatever answers them (the guards too).
 OPENAI_PATHS = ("/v1/chat/", "/v1/completions", "/v1/models")
@@ -79,7 +81,7 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GroundQAError)
     async def domain_error(request: Request, exc: GroundQAError) -> JSONResponse:
         status = next((s for t, s in STATUS.items() if isinstance(exc, t)), 500)
-        headers = {"Retry-After": "5"} if isinstance(exc, (QueueFull, ParseBusy)) else None
+        headers = {"Retry-After": "5"} if isinstance(exc, (QueueFull, ParseBusy, Overloaded)) else None
         return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)

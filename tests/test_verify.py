@@ -5,17 +5,22 @@ flipped negation, is not."""
 from __future__ import annotations
 
 import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from groundqa.index.index import Index
 from groundqa.index.model import Embedder
-from groundqa.index.verify import Source, claims, verify, verify_text
+from groundqa.index.verify import UNCHECKED, Source, claims, verify, verify_text
 from groundqa.service.app import create_app
 from groundqa.service.config import Settings
-from tests.conftest import ARTICLE, wait_until_ready
+from groundqa.service.search import HEAVY_ADMITTED
+from tests.conftest import ARTICLE, LiveServer, wait_until_ready
 
 TEXT = ARTICLE.read_text(encoding="utf-8")
 LENGTH = "The Power of Siberia 2 pipeline will stretch more than 2,500 km."
@@ -83,6 +88,33 @@ def test_verify_route_checks_each_sentence(client: TestClient) -> None:
         assert blank.status_code == 422 and "text" in blank.json()["detail"]
         long = client.post("/v1/verify", json={"text": "x" * 20_001})
         assert long.status_code == 422 and "20000" in long.json()["detail"]
+
+
+def test_checking_texts_is_admitted_a_few_at_a_time_and_bounded_in_time(
+    tmp_path: Path, seeded_index: Path, article_index: Index
+) -> None:
+    """Round 4, defect 1: eight texts at once were all taken, each running up to 100 searches
+    on the threads every query needs. Now a process takes HEAVY_ADMITTED at once, on a lane of
+    its own (503 with Retry-After past them), and a text's sentences not reached within
+    HEAVY_SECONDS are reported unchecked (its load figures: docs/reliability.md)."""
+    shutil.copytree(seeded_index, tmp_path / "index")
+    text = " ".join(TEXT.split(". ")[:25])
+    with LiveServer(tmp_path / "index") as live:
+        barrier = threading.Barrier(2 * HEAVY_ADMITTED)
+
+        def check(_: int) -> httpx.Response:
+            barrier.wait()
+            return httpx.post(f"{live.url}/v1/verify", json={"text": text}, timeout=600)
+
+        with ThreadPoolExecutor(2 * HEAVY_ADMITTED) as pool:
+            replies = list(pool.map(check, range(2 * HEAVY_ADMITTED)))
+        assert httpx.get(f"{live.url}/v1/query", params={"q": LENGTH}).status_code == 200
+    codes = sorted(r.status_code for r in replies)
+    assert codes.count(200) >= HEAVY_ADMITTED and 503 in codes, codes
+    refused = next(r for r in replies if r.status_code == 503)
+    assert refused.headers["retry-after"] and "try again" in refused.json()["detail"]
+    late = verify_text(article_index, f"{LENGTH} {SWAPS[0]}", deadline=time.monotonic() - 1)
+    assert [s.reason for s in late] == [UNCHECKED, UNCHECKED]
 
 
 def test_an_article_s_orders_to_a_model_support_nothing(embedder: Embedder) -> None:

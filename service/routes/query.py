@@ -3,6 +3,7 @@ and the limits a client keeps to."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -99,7 +100,9 @@ async def verify(body: VerifyRequest, index: IndexDep, searcher: SearcherDep) ->
     """Check any text, sentence by sentence, against the index (doc_ids: only these documents):
     each sentence with whether a passage supports it, how closely, and the span that does. No
     LLM is needed: a pipeline of your own can check its output here."""
-    out = checked_sentences(index, await searcher.run(verify_text, index, body.text, body.doc_ids))
+    check = functools.partial(verify_text, index, body.text, body.doc_ids, 5, paced=searcher.pace)
+    found = await searcher.run_heavy(check)
+    out = checked_sentences(index, found)
     done = sum(s.supported for s in out)
     return VerifyResponse(sentences=out, supported=done, unsupported=len(out) - done)
 
