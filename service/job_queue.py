@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -37,6 +37,11 @@ STATES = ("queued", "running", "done", "failed")
 IDLE = 1.0
 # Jobs GET /v1/jobs lists, newest first.
 LISTED = 50
+# Finished jobs kept: for this many days, and this many at most.
+KEPT_DAYS = 7
+KEPT = 1000
+# Seconds between two prunings by a runner.
+PRUNE_EVERY = 60.0
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, state TEXT NOT NULL, stage TEXT NOT NULL, done INTEGER NOT NULL,
@@ -88,6 +93,7 @@ class Jobs:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{_started(os.getpid())}"
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._pruned = 0.0  # when this runner last pruned (time.monotonic())
         self.files.mkdir(parents=True, exist_ok=True)
         with self._db() as db:
             db.execute(_SCHEMA)
@@ -161,6 +167,9 @@ class Jobs:
         while not self._stop.is_set():
             try:
                 self._orphans()
+                if time.monotonic() - self._pruned > PRUNE_EVERY:
+                    self.prune()
+                    self._pruned = time.monotonic()
                 job = self._claim()
             except sqlite3.Error:
                 job = None
@@ -169,6 +178,18 @@ class Jobs:
                 self._wake.clear()
                 continue
             self._work(job)
+
+    def prune(self, now: datetime | None = None) -> int:
+        """Finished jobs are kept KEPT_DAYS, and the latest KEPT of them at most: jobs.sqlite
+        stays small however many uploads a server takes. How many were removed."""
+        since = ((now or datetime.now(UTC)) - timedelta(days=KEPT_DAYS)).isoformat(timespec="milliseconds")
+        with self._db() as db:
+            gone = db.execute(
+                "DELETE FROM jobs WHERE state IN ('done', 'failed') AND (updated_at < ? OR id NOT IN "
+                "(SELECT id FROM jobs WHERE state IN ('done', 'failed') ORDER BY updated_at DESC LIMIT ?))",
+                (since, KEPT),
+            ).rowcount
+        return int(gone)
 
     def _claim(self) -> Job | None:
         """The oldest queued job, marked running by this process (one writer at a time decides)."""

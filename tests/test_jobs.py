@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import Gauge
 
 from groundqa.eval.data import load_squad
 from groundqa.eval.server import running
+from groundqa.ingest.limits import FileLimits
+from groundqa.service.job_queue import KEPT, KEPT_DAYS, Jobs
 from tests.conftest import SQUAD_SLICE, LiveServer
 from tests.files import make_pdf
 
@@ -156,3 +161,29 @@ def test_two_workers_see_the_same_job(tmp_path: Path) -> None:
         assert answers == [200] * 20
         job, _ = wait_job(url, location)
         assert job["state"] == "done"
+
+
+def test_finished_jobs_are_pruned(tmp_path: Path) -> None:
+    """Round 4, defect 12: jobs.sqlite was never pruned. Finished jobs are kept KEPT_DAYS, and
+    the latest KEPT at most; queued and running ones always."""
+    jobs = Jobs(
+        tmp_path,
+        lambda: None,
+        FileLimits,
+        max_jobs=5000,
+        max_bytes=10**9,
+        writes=Gauge("w", "w", registry=None),
+    )  # type: ignore[arg-type]
+    made = [jobs.submit(f"f{n}.txt", b"Some words.", None, None, False) for n in range(KEPT + 3)]
+    with sqlite3.connect(tmp_path / "jobs.sqlite") as db:
+        old = (datetime.now(UTC) - timedelta(days=KEPT_DAYS + 1)).isoformat(timespec="milliseconds")
+        db.execute("UPDATE jobs SET state = 'done', updated_at = ? WHERE id = ?", (old, made[0].id))
+        for n, job in enumerate(made[1 : KEPT + 2]):  # KEPT + 1 recent ones, finished
+            db.execute(
+                "UPDATE jobs SET state = 'failed', updated_at = ? WHERE id = ?",
+                (f"2099-01-01T00:{n // 60:02}:{n % 60:02}", job.id),
+            )
+    assert jobs.prune() == 2  # the old one, and the oldest of the recent ones past KEPT
+    with sqlite3.connect(tmp_path / "jobs.sqlite") as db:
+        states = dict(db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+    assert states == {"failed": KEPT, "queued": 1}
