@@ -11,12 +11,11 @@ ratios and the load.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+
+from groundqa.eval.server import running
 
 HERE = Path(__file__).resolve().parents[2]
 
@@ -38,44 +39,14 @@ def main() -> None:
     squad = json.loads(args.squad.read_text(encoding="utf-8"))
     questions = [q["question"] for a in squad["data"] for p in a["paragraphs"] for q in p["qas"]][:400]
     work = Path(tempfile.mkdtemp(prefix="before-after-"))
-    urls, processes = {}, []
-    for n, (name, code) in enumerate({"before": args.before.resolve(), "after": HERE}.items()):
-        shutil.copytree(args.index, work / name)
-        env = dict(os.environ, PYTHONPATH=str(code), GROUNDQA_MODEL_CACHE=str(HERE / "var" / "models"))
-        port = 8700 + n
-        command = [
-            sys.executable,
-            "-m",
-            "groundqa",
-            "serve",
-            "--index",
-            str(work / name),
-            "--port",
-            str(port),
-        ]
-        processes.append(
-            subprocess.Popen([*command, "--workers", "1"], cwd=code, env=env, stderr=subprocess.DEVNULL)
-        )
-        urls[name] = f"http://127.0.0.1:{port}"
-    try:
-        for url in urls.values():
-            _ready(url)
+    with contextlib.ExitStack() as servers:
+        urls = {}
+        for name, code in {"before": args.before.resolve(), "after": HERE}.items():
+            shutil.copytree(args.index, work / name)
+            env = {"PYTHONPATH": str(code), "GROUNDQA_MODEL_CACHE": str(HERE / "var" / "models")}
+            urls[name] = servers.enter_context(running(work / name, "--workers", "1", env=env))[1]
         _measure(urls, questions, args.rounds)
-    finally:
-        for process in processes:
-            process.terminate()
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _ready(url: str) -> None:
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{url} did not become ready")
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def _sequential(url: str, face: str, questions: list[str]) -> list[float]:

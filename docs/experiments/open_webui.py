@@ -18,13 +18,13 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 from playwright.sync_api import Page, sync_playwright
 
+from groundqa.eval.server import wait_ready
 from groundqa.service.openai_shapes import task_of
 
 HERE = Path(__file__).resolve().parents[2]
@@ -61,8 +61,8 @@ def main() -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        for url in ("http://127.0.0.1:8611/readyz", "http://127.0.0.1:8613/health"):
-            _wait(url)
+        wait_ready("http://127.0.0.1:8611", groundqa)
+        wait_ready("http://127.0.0.1:8613", webui, path="/health")
         _chat(args.shot)
         _save(recorded, args.record)
     finally:
@@ -95,17 +95,6 @@ def _recorder(upstream: str, recorded: list[dict[str, object]]) -> type[BaseHTTP
             pass
 
     return Recorder
-
-
-def _wait(url: str) -> None:
-    for _ in range(600):
-        try:
-            if httpx.get(url).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{url} did not answer")
 
 
 def _chat(shot: Path) -> None:

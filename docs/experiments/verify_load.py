@@ -14,8 +14,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,10 +22,10 @@ from pathlib import Path
 
 import httpx
 
+from groundqa.eval.server import running
 from groundqa.index.verify import MAX_CLAIMS, MAX_VERIFY_CHARS, claims
 
 HERE = Path(__file__).resolve().parents[2]
-PORT = 8631
 QUESTIONS = [
     "How long is the Power of Siberia 2 pipeline?",
     "Who invited Putin to China?",
@@ -45,11 +43,7 @@ def main() -> None:
     text = _largest(json.loads(args.squad.read_text(encoding="utf-8")))
     work = Path(tempfile.mkdtemp(prefix="verify-load-"))
     article = str(HERE / "corpus" / "putin-china-visit.txt")
-    command = [sys.executable, "-m", "groundqa", "serve", "--index", str(work / "index"), "--port", str(PORT)]
-    server = subprocess.Popen([*command, "--seed", article], cwd=HERE, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{PORT}"
-    try:
-        _ready(url)
+    with running(work / "index", "--seed", article) as (_, url):
         print(f"text checked: {len(claims(text))} sentences, {len(text):,} characters", flush=True)
         alone: list[tuple[int, float]] = []
         _check_all(url, text, 1, alone)
@@ -59,13 +53,10 @@ def main() -> None:
         heavy = threading.Thread(target=_check_all, args=(url, text, args.heavy, checks))
         heavy.start()
         time.sleep(0.5)
-        during = _questions(url, time.perf_counter() + args.seconds)
-        _report(f"with {args.heavy} checks", during)
+        _report(f"with {args.heavy} checks", _questions(url, time.perf_counter() + args.seconds))
         heavy.join()
         print(f"checks: {sorted(checks)} (status, seconds); load {os.getloadavg()[0]:.2f}", flush=True)
         _report("after", _questions(url, time.perf_counter() + args.seconds / 2))
-    finally:
-        server.terminate()
 
 
 def _largest(squad: dict) -> str:
@@ -79,17 +70,6 @@ def _largest(squad: dict) -> str:
                 if len(said) == MAX_CLAIMS:
                     return " ".join(said)
     return " ".join(said)
-
-
-def _ready(url: str) -> None:
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("the server did not start")
 
 
 def _questions(url: str, until: float) -> list[float]:
