@@ -84,4 +84,9 @@ class ParseBusy(IndexBusy):
 
 
 class UsageError(GroundQAError):
-    """A command line or a source that cannot be used as given (a missing file, a bad flag)."""
+    """A command line that cannot be used as given (a bad flag, a missing setting)."""
+
+
+class SourceUnreadable(GroundQAError):
+    """A source of articles that cannot be read as given: a missing file or folder, a URL that
+    cannot be fetched (an HTTP error, no answer, too many redirects)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from groundqa.index.errors import GroundQAError, UsageError
+from groundqa.index.errors import GroundQAError, SourceUnreadable
 from groundqa.index.index import DocumentInput, derive_doc_id
 from groundqa.index.storage import Original
 from groundqa.ingest.formats import CONTENT_TYPES, SUFFIXES, Extracted, Progress
@@ -88,11 +88,11 @@ def article_sources(
         elif path.is_file():
             found.append(name)
         elif "://" in name:
-            raise UsageError(f"{name}: only http:// and https:// URLs can be fetched")
+            raise SourceUnreadable(f"{name}: only http:// and https:// URLs can be fetched")
         else:
-            raise UsageError(f"{path} does not exist")
+            raise SourceUnreadable(f"{path} does not exist")
     if not found:
-        raise UsageError(f"no {', '.join(sorted(SUFFIXES))} files in {' '.join(names)}")
+        raise SourceUnreadable(f"no {', '.join(sorted(SUFFIXES))} files in {' '.join(names)}")
     return found
 
 
@@ -103,7 +103,7 @@ def read_source(source: str, limits: FileLimits = FileLimits()) -> SourceFile:
     try:
         return SourceFile(source, Path(source).read_bytes())
     except OSError as exc:
-        raise UsageError(f"cannot read {source}: {exc.strerror}") from exc
+        raise SourceUnreadable(f"cannot read {source}: {exc.strerror}") from exc
 
 
 def fetch(
@@ -117,41 +117,42 @@ def fetch(
         with httpx.Client(headers={"User-Agent": USER_AGENT}, timeout=min(timeout, deadline)) as http:
             for _ in range(MAX_REDIRECTS + 1):
                 if not is_url(url):
-                    raise UsageError(f"a redirect leads to {url}: only http:// and https:// URLs are fetched")
+                    said = f"a redirect leads to {url}: only http:// and https:// URLs are fetched"
+                    raise SourceUnreadable(said)
                 with http.stream("GET", url) as reply:
                     if reply.is_redirect:
                         url = str(reply.url.join(reply.headers["location"]))
                         continue
                     if reply.status_code >= 400:
-                        raise UsageError(
+                        raise SourceUnreadable(
                             f"cannot fetch {url}: HTTP {reply.status_code} {reply.reason_phrase}"
                         )
                     return _body(url, reply, max_bytes, deadline, ends)
-            raise UsageError(f"{url}: more than {MAX_REDIRECTS} redirects")
+            raise SourceUnreadable(f"{url}: more than {MAX_REDIRECTS} redirects")
     except httpx.TimeoutException as exc:
-        raise UsageError(f"cannot fetch {url}: no answer within {min(timeout, deadline):g} s") from exc
+        raise SourceUnreadable(f"cannot fetch {url}: no answer within {min(timeout, deadline):g} s") from exc
     except httpx.HTTPError as exc:
-        raise UsageError(f"cannot fetch {url}: {exc}") from exc
+        raise SourceUnreadable(f"cannot fetch {url}: {exc}") from exc
 
 
 def _body(url: str, reply: httpx.Response, max_bytes: int, deadline: float, ends: float) -> bytes:
     kind = reply.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind not in FETCHED_TYPES:
-        raise UsageError(
+        raise SourceUnreadable(
             f"{url} serves {kind or 'no content type'}; groundqa reads web pages, PDFs, Word files and text"
         )
     length = reply.headers.get("content-length", "")
     if length.isdigit() and int(length) > max_bytes:
-        raise UsageError(
+        raise SourceUnreadable(
             f"{url} has {int(length):,} bytes; the limit is {max_bytes:,} (GROUNDQA_MAX_FILE_BYTES)"
         )
     chunks, seen = [], 0
     for chunk in reply.iter_raw():
         seen += len(chunk)
         if seen > max_bytes:
-            raise UsageError(f"{url} is larger than {max_bytes:,} bytes (GROUNDQA_MAX_FILE_BYTES)")
+            raise SourceUnreadable(f"{url} is larger than {max_bytes:,} bytes (GROUNDQA_MAX_FILE_BYTES)")
         if time.monotonic() > ends:
-            raise UsageError(
+            raise SourceUnreadable(
                 f"{url} did not arrive within {deadline:g} s (GROUNDQA_FETCH_DEADLINE): {seen:,} bytes came; "
                 "nothing was stored"
             )
