@@ -98,7 +98,7 @@ def _argument_error(tool: str, exc: ValidationError) -> str:
     said = e["msg"][0].lower() + e["msg"][1:]
     said = said.removeprefix("input ").removeprefix("value error, ")
     if said.startswith((f"{where} ", f"{where}:")):  # the index's own check names the argument
-        return f"{tool}'s argument {said}; change it and call {tool} again."
+        return f"The argument {where!r} of {tool} is wrong: {said}; change it and call {tool} again."
     given = e.get("input")
     return f"The argument {where!r} of {tool} {said} (it was {given!r}); change it and call {tool} again."
 

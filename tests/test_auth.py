@@ -30,7 +30,12 @@ WRITES = {
     ("GET", "/v1/jobs/{job_id}"),
 }
 # Routes that take a body and need no key: questions and checks, which change nothing.
-PUBLIC_BODIES = {("POST", "/v1/query"), ("POST", "/v1/verify"), ("POST", "/v1/chat/completions")}
+PUBLIC_BODIES = {
+    ("POST", "/v1/query"),
+    ("POST", "/v1/verify"),
+    ("POST", "/v1/chat/completions"),
+    ("POST", "/v1/completions"),
+}
 EXAMPLE = {"{doc_id}": "putin-china-visit", "{job_id}": "0" * 32, "{model}": "groundqa"}
 
 
