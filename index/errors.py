@@ -1,5 +1,10 @@
 """Domain errors: each carries the bad value and what to do about it."""
 
+import errno
+import shutil
+import sqlite3
+from pathlib import Path
+
 
 class GroundQAError(Exception):
     """Base of the errors the CLI and HTTP layers turn into one clear message."""
@@ -40,6 +45,21 @@ class IndexMismatch(GroundQAError):
 
 class DiskFull(GroundQAError):
     """No space left for a write: it stored nothing, and what was stored before is whole."""
+
+
+def disk_full(exc: BaseException, folder: Path) -> bool:
+    """Whether an error is a full disk: ENOSPC, SQLite's SQLITE_FULL, or an I/O error of SQLite
+    (its shared memory or journal could not grow) on a disk with (almost) no space left."""
+    if getattr(exc, "errno", None) == errno.ENOSPC:
+        return True
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
+        return True
+    try:
+        return "disk I/O error" in str(exc) and shutil.disk_usage(folder.parent).free < 1 << 20
+    except OSError:
+        return False
 
 
 class SetupError(GroundQAError):

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 from prometheus_client import Gauge
 
-from groundqa.index.errors import FileTooLarge, GroundQAError, IndexBusy, NotFound
+from groundqa.index.errors import DiskFull, FileTooLarge, GroundQAError, IndexBusy, NotFound, disk_full
 from groundqa.index.index import Index, Progress
 from groundqa.ingest.limits import FileLimits
 from groundqa.service.schemas import Uploaded
@@ -115,6 +115,31 @@ class Jobs:
             )
         job_id = uuid.uuid4().hex
         now = _now()
+        try:
+            self._queue(job_id, name, data, size, doc_id, title, replace, now)
+        except (OSError, sqlite3.Error) as exc:
+            (self.files / job_id).unlink(missing_ok=True)  # no partial file left, ever
+            if disk_full(exc, self.folder):
+                raise DiskFull(
+                    f"no space left on the disk of {self.folder}: nothing of this upload was kept; "
+                    "free some space, then send it again"
+                ) from exc
+            raise
+        self._wake.set()
+        return self.get(job_id)
+
+    def _queue(
+        self,
+        job_id: str,
+        name: str,
+        data: BinaryIO,
+        size: int,
+        doc_id: str | None,
+        title: str | None,
+        replace: bool,
+        now: str,
+    ) -> None:
+        """The file kept and its job queued, in one transaction, or QueueFull."""
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")
             waiting, held = db.execute(
@@ -137,8 +162,6 @@ class Jobs:
                 "(?, 'queued', 'waiting', 0, 0, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL)",
                 (job_id, name, doc_id, title, int(replace), size, now, now),
             )
-        self._wake.set()
-        return self.get(job_id)
 
     def get(self, job_id: str) -> Job:
         with self._db() as db:
@@ -177,7 +200,10 @@ class Jobs:
                 self._wake.wait(IDLE)
                 self._wake.clear()
                 continue
-            self._work(job)
+            try:
+                self._work(job)
+            except (OSError, sqlite3.Error):  # jobs.sqlite unwritable (a full disk): the runner goes on
+                self._wake.wait(IDLE)
 
     def prune(self, now: datetime | None = None) -> int:
         """Finished jobs are kept KEPT_DAYS, and the latest KEPT of them at most: jobs.sqlite

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,3 +109,27 @@ def test_the_cli_says_a_full_disk_in_one_line(small_disk: Path, tmp_path: Path) 
     filler.unlink()
     assert groundqa("ingest", str(article), index=index).returncode == 0
     assert "ferries" in groundqa("docs", index=index).stdout
+
+
+def test_an_async_upload_onto_a_full_disk_answers_507_and_leaves_nothing(small_disk: Path) -> None:
+    """Round 4, defect 5: an async upload onto a full disk answered a plain-text 500, left a
+    partial file in jobs/ for ever, and later async uploads got 500 too."""
+    config = Settings(index_dir=small_disk / "index", api_key=KEY)  # type: ignore[call-arg]
+    upload = {"file": ("ferries.txt", _text(1).encode() * 20)}
+    prefer = AUTH | {"Prefer": "respond-async"}
+    with TestClient(create_app(config)) as client:
+        wait_until_ready(client)
+        filler = _fill(small_disk)
+        for _ in range(2):
+            reply = client.post("/v1/documents/upload", files=upload, headers=prefer)
+            assert reply.status_code == 507, reply.text
+            assert reply.json()["detail"].startswith("no space left on the disk of")
+        assert list((small_disk / "index" / "jobs").iterdir()) == []
+        filler.unlink()
+        again = client.post("/v1/documents/upload", files=upload, headers=prefer)
+        assert again.status_code == 202, again.text
+        for _ in range(600):  # its job ends before the disk goes away
+            if client.get(again.headers["location"], headers=AUTH).json()["state"] in ("done", "failed"):
+                break
+            time.sleep(0.2)
+        assert client.get(again.headers["location"], headers=AUTH).json()["state"] == "done"

@@ -13,7 +13,6 @@ the lock is held. Only the lock holder removes files that no committed state nam
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import math
 import os
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock, Timeout
 
-from groundqa.index.errors import DiskFull, IndexBusy, IndexDamaged, IndexMoved
+from groundqa.index.errors import DiskFull, IndexBusy, IndexDamaged, IndexMoved, disk_full
 from groundqa.index.lexical import BM25Params, lexical_input, stats
 from groundqa.index.storage import (
     Document,
@@ -327,7 +326,7 @@ class SegmentStorage(Storage):
         try:
             yield
         except (OSError, sqlite3.Error) as exc:
-            if not (getattr(exc, "errno", None) == errno.ENOSPC or _sqlite_full(exc, self.folder)):
+            if not disk_full(exc, self.folder):
                 raise
             raise DiskFull(
                 f"no space left on the disk of {self.folder}: {what}; free some space, then try again"
@@ -446,19 +445,6 @@ def _identity(folder: Path) -> tuple[int, int]:
     except OSError:
         return (-1, -1)
     return (found.st_dev, found.st_ino)
-
-
-def _sqlite_full(exc: Exception, folder: Path) -> bool:
-    """SQLite's full disk: SQLITE_FULL, or an I/O error (its shared memory or journal could not
-    grow) on a disk with (almost) no space left."""
-    if not isinstance(exc, sqlite3.Error):
-        return False
-    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
-        return True
-    try:
-        return "disk I/O error" in str(exc) and shutil.disk_usage(folder.parent).free < 1 << 20
-    except OSError:
-        return False
 
 
 def _choose(segments: dict[int, list[int]], sizes: dict[int, tuple[int, int]], everything: bool) -> list[int]:
