@@ -7,6 +7,7 @@ failed, and uploading the file again works."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
@@ -42,6 +43,10 @@ KEPT_DAYS = 7
 KEPT = 1000
 # Seconds between two prunings by a runner.
 PRUNE_EVERY = 60.0
+# A running job's runner writes its heartbeat this often; a job of another host silent for
+# ORPHANED seconds has lost its runner.
+HEARTBEAT = 30.0
+ORPHANED = 300.0
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, state TEXT NOT NULL, stage TEXT NOT NULL, done INTEGER NOT NULL,
@@ -233,15 +238,19 @@ class Jobs:
             )
         return self.get(row[0])
 
-    def _orphans(self) -> None:
-        """Jobs whose process on this host has died are failed: nothing of them was stored (a
-        commit is whole or absent), and their file is removed."""
+    def _orphans(self, now: datetime | None = None) -> None:
+        """Jobs whose process has died are failed: nothing of them was stored (a commit is whole
+        or absent), and their file is removed. On this host its process is looked for; a job of
+        another host (a container recreated on the same volume) is dead when its runner's
+        heartbeat has been silent for ORPHANED seconds."""
         host = socket.gethostname()
+        silent = ((now or datetime.now(UTC)) - timedelta(seconds=ORPHANED)).isoformat(timespec="milliseconds")
         with self._db() as db:
-            rows = db.execute("SELECT id, owner FROM jobs WHERE state = 'running'").fetchall()
-        for job_id, owner in rows:
+            rows = db.execute("SELECT id, owner, updated_at FROM jobs WHERE state = 'running'").fetchall()
+        for job_id, owner, updated in rows:
             where, pid, started = (owner or "::").rsplit(":", 2)
-            if where == host and pid.isdigit() and _started(int(pid)) != started:
+            gone = where == host and pid.isdigit() and _started(int(pid)) != started
+            if gone or (where != host and updated < silent):
                 self._end(
                     job_id,
                     error="the server stopped during this job, before its document was stored: "
@@ -249,6 +258,22 @@ class Jobs:
                 )
 
     def _work(self, job: Job) -> None:
+        beating = threading.Event()
+        threading.Thread(target=self._beat, args=(job.id, beating), name="job-heartbeat", daemon=True).start()
+        try:
+            self._run_job(job)
+        finally:
+            beating.set()
+
+    def _beat(self, job_id: str, done: threading.Event) -> None:
+        """The running job's heartbeat: updated_at every HEARTBEAT seconds, however long a step."""
+        while not done.wait(HEARTBEAT):
+            with contextlib.suppress(sqlite3.Error), self._db() as db:
+                db.execute(
+                    "UPDATE jobs SET updated_at = ? WHERE id = ? AND state = 'running'", (_now(), job_id)
+                )
+
+    def _run_job(self, job: Job) -> None:
         try:
             with (self.files / job.id).open("rb") as data:
                 stages = functools.partial(self._stage, job.id)

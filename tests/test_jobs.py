@@ -21,7 +21,7 @@ from prometheus_client import Gauge
 from groundqa.eval.data import load_squad
 from groundqa.eval.server import running
 from groundqa.ingest.limits import FileLimits
-from groundqa.service.job_queue import KEPT, KEPT_DAYS, Jobs
+from groundqa.service.job_queue import KEPT, KEPT_DAYS, ORPHANED, Jobs, QueueFull
 from tests.conftest import SQUAD_SLICE, LiveServer
 from tests.files import make_pdf
 
@@ -187,3 +187,27 @@ def test_finished_jobs_are_pruned(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "jobs.sqlite") as db:
         states = dict(db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
     assert states == {"failed": KEPT, "queued": 1}
+
+
+def test_a_job_orphaned_under_another_host_name_ends_failed(tmp_path: Path) -> None:
+    """Round 4, defect 6: a job whose runner died under another host name (a container recreated
+    on the same volume) stayed running for ever, holding its file and, at GROUNDQA_MAX_JOBS=1,
+    the queue. Its heartbeat silent for ORPHANED seconds, it ends failed; a live one stays."""
+    jobs = Jobs(
+        tmp_path, lambda: None, FileLimits, max_jobs=2, max_bytes=10**9, writes=Gauge("o", "o", registry=None)
+    )  # type: ignore[arg-type]
+    dead, live = (jobs.submit(f"{n}.txt", b"Some words.", None, None, False) for n in ("dead", "live"))
+    silent = (datetime.now(UTC) - timedelta(seconds=ORPHANED + 60)).isoformat(timespec="milliseconds")
+    with sqlite3.connect(tmp_path / "jobs.sqlite") as db:
+        for job, updated in ((dead, silent), (live, datetime.now(UTC).isoformat(timespec="milliseconds"))):
+            db.execute(
+                "UPDATE jobs SET state = 'running', owner = 'another-host:1:1', updated_at = ? WHERE id = ?",
+                (updated, job.id),
+            )
+    with pytest.raises(QueueFull):
+        jobs.submit("third.txt", b"More words.", None, None, False)
+    jobs._orphans()
+    assert jobs.get(dead.id).state == "failed" and "upload the file again" in (jobs.get(dead.id).error or "")
+    assert not (tmp_path / "jobs" / dead.id).exists()
+    assert jobs.get(live.id).state == "running"
+    assert jobs.submit("third.txt", b"More words.", None, None, False).state == "queued"
