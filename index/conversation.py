@@ -116,8 +116,8 @@ def _acronym(title: str) -> str:
 
 def resolve(question: str, history: Sequence[Turn], titles: Titles | None = None) -> Resolved:
     """The question as searched, after the user's earlier questions, each resolved in turn.
-    Bounded work whatever the history: an earlier turn is read as far as a question goes (its
-    last MAX_QUESTION_CHARS: a longer one is text pasted before a question), what was said is
+    Bounded work whatever the history: an earlier turn is read for what it asks (question_in:
+    a longer one is text pasted before a question), what was said is
     remembered over its last SAID_CHARS, a name is at most MAX_NAME_WORDS words, and what is
     searched stays within the question limit (else the question is searched as asked)."""
     titles = titles or Titles()
@@ -125,12 +125,30 @@ def resolve(question: str, history: Sequence[Turn], titles: Titles | None = None
     said = ""  # what was said lately, lower-cased, to tell a new name from a known one
     for turn in history:
         if turn.role == "user":
-            searched, subject = _resolve_one(turn.content[-MAX_QUESTION_CHARS:], subject, said, titles)
+            searched, subject = _resolve_one(question_in(turn.content), subject, said, titles)
             said = f"{said} {searched.lower()}"[-SAID_CHARS:]
         else:  # an answer tells what is known ("the pipeline"), but never the subject
             said = f"{said} {turn.content[:MAX_QUESTION_CHARS].lower()}"[-SAID_CHARS:]
     searched, subject = _resolve_one(question, subject, said, titles)
     return Resolved(searched if len(searched) <= MAX_QUESTION_CHARS else question, subject)
+
+
+# A sentence that asks: the text up to a question mark, from the end of the one before.
+_ASKED = re.compile(r"[^.!?\n]*\?")
+
+
+def question_in(text: str) -> str:
+    """What a chat message asks: itself within the question limit; else (an article pasted with a
+    question) its last question, or failing one, its end, from a sentence or word start."""
+    if len(text.strip()) <= MAX_QUESTION_CHARS:
+        return text
+    asked = [m.group().strip() for m in _ASKED.finditer(text)]
+    asked = [a for a in asked if 0 < len(a) <= MAX_QUESTION_CHARS]
+    if asked:
+        return asked[-1]
+    end = text.strip()[-MAX_QUESTION_CHARS:]
+    starts = [m.end() for m in re.finditer(r"[.!?]\s+", end)]
+    return end[starts[0] :] if starts and starts[0] < len(end) else end[end.find(" ") + 1 :]
 
 
 # What of a conversation is remembered to tell a known name from a new one, in characters.

@@ -5,6 +5,7 @@ and the same links as a Markdown list at the end, for clients that keep only the
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote, urlencode
 
 from groundqa.index.index import SearchResult
@@ -91,10 +92,8 @@ def url_citations(text: str, cited: list[Cited]) -> list[Annotation]:
     found = []
     for c in (c for c in cited if c.url):
         title = f"{c.title}, p. {c.page}" if c.page else c.title
-        link, at = marker(c), text.find(marker(c))
-        places = [(at, at + len(link))] if at >= 0 else [(len(text), len(text))]
-        while at >= 0 and (at := text.find(link, at + len(link))) >= 0:
-            places.append((at, at + len(link)))
+        found_at = [(m.start(), m.end()) for m in re.finditer(re.escape(marker(c)), text)]
+        places = found_at or [(len(text), len(text))]
         for start, end in places:
             place = URLCitation(url=c.url or "", title=title, start_index=start, end_index=end)
             found.append(Annotation(url_citation=place))

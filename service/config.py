@@ -93,10 +93,8 @@ class Settings(IngestSettings):
 
     def link_base(self) -> str:
         """The public URL, else this server's own address."""
-        if self.public_base():
-            return str(self.public_base())
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+        return self.public_base() or f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
     def llm(self) -> LLM | None:
         if not (self.llm_url and self.llm_url.strip()):

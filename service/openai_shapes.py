@@ -14,7 +14,6 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from groundqa.index.conversation import ROLES, Turn, trim_history
-from groundqa.index.ranking import MAX_QUESTION_CHARS
 from groundqa.index.text import count_tokens
 from groundqa.service.http_errors import OpenAIError
 
@@ -129,24 +128,6 @@ class CompletionRequest(BaseModel):
             n=self.n,
             max_tokens=self.max_tokens,
         )
-
-
-# A sentence that asks: the text up to a question mark, from the end of the one before.
-_ASKED = re.compile(r"[^.!?\n]*\?")
-
-
-def question_in(text: str) -> str:
-    """What a chat message asks: itself within the question limit; else (an article pasted with a
-    question) its last question, or failing one, its end, from a sentence or word start."""
-    if len(text.strip()) <= MAX_QUESTION_CHARS:
-        return text
-    asked = [m.group().strip() for m in _ASKED.finditer(text)]
-    asked = [a for a in asked if 0 < len(a) <= MAX_QUESTION_CHARS]
-    if asked:
-        return asked[-1]
-    end = text.strip()[-MAX_QUESTION_CHARS:]
-    starts = [m.end() for m in re.finditer(r"[.!?]\s+", end)]
-    return end[starts[0] :] if starts and starts[0] < len(end) else end[end.find(" ") + 1 :]
 
 
 # Open WebUI's task prompts (a chat's title, tags, follow-ups, search queries, autocompletion)

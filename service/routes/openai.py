@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
-from groundqa.index.conversation import Turn
+from groundqa.index.conversation import Turn, question_in
 from groundqa.index.errors import GroundQAError, IndexBusy
 from groundqa.index.index import Index, SearchResult
 from groundqa.index.ranking import DEFAULT_K
@@ -37,7 +37,6 @@ from groundqa.service.openai_shapes import (
     Task,
     Usage,
     conversation_of,
-    question_in,
     task_of,
     text_of,
 )
